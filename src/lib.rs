@@ -1,0 +1,13 @@
+//! spillway: Apache Spark's executor memory model, reproduced with real memory.
+//!
+//! | Spark concept | module | type |
+//! |---|---|---|
+//! | `SparkConf`, `JavaUtils.byteStringAs` | [`conf`] | [`conf::SparkConf`], [`conf::ByteUnit`] |
+//! | `UnifiedMemoryManager.getMaxMemory`, `ResourceProfile` | [`layout`] | [`layout::Layout`] |
+//! | JVM heap, `HeapMemoryAllocator`, `UnsafeMemoryAllocator` | [`region`] | mappings, ranges, page allocators |
+//! | `MemoryPool`, `UnifiedMemoryManager`, `TaskMemoryManager` | [`memory`] | pools and task memory |
+
+pub mod conf;
+pub mod layout;
+pub mod memory;
+pub mod region;

@@ -1,0 +1,2 @@
+//! The `spillway` binary: parse, call the library, print, exit.
+fn main() {}

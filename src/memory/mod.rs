@@ -1,0 +1,1 @@
+//! Spark's unified memory manager: execution and storage pools, fair share, task memory.
