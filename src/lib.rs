@@ -11,3 +11,4 @@ pub mod conf;
 pub mod layout;
 pub mod memory;
 pub mod region;
+pub mod storage;
