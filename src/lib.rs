@@ -8,6 +8,7 @@
 //! | `MemoryPool`, `UnifiedMemoryManager`, `TaskMemoryManager` | [`memory`] | pools and task memory |
 
 pub mod conf;
+pub mod executor;
 pub mod layout;
 pub mod memory;
 pub mod region;

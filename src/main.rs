@@ -1,2 +1,148 @@
-//! The `spillway` binary: parse, call the library, print, exit.
-fn main() {}
+//! The `spillway` binary: parse the command line, call the library, print, return an exit code.
+//!
+//! Exit codes: 0 success, 1 a failure of the run itself, 2 bad input (configuration, flags).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use spillway::conf::{ByteUnit, ConfError, SparkConf, byte_string_as};
+use spillway::executor::Executor;
+use spillway::layout::Layout;
+
+#[derive(Parser)]
+#[command(
+    name = "spillway",
+    version,
+    about = "Apache Spark's executor memory model, reproduced with real memory"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the executor's memory layout: container, heap regions, pools, off-heap, overhead.
+    Layout(LayoutArgs),
+}
+
+/// The configuration flags every command shares, named as spark-submit names them.
+#[derive(Args)]
+struct ConfArgs {
+    /// A Spark property, KEY=VALUE (repeatable; overrides the properties file).
+    #[arg(long = "conf", value_name = "KEY=VALUE")]
+    conf: Vec<String>,
+    /// A spark-defaults.conf style file of properties.
+    #[arg(long = "properties-file", value_name = "FILE")]
+    properties_file: Option<PathBuf>,
+    /// The JVM's Runtime.maxMemory, if it differs from spark.executor.memory (bytes unless a
+    /// suffix is given, e.g. 954728448 or 910m). spark.testing.memory takes precedence.
+    #[arg(long = "system-memory", value_name = "SIZE")]
+    system_memory: Option<String>,
+}
+
+impl ConfArgs {
+    fn load(&self) -> Result<(SparkConf, Option<i64>), ConfError> {
+        let mut conf = SparkConf::new();
+        if let Some(path) = &self.properties_file {
+            conf.load_properties_file(path)?;
+        }
+        for arg in &self.conf {
+            conf.apply_conf_arg(arg)?;
+        }
+        let system_memory = match &self.system_memory {
+            Some(value) => Some(byte_string_as(value, ByteUnit::Byte).map_err(|source| {
+                ConfError::ByteString {
+                    key: "--system-memory".into(),
+                    value: value.clone(),
+                    source,
+                }
+            })?),
+            None => None,
+        };
+        for warning in conf.warnings() {
+            eprintln!("warning: {warning}");
+        }
+        Ok((conf, system_memory))
+    }
+}
+
+#[derive(Args)]
+struct LayoutArgs {
+    #[command(flatten)]
+    conf: ConfArgs,
+    /// Print one JSON object (bytes) instead of the tree.
+    #[arg(long)]
+    json: bool,
+    /// Map the heap (and off-heap arena), touch what a fresh executor touches, and print the
+    /// resident size of each region beside the model.
+    #[arg(long)]
+    touch: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Layout(args) => layout(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::BadInput(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Bad input exits 2; anything else that stops a command exits 1.
+enum Failure {
+    BadInput(ConfError),
+    Run(anyhow::Error),
+}
+
+impl From<ConfError> for Failure {
+    fn from(e: ConfError) -> Self {
+        Failure::BadInput(e)
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Run(e)
+    }
+}
+
+fn layout(args: LayoutArgs) -> Result<(), Failure> {
+    let (conf, system_memory) = args.conf.load()?;
+    let layout = Layout::from_conf(&conf, system_memory)?;
+    if args.touch {
+        let executor = Executor::start(&layout, &conf).map_err(anyhow::Error::from)?;
+        let residency = executor.residency();
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&residency).expect("residency serializes")
+            );
+        } else {
+            print!("{}", layout.render_tree());
+            println!();
+            print!("{}", residency.render_table());
+        }
+        return Ok(());
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&layout.to_json()).expect("layout serializes")
+        );
+    } else {
+        print!("{}", layout.render_tree());
+    }
+    Ok(())
+}

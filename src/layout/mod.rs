@@ -79,6 +79,8 @@ impl MemoryConf {
         conf.validate_values()?;
         for key in [keys::MEMORY_FRACTION, keys::MEMORY_STORAGE_FRACTION] {
             let v = conf.double(key)?.unwrap_or(0.5);
+            // Spark's own comparison: NaN passes here (and then sizes a pool of 0).
+            #[allow(clippy::manual_range_contains)]
             if v > 1.0 || v < 0.0 {
                 return Err(ConfError::FractionOutOfRange {
                     key: key.to_string(),
@@ -95,6 +97,8 @@ impl MemoryConf {
             });
         }
         let factor = req(conf.double(keys::EXECUTOR_MEMORY_OVERHEAD_FACTOR)?);
+        // `checkValue(v => v > 0.0)`: NaN fails too.
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
         if !(factor > 0.0) {
             return Err(ConfError::CheckFailed {
                 key: keys::EXECUTOR_MEMORY_OVERHEAD_FACTOR.to_string(),

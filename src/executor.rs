@@ -1,0 +1,233 @@
+//! The executor: owns the real memory of a [`Layout`] — the heap mapping carved into reserved,
+//! user and unified ranges, and the off-heap arena — and the allocators over them.
+//!
+//! A fresh executor touches only its reserved 300 MiB, as a JVM that has started and loaded its
+//! classes holds that much; user, storage and execution pages become resident as tasks write
+//! them, and go back to the kernel when freed unless `spillway.memory.retainFreed` is set.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::conf::{ConfError, SparkConf, format_mib, keys};
+use crate::layout::Layout;
+use crate::region::{
+    Mapping, PageAllocator, Range, RegionError, ReleasePolicy, process_rss_bytes,
+};
+
+/// Why an executor could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    #[error(transparent)]
+    Conf(#[from] ConfError),
+    #[error("cannot set up executor memory: {0}")]
+    Region(#[from] RegionError),
+}
+
+/// A running executor's memory.
+pub struct Executor {
+    layout: Layout,
+    policy: ReleasePolicy,
+    heap: Arc<Mapping>,
+    reserved: Range,
+    user: Range,
+    unified: Range,
+    jvm_internal: Range,
+    off_heap: Option<Range>,
+    user_allocator: Arc<PageAllocator>,
+    unified_allocator: Arc<PageAllocator>,
+    off_heap_allocator: Option<Arc<PageAllocator>>,
+}
+
+impl Executor {
+    /// Maps the heap (and the off-heap arena when `spark.memory.offHeap.enabled`), carves the
+    /// heap into its regions and touches the reserved region.
+    pub fn start(layout: &Layout, conf: &SparkConf) -> Result<Executor, ExecutorError> {
+        let retain = conf.bool(keys::RETAIN_FREED_MEMORY)?.unwrap_or(false);
+        let policy = if retain {
+            ReleasePolicy::Keep
+        } else {
+            ReleasePolicy::ReturnToKernel
+        };
+        let heap = Mapping::anonymous(layout.heap_mapping_bytes() as u64, "heap")?;
+        let whole = heap.whole();
+        let ranges = layout.heap_ranges();
+        let carve = |(offset, len): (i64, i64), name: &'static str| {
+            whole
+                .checked_sub_range(offset as u64, len as u64)
+                .map(|r| r.with_name(name))
+        };
+        let reserved = carve(ranges.reserved, "reserved")?;
+        let user = carve(ranges.user, "user")?;
+        let unified = carve(ranges.unified, "unified")?;
+        let jvm_internal = carve(ranges.jvm_internal, "jvm-internal")?;
+        reserved.touch()?;
+
+        let off_heap = if layout.off_heap_enabled {
+            let mapping = Mapping::anonymous(layout.off_heap as u64, "off-heap")?;
+            Some(mapping.whole())
+        } else {
+            None
+        };
+        let user_allocator = Arc::new(PageAllocator::new(user.clone(), policy)?);
+        let unified_allocator = Arc::new(PageAllocator::new(unified.clone(), policy)?);
+        let off_heap_allocator = match &off_heap {
+            Some(r) => Some(Arc::new(PageAllocator::new(r.clone(), policy)?)),
+            None => None,
+        };
+        Ok(Executor {
+            layout: layout.clone(),
+            policy,
+            heap,
+            reserved,
+            user,
+            unified,
+            jvm_internal,
+            off_heap,
+            user_allocator,
+            unified_allocator,
+            off_heap_allocator,
+        })
+    }
+
+    /// The layout this executor was built from.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Whether freed pages go back to the kernel.
+    pub fn release_policy(&self) -> ReleasePolicy {
+        self.policy
+    }
+
+    /// The whole heap mapping.
+    pub fn heap(&self) -> &Arc<Mapping> {
+        &self.heap
+    }
+
+    /// The reserved range (touched at start).
+    pub fn reserved(&self) -> &Range {
+        &self.reserved
+    }
+
+    /// The user-memory range (UDF objects).
+    pub fn user(&self) -> &Range {
+        &self.user
+    }
+
+    /// The unified range: storage blocks and ON_HEAP execution pages.
+    pub fn unified(&self) -> &Range {
+        &self.unified
+    }
+
+    /// The off-heap arena, when enabled: OFF_HEAP pages and blocks.
+    pub fn off_heap(&self) -> Option<&Range> {
+        self.off_heap.as_ref()
+    }
+
+    /// The allocator over the user range.
+    pub fn user_allocator(&self) -> &Arc<PageAllocator> {
+        &self.user_allocator
+    }
+
+    /// The allocator over the unified range.
+    pub fn unified_allocator(&self) -> &Arc<PageAllocator> {
+        &self.unified_allocator
+    }
+
+    /// The allocator over the off-heap arena, when enabled.
+    pub fn off_heap_allocator(&self) -> Option<&Arc<PageAllocator>> {
+        self.off_heap_allocator.as_ref()
+    }
+
+    /// How much of each region is resident now, beside the model's size.
+    pub fn residency(&self) -> Residency {
+        let mut regions = vec![
+            RegionResidency::of(&self.reserved, self.layout.reserved),
+            RegionResidency::of(&self.user, self.layout.user),
+            RegionResidency::of(&self.unified, self.layout.unified),
+        ];
+        if !self.jvm_internal.is_empty() {
+            regions.push(RegionResidency::of(&self.jvm_internal, 0));
+        }
+        if let Some(off_heap) = &self.off_heap {
+            regions.push(RegionResidency::of(off_heap, self.layout.off_heap));
+        }
+        Residency {
+            regions,
+            process_rss_bytes: process_rss_bytes().ok(),
+        }
+    }
+}
+
+/// Residency of each region, measured with `mincore`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Residency {
+    pub regions: Vec<RegionResidency>,
+    /// The whole process's resident memory (`/proc/self`), when readable.
+    pub process_rss_bytes: Option<u64>,
+}
+
+/// One region: its size in the model, its mapped length and what is resident.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegionResidency {
+    pub region: &'static str,
+    pub model_bytes: i64,
+    pub mapped_bytes: u64,
+    pub resident_bytes: u64,
+}
+
+impl RegionResidency {
+    fn of(range: &Range, model_bytes: i64) -> RegionResidency {
+        RegionResidency {
+            region: range.name(),
+            model_bytes,
+            mapped_bytes: range.len(),
+            resident_bytes: range.resident_bytes(),
+        }
+    }
+}
+
+impl Residency {
+    /// The resident bytes of the region named `name`.
+    pub fn resident(&self, name: &str) -> Option<u64> {
+        self.regions
+            .iter()
+            .find(|r| r.region == name)
+            .map(|r| r.resident_bytes)
+    }
+
+    /// A table of model size against resident memory per region.
+    pub fn render_table(&self) -> String {
+        let mut out = format!(
+            "{:<14} {:>12} {:>14} {:>14} {:>9}\n",
+            "region", "model MiB", "mapped B", "resident MiB", "resident"
+        );
+        for r in &self.regions {
+            let share = if r.mapped_bytes == 0 {
+                "-".to_string()
+            } else {
+                format!(
+                    "{:.1}%",
+                    100.0 * r.resident_bytes as f64 / r.mapped_bytes as f64
+                )
+            };
+            out.push_str(&format!(
+                "{:<14} {:>12} {:>14} {:>14} {:>9}\n",
+                r.region,
+                format_mib(r.model_bytes.max(0) as u64),
+                r.mapped_bytes,
+                format_mib(r.resident_bytes),
+                share
+            ));
+        }
+        if let Some(rss) = self.process_rss_bytes {
+            out.push_str(&format!("process RSS    {} MiB\n", format_mib(rss)));
+        }
+        out.push_str(
+            "A fresh executor touches only its reserved memory; user, storage and execution \
+             pages become resident as tasks write them.\n",
+        );
+        out
+    }
+}
