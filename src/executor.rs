@@ -11,9 +11,7 @@ use serde::Serialize;
 
 use crate::conf::{ConfError, SparkConf, format_mib, keys};
 use crate::layout::Layout;
-use crate::region::{
-    Mapping, PageAllocator, Range, RegionError, ReleasePolicy, process_rss_bytes,
-};
+use crate::region::{Mapping, PageAllocator, Range, RegionError, ReleasePolicy, process_rss_bytes};
 
 /// Why an executor could not start.
 #[derive(Debug, thiserror::Error)]
