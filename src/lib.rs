@@ -12,4 +12,6 @@ pub mod executor;
 pub mod layout;
 pub mod memory;
 pub mod region;
+pub mod spill;
+pub mod spill;
 pub mod storage;

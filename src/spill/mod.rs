@@ -1,0 +1,1 @@
+//! Spill and block files: framed, checksummed records.
