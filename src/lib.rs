@@ -13,5 +13,4 @@ pub mod layout;
 pub mod memory;
 pub mod region;
 pub mod spill;
-pub mod spill;
 pub mod storage;
