@@ -4,6 +4,15 @@
 //! A fresh executor touches only its reserved 300 MiB, as a JVM that has started and loaded its
 //! classes holds that much; user, storage and execution pages become resident as tasks write
 //! them, and go back to the kernel when freed unless `spillway.memory.retainFreed` is set.
+//!
+//! # Address space beyond the model
+//!
+//! A JVM compacts its heap, so an allocation succeeds whenever enough bytes are free in total;
+//! a page allocator over a fixed range cannot move live pages and could refuse a large page
+//! for fragmentation alone, which Spark would never see. So the unified range (and the
+//! off-heap arena) get address space of twice their accounted size plus one maximum page
+//! ([`address_span`]). This costs no memory: the pools still bound what is used to the model's
+//! bytes exactly, and only written pages are ever resident.
 
 use std::sync::Arc;
 
@@ -47,22 +56,36 @@ impl Executor {
         } else {
             ReleasePolicy::ReturnToKernel
         };
-        let heap = Mapping::anonymous(layout.heap_mapping_bytes() as u64, "heap")?;
-        let whole = heap.whole();
+        // Laid out as reserved | user | unified (its address span) | JVM-internal.
         let ranges = layout.heap_ranges();
-        let carve = |(offset, len): (i64, i64), name: &'static str| {
+        let unified_span = address_span(layout.unified as u64);
+        let jvm_internal_len = ranges.jvm_internal.1 as u64;
+        let mut offsets = [0u64; 4];
+        let lens = [
+            ranges.reserved.1 as u64,
+            ranges.user.1 as u64,
+            unified_span,
+            jvm_internal_len,
+        ];
+        for i in 1..4 {
+            offsets[i] = offsets[i - 1] + lens[i - 1];
+        }
+        let heap = Mapping::anonymous(offsets[3] + lens[3], "heap")?;
+        let whole = heap.whole();
+        let carve = |i: usize, name: &'static str| {
             whole
-                .checked_sub_range(offset as u64, len as u64)
+                .checked_sub_range(offsets[i], lens[i])
                 .map(|r| r.with_name(name))
         };
-        let reserved = carve(ranges.reserved, "reserved")?;
-        let user = carve(ranges.user, "user")?;
-        let unified = carve(ranges.unified, "unified")?;
-        let jvm_internal = carve(ranges.jvm_internal, "jvm-internal")?;
+        let reserved = carve(0, "reserved")?;
+        let user = carve(1, "user")?;
+        let unified = carve(2, "unified")?;
+        let jvm_internal = carve(3, "jvm-internal")?;
         reserved.touch()?;
 
         let off_heap = if layout.off_heap_enabled {
-            let mapping = Mapping::anonymous(layout.off_heap as u64, "off-heap")?;
+            let span = address_span(layout.off_heap as u64);
+            let mapping = Mapping::anonymous(span, "off-heap")?;
             Some(mapping.whole())
         } else {
             None
@@ -158,6 +181,15 @@ impl Executor {
     }
 }
 
+/// The address space given to a range whose pools account `accounted` bytes: twice that plus
+/// one maximum default page (64 MiB), so that fragmentation alone never refuses a page.
+pub fn address_span(accounted: u64) -> u64 {
+    if accounted == 0 {
+        return 0;
+    }
+    accounted.saturating_mul(2).saturating_add(64 << 20)
+}
+
 /// Residency of each region, measured with `mincore`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Residency {
@@ -171,6 +203,7 @@ pub struct Residency {
 pub struct RegionResidency {
     pub region: &'static str,
     pub model_bytes: i64,
+    /// Address space of the range (more than the model for unified and off-heap).
     pub mapped_bytes: u64,
     pub resident_bytes: u64,
 }
@@ -199,15 +232,15 @@ impl Residency {
     pub fn render_table(&self) -> String {
         let mut out = format!(
             "{:<14} {:>12} {:>14} {:>14} {:>9}\n",
-            "region", "model MiB", "mapped B", "resident MiB", "resident"
+            "region", "model MiB", "mapped B", "resident MiB", "of model"
         );
         for r in &self.regions {
-            let share = if r.mapped_bytes == 0 {
+            let share = if r.model_bytes <= 0 {
                 "-".to_string()
             } else {
                 format!(
                     "{:.1}%",
-                    100.0 * r.resident_bytes as f64 / r.mapped_bytes as f64
+                    100.0 * r.resident_bytes as f64 / r.model_bytes as f64
                 )
             };
             out.push_str(&format!(
@@ -224,7 +257,9 @@ impl Residency {
         }
         out.push_str(
             "A fresh executor touches only its reserved memory; user, storage and execution \
-             pages become resident as tasks write them.\n",
+             pages become resident as tasks write them. The unified range and the off-heap \
+             arena map twice their size in address space (no memory), standing in for a \
+             compacting heap.\n",
         );
         out
     }

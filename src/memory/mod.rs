@@ -68,6 +68,7 @@
 mod event;
 mod manager;
 pub(crate) mod sync;
+mod task;
 pub mod testing;
 mod types;
 
@@ -78,4 +79,9 @@ mod tests;
 
 pub use event::{EventSink, MemoryEvent};
 pub use manager::{BlockEvictor, MemoryError, UnifiedMemoryManager};
+pub use task::{
+    Consumer, ConsumerId, ConsumerUsage, MAXIMUM_PAGE_SIZE_BYTES, MemoryConsumer, PAGE_TABLE_SIZE,
+    Page, SpillError, TaskMemoryError, TaskMemoryManager, Unspillable, decode_offset,
+    decode_page_number, encode_address,
+};
 pub use types::{MemoryMode, MemorySnapshot, PoolSizes, PoolSnapshot, TaskAttemptId, WaitStats};
