@@ -20,7 +20,12 @@ use serde::Serialize;
 
 use crate::conf::{ConfError, SparkConf, format_mib, keys};
 use crate::layout::Layout;
-use crate::region::{Mapping, PageAllocator, Range, RegionError, ReleasePolicy, process_rss_bytes};
+use crate::memory::{
+    MemoryMode, PoolSizes, TaskAttemptId, TaskMemoryManager, UnifiedMemoryManager,
+};
+use crate::region::{
+    Mapping, PageAllocator, Range, RegionError, ReleasePolicy, UserArena, process_rss_bytes,
+};
 
 /// Why an executor could not start.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +49,28 @@ pub struct Executor {
     user_allocator: Arc<PageAllocator>,
     unified_allocator: Arc<PageAllocator>,
     off_heap_allocator: Option<Arc<PageAllocator>>,
+    memory_manager: Arc<UnifiedMemoryManager>,
+}
+
+impl Layout {
+    /// The four pool sizes of the unified memory manager (spec §1.6–§1.8).
+    pub fn pool_sizes(&self) -> PoolSizes {
+        PoolSizes {
+            on_heap_unified: self.unified as u64,
+            on_heap_storage_region: self.storage_region as u64,
+            off_heap_unified: self.off_heap as u64,
+            off_heap_storage_region: self.off_heap_storage_region as u64,
+        }
+    }
+
+    /// The Tungsten memory mode: OFF_HEAP iff `spark.memory.offHeap.enabled` (spec §5.1).
+    pub fn tungsten_mode(&self) -> MemoryMode {
+        if self.off_heap_enabled {
+            MemoryMode::OffHeap
+        } else {
+            MemoryMode::OnHeap
+        }
+    }
 }
 
 impl Executor {
@@ -96,7 +123,9 @@ impl Executor {
             Some(r) => Some(Arc::new(PageAllocator::new(r.clone(), policy)?)),
             None => None,
         };
+        let memory_manager = Arc::new(UnifiedMemoryManager::new(layout.pool_sizes()));
         Ok(Executor {
+            memory_manager,
             layout: layout.clone(),
             policy,
             heap,
@@ -159,6 +188,36 @@ impl Executor {
     /// The allocator over the off-heap arena, when enabled.
     pub fn off_heap_allocator(&self) -> Option<&Arc<PageAllocator>> {
         self.off_heap_allocator.as_ref()
+    }
+
+    /// The executor's unified memory manager (one per JVM in Spark).
+    pub fn memory_manager(&self) -> &Arc<UnifiedMemoryManager> {
+        &self.memory_manager
+    }
+
+    /// A task memory manager for `task`: Tungsten pages of the layout's mode and page size,
+    /// carved from the unified range (ON_HEAP) or the off-heap arena (OFF_HEAP).
+    pub fn task_memory_manager(&self, task: TaskAttemptId) -> TaskMemoryManager {
+        let mode = self.layout.tungsten_mode();
+        let allocator = match mode {
+            MemoryMode::OnHeap => &self.unified_allocator,
+            MemoryMode::OffHeap => self
+                .off_heap_allocator
+                .as_ref()
+                .expect("an OFF_HEAP layout maps the off-heap arena"),
+        };
+        TaskMemoryManager::new(
+            Arc::clone(&self.memory_manager),
+            task,
+            mode,
+            self.layout.page_size as u64,
+            Arc::clone(allocator),
+        )
+    }
+
+    /// A task's arena for user-memory objects (UDF data), cut from the user range.
+    pub fn user_arena(&self) -> UserArena {
+        UserArena::new(&self.user_allocator)
     }
 
     /// How much of each region is resident now, beside the model's size.

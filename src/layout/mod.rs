@@ -313,6 +313,12 @@ impl Layout {
         }
         let off_heap_storage_region = (off_heap as f64 * c.storage_fraction) as i64;
         let execution_region = unified - storage_region;
+        // `MemoryManager`: require(onHeapExecutionMemory > 0), e.g. spark.memory.fraction=0.
+        if execution_region <= 0 {
+            return Err(ConfError::Requirement(
+                "onHeapExecutionMemory must be > 0".into(),
+            ));
+        }
         let off_heap_execution_region = off_heap - off_heap_storage_region;
 
         let (page_size, page_size_explicit) = match c.page_size {

@@ -291,8 +291,11 @@ fn fractions_outside_zero_one_are_refused() {
     .unwrap();
     assert_eq!(l.user, 0);
     assert_eq!(l.storage_region, 0);
-    let l = layout(&[("spark.memory.fraction", "0")]).unwrap();
-    assert_eq!((l.unified, l.user), (0, l.usable));
+    // A fraction of 0 leaves no execution memory, which Spark's MemoryManager refuses.
+    assert_eq!(
+        err(&[("spark.memory.fraction", "0")]),
+        "requirement failed: onHeapExecutionMemory must be > 0"
+    );
 }
 
 #[test]
@@ -432,7 +435,15 @@ proptest! {
         conf.set("spark.memory.storageFraction", &format!("{storage_fraction}"));
         conf.set("spark.memory.offHeap.size", &off_heap.to_string());
         conf.set("spark.executor.cores", &cores.to_string());
-        let l = Layout::from_conf(&conf, None).unwrap();
+        let l = match Layout::from_conf(&conf, None) {
+            Ok(l) => l,
+            Err(ConfError::Requirement(m)) => {
+                // Only a unified pool of 0 bytes leaves no execution memory.
+                prop_assert!(((heap_mib * MIB as i64 - 314_572_800) as f64 * fraction) < 1.0, "{}", m);
+                return Ok(());
+            }
+            Err(e) => panic!("{e}"),
+        };
         prop_assert_eq!(l.storage_region + l.execution_region, l.unified);
         prop_assert_eq!(l.unified + l.user + l.reserved, l.system_memory);
         prop_assert_eq!(l.off_heap_storage_region + l.off_heap_execution_region, l.off_heap);
