@@ -439,7 +439,7 @@ proptest! {
             Ok(l) => l,
             Err(ConfError::Requirement(m)) => {
                 // Only a unified pool of 0 bytes leaves no execution memory.
-                prop_assert!(((heap_mib * MIB as i64 - 314_572_800) as f64 * fraction) < 1.0, "{}", m);
+                prop_assert!(((heap_mib * MIB - 314_572_800) as f64 * fraction) < 1.0, "{}", m);
                 return Ok(());
             }
             Err(e) => panic!("{e}"),
