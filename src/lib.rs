@@ -8,8 +8,10 @@
 //! | `MemoryPool`, `UnifiedMemoryManager`, `TaskMemoryManager` | [`memory`] | pools and task memory |
 
 pub mod conf;
+pub mod data;
 pub mod executor;
 pub mod layout;
+pub mod log;
 pub mod memory;
 pub mod region;
 pub mod spill;

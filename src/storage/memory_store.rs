@@ -1,0 +1,568 @@
+//! Spark's `MemoryStore` (spark-memory-spec §6.2–§6.5): cached blocks held in real storage
+//! memory, unrolled with Spark's thresholds, evicted least-recently-used first.
+//!
+//! # Memory
+//!
+//! A block's bytes are real: chunks carved from the unified range (ON_HEAP: deserialized and
+//! on-heap serialized entries) or the off-heap arena (OFF_HEAP entries), written record by
+//! record while unrolling. The storage pool accounts the entry's size; unroll memory accounts
+//! the reservation while unrolling (which may run ahead of the bytes written, by up to the
+//! growth factor, exactly as Spark's reservation runs ahead of its size estimate).
+//!
+//! # Unrolling (§6.5)
+//!
+//! Reserve `spark.storage.unrollMemoryThreshold` (1 MiB) for the task; after each element
+//! whose index is a multiple of `spark.storage.unrollMemoryCheckPeriod` (16: elements 1, 17,
+//! 33, …), if the size reached the threshold, ask for `trunc(size × 1.5 − threshold)` more;
+//! the threshold grows by the request even when it is refused, and a refusal stops unrolling.
+//! On completion any shortfall is reserved, then — atomically under the memory manager's lock —
+//! the block's unroll memory is released and exactly its size acquired as storage. A failure
+//! returns a [`PartialUnroll`] that holds its unroll memory until it is dropped.
+//!
+//! # Eviction (§6.3)
+//!
+//! [`BlockEvictor`] for the memory manager: scan from least to most recently used, take blocks
+//! of the same mode, not of the RDD being stored, not being read, until the selection covers the
+//! space; all or nothing. Each dropped block goes through the [`DropHandler`] (the block
+//! manager), which writes it to disk when its level uses disk. Eviction runs under the memory
+//! manager's lock, as in Spark; the store's own lock is never held while calling the manager.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+
+use crate::data::RecordSource;
+use crate::memory::{BlockEvictor, MemoryMode, TaskAttemptId, UnifiedMemoryManager};
+use crate::region::{MemoryBlock, PageAllocator};
+use crate::spill::RecordDigest;
+
+use super::{BlockId, StorageLevel};
+
+/// Spark's unroll settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UnrollConf {
+    /// `spark.storage.unrollMemoryThreshold` (1 MiB).
+    pub initial_threshold: u64,
+    /// `spark.storage.unrollMemoryCheckPeriod` (16).
+    pub check_period: u64,
+    /// `spark.storage.unrollMemoryGrowthFactor` (1.5).
+    pub growth_factor: f64,
+}
+
+impl Default for UnrollConf {
+    fn default() -> Self {
+        UnrollConf {
+            initial_threshold: 1 << 20,
+            check_period: 16,
+            growth_factor: 1.5,
+        }
+    }
+}
+
+/// Receives the blocks eviction drops (Spark's `BlockEvictionHandler.dropFromMemory`). Called
+/// with the memory manager's lock held: it must not call the manager.
+pub trait DropHandler: Send + Sync {
+    /// `entry` has left memory; persist it to disk if its level says so.
+    fn drop_from_memory(&self, entry: &MemoryEntry);
+}
+
+/// One cached block in memory: its records in real chunks.
+pub struct MemoryEntry {
+    pub block: BlockId,
+    pub level: StorageLevel,
+    pub mode: MemoryMode,
+    /// Bytes of the entry (what storage memory accounts).
+    pub size: u64,
+    /// Bytes of a record; the last may be shorter.
+    pub record_bytes: u64,
+    pub digest: RecordDigest,
+    chunks: Vec<MemoryBlock>,
+    chunk_records: u64,
+    readers: AtomicU32,
+}
+
+impl MemoryEntry {
+    /// Calls `f` on every record, in order.
+    pub fn for_each_record(&self, mut f: impl FnMut(&[u8])) {
+        let mut left = self.size;
+        for chunk in &self.chunks {
+            let bytes = &chunk.as_slice()[..left.min(chunk.len()) as usize];
+            for r in bytes.chunks(self.record_bytes as usize) {
+                f(r);
+            }
+            left -= bytes.len() as u64;
+        }
+    }
+
+    /// Number of records.
+    pub fn records(&self) -> u64 {
+        self.digest.records
+    }
+}
+
+/// A pinned entry being read: eviction skips it until the guard drops (Spark's read lock).
+pub struct ReadGuard {
+    entry: Arc<MemoryEntry>,
+}
+
+impl std::ops::Deref for ReadGuard {
+    type Target = MemoryEntry;
+    fn deref(&self) -> &MemoryEntry {
+        &self.entry
+    }
+}
+
+impl Drop for ReadGuard {
+    fn drop(&mut self) {
+        self.entry.readers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The part of a block unrolled before memory ran out. Its unroll memory stays reserved for
+/// the task until this is dropped (Spark: until the partial iterator is consumed).
+pub struct PartialUnroll {
+    store: Arc<MemoryStore>,
+    task: TaskAttemptId,
+    mode: MemoryMode,
+    unroll_bytes: u64,
+    chunks: Vec<MemoryBlock>,
+    /// Bytes unrolled so far.
+    pub bytes: u64,
+    /// Records unrolled so far.
+    pub records: u64,
+    record_bytes: u64,
+}
+
+impl PartialUnroll {
+    /// Calls `f` on each record unrolled so far.
+    pub fn for_each_record(&self, mut f: impl FnMut(&[u8])) {
+        let mut left = self.bytes;
+        for chunk in &self.chunks {
+            let bytes = &chunk.as_slice()[..left.min(chunk.len()) as usize];
+            for r in bytes.chunks(self.record_bytes as usize) {
+                f(r);
+            }
+            left -= bytes.len() as u64;
+        }
+    }
+
+    /// The unroll memory this partial block holds.
+    pub fn unroll_bytes(&self) -> u64 {
+        self.unroll_bytes
+    }
+}
+
+impl Drop for PartialUnroll {
+    fn drop(&mut self) {
+        self.chunks.clear();
+        self.store
+            .release_unroll_memory_for_task(self.task, self.mode, self.unroll_bytes);
+    }
+}
+
+/// What a put did.
+pub enum PutOutcome {
+    /// The block is in memory with this size.
+    Stored { size: u64 },
+    /// Unrolling ran out of memory (or the range could not place a chunk).
+    Failed(PartialUnroll),
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<BlockId, (u64, Arc<MemoryEntry>)>,
+    /// Access order: sequence number → block, least recently used first.
+    lru: BTreeMap<u64, BlockId>,
+    next_seq: u64,
+    unroll: HashMap<(TaskAttemptId, MemoryMode), u64>,
+    bytes: [u64; 2],
+}
+
+impl Inner {
+    fn touch(&mut self, block: &BlockId) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let Some((old, _)) = self.entries.get_mut(block) {
+            self.lru.remove(old);
+            *old = seq;
+            self.lru.insert(seq, block.clone());
+        }
+    }
+}
+
+/// Spark's `MemoryStore`.
+pub struct MemoryStore {
+    manager: Arc<UnifiedMemoryManager>,
+    on_heap: Arc<PageAllocator>,
+    off_heap: Option<Arc<PageAllocator>>,
+    unroll_conf: UnrollConf,
+    inner: Mutex<Inner>,
+    handler: OnceLock<Weak<dyn DropHandler>>,
+    this: Weak<MemoryStore>,
+}
+
+/// Chunks hold whole records and are about this large.
+const CHUNK_TARGET_BYTES: u64 = 1 << 20;
+
+impl MemoryStore {
+    /// A memory store over the unified range's allocator and, if mapped, the off-heap arena's.
+    /// It registers itself as the manager's evictor.
+    pub fn new(
+        manager: Arc<UnifiedMemoryManager>,
+        on_heap: Arc<PageAllocator>,
+        off_heap: Option<Arc<PageAllocator>>,
+        unroll_conf: UnrollConf,
+    ) -> Arc<MemoryStore> {
+        let store = Arc::new_cyclic(|this| MemoryStore {
+            manager: Arc::clone(&manager),
+            on_heap,
+            off_heap,
+            unroll_conf,
+            inner: Mutex::new(Inner::default()),
+            handler: OnceLock::new(),
+            this: this.clone(),
+        });
+        manager.set_evictor(Arc::new(EvictorRef(Arc::downgrade(&store))));
+        store
+    }
+
+    /// Sets who persists evicted blocks (the block manager). Set once.
+    pub fn set_drop_handler(&self, handler: Weak<dyn DropHandler>) {
+        let _ = self.handler.set(handler);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn allocator(&self, mode: MemoryMode) -> Option<&Arc<PageAllocator>> {
+        match mode {
+            MemoryMode::OnHeap => Some(&self.on_heap),
+            MemoryMode::OffHeap => self.off_heap.as_ref(),
+        }
+    }
+
+    /// Spark's `putIteratorAsValues` / `putIteratorAsBytes`: unroll `next` into memory for
+    /// `task`. Deserialized levels are on-heap; serialized ones use the level's mode.
+    pub fn put_records(
+        &self,
+        block: &BlockId,
+        level: StorageLevel,
+        task: TaskAttemptId,
+        record_bytes: u64,
+        source: &mut dyn RecordSource,
+    ) -> PutOutcome {
+        let mode = if level.deserialized {
+            MemoryMode::OnHeap
+        } else {
+            level.memory_mode()
+        };
+        let store = self.this.upgrade().expect("the store is alive while in use");
+        let mut partial = PartialUnroll {
+            store,
+            task,
+            mode,
+            unroll_bytes: 0,
+            chunks: Vec::new(),
+            bytes: 0,
+            records: 0,
+            record_bytes,
+        };
+        let conf = self.unroll_conf;
+        let mut keep_unrolling = self.reserve_unroll_memory_for_task(block, conf.initial_threshold, mode, task);
+        if keep_unrolling {
+            partial.unroll_bytes += conf.initial_threshold;
+        } else {
+            warn(&format!(
+                "Failed to reserve initial memory threshold of {} for computing block {block} in memory.",
+                conf.initial_threshold
+            ));
+        }
+        let mut threshold = conf.initial_threshold;
+        let mut digest = RecordDigest::default();
+        let chunk_bytes = record_bytes * CHUNK_TARGET_BYTES.div_ceil(record_bytes).max(1);
+        let mut written_in_chunk = chunk_bytes;
+        let mut elements: u64 = 0;
+        while keep_unrolling {
+            let Some(record) = source.next_record() else {
+                break;
+            };
+            // Store the value in real memory.
+            if written_in_chunk + record.len() as u64 > chunk_bytes {
+                let Some(alloc) = self.allocator(mode) else {
+                    keep_unrolling = false;
+                    break;
+                };
+                match alloc.allocate(chunk_bytes) {
+                    Ok(c) => partial.chunks.push(c),
+                    Err(e) => {
+                        warn(&format!("cannot place a chunk of {block} in memory: {e}"));
+                        keep_unrolling = false;
+                        break;
+                    }
+                }
+                written_in_chunk = 0;
+            }
+            let chunk = partial.chunks.last_mut().expect("a chunk was just ensured");
+            let at = written_in_chunk as usize;
+            chunk.as_mut_slice()[at..at + record.len()].copy_from_slice(record);
+            written_in_chunk += record.len() as u64;
+            partial.bytes += record.len() as u64;
+            partial.records += 1;
+            digest.add(record);
+            if elements % conf.check_period == 0 {
+                let current = partial.bytes;
+                if current >= threshold {
+                    let request = (current as f64 * conf.growth_factor - threshold as f64) as u64;
+                    keep_unrolling = self.reserve_unroll_memory_for_task(block, request, mode, task);
+                    if keep_unrolling {
+                        partial.unroll_bytes += request;
+                    }
+                    threshold += request;
+                }
+            }
+            elements += 1;
+        }
+        if keep_unrolling {
+            let size = partial.bytes;
+            if size > partial.unroll_bytes {
+                let request = size - partial.unroll_bytes;
+                keep_unrolling = self.reserve_unroll_memory_for_task(block, request, mode, task);
+                if keep_unrolling {
+                    partial.unroll_bytes += request;
+                }
+            }
+            if keep_unrolling {
+                // Release this block's unroll memory and take exactly its size as storage, in
+                // one step under the manager's lock.
+                let transferred = self.manager.transfer_unroll_to_storage(
+                    block,
+                    partial.unroll_bytes,
+                    size,
+                    mode,
+                );
+                assert!(transferred, "transferring unroll memory to storage memory failed");
+                {
+                    let mut inner = self.lock();
+                    let slot = inner.unroll.entry((task, mode)).or_default();
+                    *slot = slot.saturating_sub(partial.unroll_bytes);
+                    let entry = Arc::new(MemoryEntry {
+                        block: block.clone(),
+                        level,
+                        mode,
+                        size,
+                        record_bytes,
+                        digest,
+                        chunks: std::mem::take(&mut partial.chunks),
+                        chunk_records: chunk_bytes / record_bytes,
+                        readers: AtomicU32::new(0),
+                    });
+                    inner.bytes[mode_index(mode)] += size;
+                    let seq = inner.next_seq;
+                    inner.next_seq += 1;
+                    if let Some((old_seq, old)) = inner.entries.insert(block.clone(), (seq, entry)) {
+                        // Re-caching a block that is already here: keep one copy.
+                        inner.lru.remove(&old_seq);
+                        inner.bytes[mode_index(old.mode)] -= old.size;
+                        drop(inner);
+                        self.manager.release_storage_memory(old.size, old.mode);
+                        let mut inner = self.lock();
+                        inner.lru.insert(seq, block.clone());
+                    } else {
+                        inner.lru.insert(seq, block.clone());
+                    }
+                }
+                partial.unroll_bytes = 0;
+                return PutOutcome::Stored { size };
+            }
+        }
+        warn(&format!(
+            "Not enough space to cache {block} in memory! (computed {} bytes so far)",
+            partial.bytes
+        ));
+        PutOutcome::Failed(partial)
+    }
+
+    /// Spark's `reserveUnrollMemoryForThisTask`.
+    fn reserve_unroll_memory_for_task(
+        &self,
+        block: &BlockId,
+        bytes: u64,
+        mode: MemoryMode,
+        task: TaskAttemptId,
+    ) -> bool {
+        let ok = self.manager.acquire_unroll_memory(block, bytes, mode);
+        if ok {
+            *self.lock().unroll.entry((task, mode)).or_default() += bytes;
+        }
+        ok
+    }
+
+    /// Spark's `releaseUnrollMemoryForThisTask(mode, bytes)`: at most what the task holds.
+    pub fn release_unroll_memory_for_task(&self, task: TaskAttemptId, mode: MemoryMode, bytes: u64) {
+        let release = {
+            let mut inner = self.lock();
+            let held = inner.unroll.entry((task, mode)).or_default();
+            let r = bytes.min(*held);
+            *held -= r;
+            if *held == 0 {
+                inner.unroll.remove(&(task, mode));
+            }
+            r
+        };
+        if release > 0 {
+            self.manager.release_unroll_memory(release, mode);
+        }
+    }
+
+    /// Task end: release all of the task's unroll memory in both modes (§6.5e).
+    pub fn release_all_unroll_memory_for_task(&self, task: TaskAttemptId) {
+        for mode in [MemoryMode::OnHeap, MemoryMode::OffHeap] {
+            self.release_unroll_memory_for_task(task, mode, u64::MAX);
+        }
+    }
+
+    /// Unroll memory held by all tasks in `mode` (`currentUnrollMemory`).
+    pub fn current_unroll_memory(&self, mode: MemoryMode) -> u64 {
+        self.lock()
+            .unroll
+            .iter()
+            .filter(|((_, m), _)| *m == mode)
+            .map(|(_, v)| *v)
+            .sum()
+    }
+
+    /// Reads a block: pins it against eviction and moves it to most recently used.
+    pub fn get(&self, block: &BlockId) -> Option<ReadGuard> {
+        let mut inner = self.lock();
+        let entry = Arc::clone(&inner.entries.get(block)?.1);
+        entry.readers.fetch_add(1, Ordering::AcqRel);
+        inner.touch(block);
+        Some(ReadGuard { entry })
+    }
+
+    /// Whether the block is in memory.
+    pub fn contains(&self, block: &BlockId) -> bool {
+        self.lock().entries.contains_key(block)
+    }
+
+    /// The block's size in memory.
+    pub fn size(&self, block: &BlockId) -> Option<u64> {
+        self.lock().entries.get(block).map(|(_, e)| e.size)
+    }
+
+    /// Removes a block and releases its storage memory.
+    pub fn remove(&self, block: &BlockId) -> bool {
+        let removed = {
+            let mut inner = self.lock();
+            match inner.entries.remove(block) {
+                Some((seq, e)) => {
+                    inner.lru.remove(&seq);
+                    inner.bytes[mode_index(e.mode)] -= e.size;
+                    Some(e)
+                }
+                None => None,
+            }
+        };
+        match removed {
+            Some(e) => {
+                self.manager.release_storage_memory(e.size, e.mode);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Bytes of blocks in memory in `mode`.
+    pub fn memory_used(&self, mode: MemoryMode) -> u64 {
+        self.lock().bytes[mode_index(mode)]
+    }
+
+    /// Blocks in memory, least recently used first.
+    pub fn blocks_lru(&self) -> Vec<BlockId> {
+        self.lock().lru.values().cloned().collect()
+    }
+
+    fn evict(&self, block: Option<&BlockId>, space: u64, mode: MemoryMode) -> u64 {
+        let rdd_to_add = block.and_then(|b| b.rdd_id());
+        let selected: Vec<Arc<MemoryEntry>> = {
+            let mut inner = self.lock();
+            let mut freed = 0;
+            let mut picked = Vec::new();
+            for (seq, id) in inner.lru.iter() {
+                if freed >= space {
+                    break;
+                }
+                let e = &inner.entries[id].1;
+                let other_rdd = rdd_to_add.is_none() || rdd_to_add != id.rdd_id();
+                if e.mode == mode && other_rdd && e.readers.load(Ordering::Acquire) == 0 {
+                    freed += e.size;
+                    picked.push((*seq, id.clone()));
+                }
+            }
+            if freed < space {
+                if let Some(b) = block {
+                    info(&format!("Will not store {b}"));
+                }
+                return 0;
+            }
+            picked
+                .into_iter()
+                .map(|(seq, id)| {
+                    inner.lru.remove(&seq);
+                    let (_, e) = inner.entries.remove(&id).expect("selected entries exist");
+                    inner.bytes[mode_index(e.mode)] -= e.size;
+                    e
+                })
+                .collect()
+        };
+        let handler = self.handler.get().and_then(Weak::upgrade);
+        let mut dropped = 0;
+        for entry in selected {
+            if let Some(h) = &handler {
+                h.drop_from_memory(&entry);
+            }
+            dropped += entry.size;
+        }
+        dropped
+    }
+}
+
+/// The manager holds the store weakly, so that dropping the executor frees both.
+struct EvictorRef(Weak<MemoryStore>);
+
+impl BlockEvictor for EvictorRef {
+    fn evict_blocks_to_free_space(
+        &self,
+        block: Option<&BlockId>,
+        space: u64,
+        mode: MemoryMode,
+    ) -> u64 {
+        match self.0.upgrade() {
+            Some(store) => store.evict(block, space, mode),
+            None => 0,
+        }
+    }
+}
+
+fn mode_index(mode: MemoryMode) -> usize {
+    match mode {
+        MemoryMode::OnHeap => 0,
+        MemoryMode::OffHeap => 1,
+    }
+}
+
+fn warn(message: &str) {
+    crate::log::warn("MemoryStore", message);
+}
+
+fn info(message: &str) {
+    crate::log::info("MemoryStore", message);
+}
+
+impl MemoryEntry {
+    /// Records per chunk (chunks hold whole records).
+    pub fn records_per_chunk(&self) -> u64 {
+        self.chunk_records
+    }
+}
