@@ -81,11 +81,15 @@ impl SpillReader {
         if len < HEADER_BYTES as u64 {
             let mut b = vec![0u8; len as usize];
             read_at(&file, &path, &mut b, 0)?;
-            if b[..] != MAGIC[..b.len().min(MAGIC.len())] {
+            let n = b.len().min(MAGIC.len());
+            if b[..n] != MAGIC[..n] {
                 return Err(SpillError::BadFormat {
                     path,
                     offset: 0,
-                    detail: format!("{len}-byte file that does not start with {MAGIC:?}"),
+                    detail: format!(
+                        "{len}-byte file that does not start with {:?}",
+                        String::from_utf8_lossy(&MAGIC)
+                    ),
                 });
             }
             return Err(truncated(len, "file ends inside the 32-byte header"));
@@ -379,8 +383,12 @@ impl SpillReader {
         let after = self.footer_offset - payload_end;
         if after != 0 && after < FRAME_HEADER_BYTES as u64 {
             return Err(self.corrupt(
-                payload_end,
-                format!("{after} bytes between the frame at offset {offset} and the footer"),
+                offset,
+                format!(
+                    "frame header claims {payload_bytes} payload bytes, leaving {after} bytes \
+                     before the footer at offset {}",
+                    self.footer_offset
+                ),
             ));
         }
         let extra = if after == 0 { 0 } else { FRAME_HEADER_BYTES };
