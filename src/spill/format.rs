@@ -1,0 +1,417 @@
+//! The on-disk layout: header, frame header and footer encodings, the record hash and digests.
+//!
+//! Byte-level description in the [module doc](super). Everything here is pure (no I/O).
+
+use std::path::PathBuf;
+
+/// First 8 bytes of every spill file.
+pub const MAGIC: [u8; 8] = *b"SPILLWY1";
+/// First 8 bytes of the footer.
+pub const FOOTER_MARKER: [u8; 8] = *b"SPILLEND";
+/// The format version this code writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// Size of the file header.
+pub const HEADER_BYTES: usize = 32;
+/// Size of each frame header.
+pub const FRAME_HEADER_BYTES: usize = 12;
+/// Size of the footer, always the last bytes of the file.
+pub const FOOTER_BYTES: usize = 64;
+/// Size of the length prefix of a variable-size record.
+pub const RECORD_PREFIX_BYTES: usize = 4;
+
+/// What a spill file holds. Stored in the header; the reader hands it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum SpillKind {
+    /// A cached block dropped to disk (`DiskStore`).
+    Block = 1,
+    /// A sorted run of an external sort (`UnsafeSorterSpillWriter`).
+    SortRun = 2,
+    /// A spill of an aggregation map (`ExternalAppendOnlyMap`).
+    AggregationSpill = 3,
+}
+
+impl SpillKind {
+    fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(Self::Block),
+            2 => Some(Self::SortRun),
+            3 => Some(Self::AggregationSpill),
+            _ => None,
+        }
+    }
+}
+
+/// The decoded header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub kind: SpillKind,
+    /// 0 = variable-size, length-prefixed records.
+    pub fixed_record_bytes: u32,
+    pub tag: u64,
+}
+
+impl Header {
+    /// Encodes the header, CRC included; returns the bytes and the header CRC (which also
+    /// seeds every frame's CRC trailer, binding frames to this file's header).
+    pub fn encode(&self) -> ([u8; HEADER_BYTES], u32) {
+        let mut b = [0u8; HEADER_BYTES];
+        b[0..8].copy_from_slice(&MAGIC);
+        b[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[10] = self.kind as u8;
+        b[11] = 0;
+        b[12..16].copy_from_slice(&self.fixed_record_bytes.to_le_bytes());
+        b[16..24].copy_from_slice(&self.tag.to_le_bytes());
+        // 24..28 reserved, zero
+        let crc = crc32c::crc32c(&b[0..28]);
+        b[28..32].copy_from_slice(&crc.to_le_bytes());
+        (b, crc)
+    }
+
+    /// Decodes a header; `Err((offset, problem))` where `problem` tells the caller which error
+    /// to raise.
+    pub fn decode(b: &[u8; HEADER_BYTES]) -> Result<(Self, u32), HeaderProblem> {
+        if b[0..8] != MAGIC {
+            return Err(if near(&b[0..8], &MAGIC) {
+                HeaderProblem::DamagedMagic
+            } else {
+                HeaderProblem::NotSpill
+            });
+        }
+        let stored = le32(&b[28..32]);
+        let computed = crc32c::crc32c(&b[0..28]);
+        if stored != computed {
+            return Err(HeaderProblem::Checksum { stored, computed });
+        }
+        let version = u16::from_le_bytes([b[8], b[9]]);
+        if version != FORMAT_VERSION {
+            return Err(HeaderProblem::Format(
+                8,
+                format!("format version {version}, this build reads {FORMAT_VERSION}"),
+            ));
+        }
+        let kind = SpillKind::from_byte(b[10])
+            .ok_or_else(|| HeaderProblem::Format(10, format!("unknown kind byte {}", b[10])))?;
+        if b[11] != 0 || b[24..28] != [0; 4] {
+            return Err(HeaderProblem::Format(
+                11,
+                "reserved header bytes not zero".into(),
+            ));
+        }
+        let h = Header {
+            kind,
+            fixed_record_bytes: le32(&b[12..16]),
+            tag: le64(&b[16..24]),
+        };
+        Ok((h, stored))
+    }
+}
+
+/// Why a header did not decode.
+#[derive(Debug)]
+pub(crate) enum HeaderProblem {
+    /// The magic is nothing like ours: not a spill file.
+    NotSpill,
+    /// The magic differs from ours in a few bits: a damaged spill file.
+    DamagedMagic,
+    Checksum {
+        stored: u32,
+        computed: u32,
+    },
+    /// (offset within the header, detail)
+    Format(u64, String),
+}
+
+/// The decoded footer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Footer {
+    /// Offset of the footer itself = header + all frames = file length − [`FOOTER_BYTES`].
+    pub footer_offset: u64,
+    pub records: u64,
+    pub payload_bytes: u64,
+    pub record_hash_sum: u64,
+    pub frames: u64,
+    pub payload_crc32c: u32,
+    pub max_frame_payload_bytes: u32,
+}
+
+impl Footer {
+    pub fn encode(&self) -> [u8; FOOTER_BYTES] {
+        let mut b = [0u8; FOOTER_BYTES];
+        b[0..8].copy_from_slice(&FOOTER_MARKER);
+        b[8..16].copy_from_slice(&self.footer_offset.to_le_bytes());
+        b[16..24].copy_from_slice(&self.records.to_le_bytes());
+        b[24..32].copy_from_slice(&self.payload_bytes.to_le_bytes());
+        b[32..40].copy_from_slice(&self.record_hash_sum.to_le_bytes());
+        b[40..48].copy_from_slice(&self.frames.to_le_bytes());
+        b[48..52].copy_from_slice(&self.payload_crc32c.to_le_bytes());
+        b[52..56].copy_from_slice(&self.max_frame_payload_bytes.to_le_bytes());
+        // 56..60 reserved, zero
+        let crc = crc32c::crc32c(&b[0..60]);
+        b[60..64].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes the last [`FOOTER_BYTES`] of a file.
+    pub fn decode(b: &[u8]) -> Result<Self, FooterProblem> {
+        debug_assert_eq!(b.len(), FOOTER_BYTES);
+        let stored = le32(&b[60..64]);
+        let computed = crc32c::crc32c(&b[0..60]);
+        if stored != computed {
+            // A marker a few bits off is our footer, damaged; anything else is not a footer.
+            return Err(if near(&b[0..8], &FOOTER_MARKER) {
+                FooterProblem::Checksum { stored, computed }
+            } else {
+                FooterProblem::Missing
+            });
+        }
+        if b[0..8] != FOOTER_MARKER || b[56..60] != [0; 4] {
+            return Err(FooterProblem::Missing);
+        }
+        Ok(Footer {
+            footer_offset: le64(&b[8..16]),
+            records: le64(&b[16..24]),
+            payload_bytes: le64(&b[24..32]),
+            record_hash_sum: le64(&b[32..40]),
+            frames: le64(&b[40..48]),
+            payload_crc32c: le32(&b[48..52]),
+            max_frame_payload_bytes: le32(&b[52..56]),
+        })
+    }
+}
+
+/// Why the tail of a file is not a valid footer.
+#[derive(Debug)]
+pub(crate) enum FooterProblem {
+    Missing,
+    Checksum { stored: u32, computed: u32 },
+}
+
+/// A frame's stored CRC: CRC32C over the payload, continued over a trailer that is not stored
+/// (payload length, record count, the frame's file offset and the header CRC), so that a frame
+/// that is moved, reordered or spliced in from another file fails its check. `payload_crc` is
+/// the plain CRC32C of the payload.
+pub(crate) fn frame_crc(
+    payload_crc: u32,
+    payload_bytes: u32,
+    records: u32,
+    frame_offset: u64,
+    header_crc: u32,
+) -> u32 {
+    let mut t = [0u8; 20];
+    t[0..4].copy_from_slice(&payload_bytes.to_le_bytes());
+    t[4..8].copy_from_slice(&records.to_le_bytes());
+    t[8..16].copy_from_slice(&frame_offset.to_le_bytes());
+    t[16..20].copy_from_slice(&header_crc.to_le_bytes());
+    crc32c::crc32c_append(payload_crc, &t)
+}
+
+pub(crate) fn encode_frame_header(
+    payload_bytes: u32,
+    records: u32,
+    crc: u32,
+) -> [u8; FRAME_HEADER_BYTES] {
+    let mut b = [0u8; FRAME_HEADER_BYTES];
+    b[0..4].copy_from_slice(&payload_bytes.to_le_bytes());
+    b[4..8].copy_from_slice(&records.to_le_bytes());
+    b[8..12].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// (payload bytes, record count, stored CRC)
+pub(crate) fn decode_frame_header(b: &[u8]) -> (u32, u32, u32) {
+    (le32(&b[0..4]), le32(&b[4..8]), le32(&b[8..12]))
+}
+
+pub(crate) fn le32(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+pub(crate) fn le64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[0..8]);
+    u64::from_le_bytes(a)
+}
+
+/// At most 3 differing bits: a damaged copy of `want` rather than some other bytes.
+fn near(got: &[u8], want: &[u8]) -> bool {
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a ^ b).count_ones())
+        .sum::<u32>()
+        <= 3
+}
+
+const K0: u64 = 0x9E37_79B9_7F4A_7C15;
+const K1: u64 = 0xBF58_476D_1CE4_E5B9;
+const K2: u64 = 0x94D0_49BB_1331_11EB;
+
+#[inline(always)]
+fn fold(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+/// The 64-bit hash of one record, as the footer's `record_hash_sum` adds it up. Part of the
+/// format (it must never change for version 1): a folded-multiply hash over 16-byte blocks
+/// with the length mixed in, then the murmur3 64-bit finaliser. Fast and well mixed, not
+/// cryptographic: it detects loss, duplication and damage, not an adversary.
+#[inline]
+pub fn record_hash(record: &[u8]) -> u64 {
+    let mut h = K0 ^ (record.len() as u64).wrapping_mul(K1);
+    let mut blocks = record.chunks_exact(16);
+    for c in &mut blocks {
+        let m = fold(le64(&c[0..8]) ^ K1, le64(&c[8..16]) ^ K2);
+        h = (h.rotate_left(29) ^ m).wrapping_mul(K0);
+    }
+    let rest = blocks.remainder();
+    if !rest.is_empty() {
+        let mut t = [0u8; 16];
+        t[..rest.len()].copy_from_slice(rest);
+        let m = fold(le64(&t[0..8]) ^ K2, le64(&t[8..16]) ^ K1);
+        h = (h.rotate_left(29) ^ m).wrapping_mul(K0);
+    }
+    // murmur3 fmix64
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// An order-independent digest of a multiset of records: their count and the wrapping sum of
+/// their [`record_hash`]es. Equal for a sort's input and output; the digests of runs add up
+/// to the digest of their merge. A sum, not a xor, so that a duplicated pair of records does
+/// not cancel out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct RecordDigest {
+    pub records: u64,
+    pub hash_sum: u64,
+}
+
+impl RecordDigest {
+    /// Adds one record.
+    #[inline]
+    pub fn add(&mut self, record: &[u8]) {
+        self.records += 1;
+        self.hash_sum = self.hash_sum.wrapping_add(record_hash(record));
+    }
+
+    /// The digest of the union of two multisets.
+    pub fn combine(self, other: RecordDigest) -> RecordDigest {
+        RecordDigest {
+            records: self.records + other.records,
+            hash_sum: self.hash_sum.wrapping_add(other.hash_sum),
+        }
+    }
+}
+
+/// What a finished (or verified) spill file holds, as the writer wrote it or the footer says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpillFileInfo {
+    pub path: PathBuf,
+    pub kind: SpillKind,
+    /// The caller's tag from the header (e.g. a block id hash).
+    pub tag: u64,
+    /// 0 = variable-size (length-prefixed) records.
+    pub fixed_record_bytes: u32,
+    pub records: u64,
+    /// Bytes of all frame payloads (records plus their length prefixes).
+    pub payload_bytes: u64,
+    pub frames: u64,
+    /// The whole file: header + frames + footer. This is Spark's `diskBytesSpilled`.
+    pub file_bytes: u64,
+    /// Largest frame payload in the file; the reader's frame buffer is this plus 12 bytes.
+    pub max_frame_payload_bytes: u32,
+    /// Order-dependent digest: CRC32C over all frame payloads, in file order.
+    pub payload_crc32c: u32,
+    /// Order-independent digest: wrapping sum of [`record_hash`] over all records.
+    pub record_hash_sum: u64,
+    /// Writer: nanoseconds spent in `write`, `pwrite` and `fsync` calls (what Spark's
+    /// `TimeTrackingOutputStream` counts into the shuffle write time). 0 from the reader.
+    pub write_ns: u64,
+}
+
+impl SpillFileInfo {
+    /// The order-independent digest (records + hash sum).
+    pub fn digest(&self) -> RecordDigest {
+        RecordDigest {
+            records: self.records,
+            hash_sum: self.record_hash_sum,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip_and_damage() {
+        let h = Header {
+            kind: SpillKind::SortRun,
+            fixed_record_bytes: 56,
+            tag: 0xdead_beef,
+        };
+        let (b, crc) = h.encode();
+        assert_eq!(Header::decode(&b).unwrap(), (h, crc));
+        let mut bad = b;
+        bad[0] ^= 1;
+        assert!(matches!(
+            Header::decode(&bad),
+            Err(HeaderProblem::DamagedMagic)
+        ));
+        let mut other = b;
+        other[0..8].copy_from_slice(b"PK\x03\x04zzzz");
+        assert!(matches!(
+            Header::decode(&other),
+            Err(HeaderProblem::NotSpill)
+        ));
+        let mut bad = b;
+        bad[17] ^= 0x40;
+        assert!(matches!(
+            Header::decode(&bad),
+            Err(HeaderProblem::Checksum { .. })
+        ));
+    }
+
+    #[test]
+    fn footer_round_trip() {
+        let f = Footer {
+            footer_offset: 1000,
+            records: 7,
+            payload_bytes: 900,
+            record_hash_sum: 42,
+            frames: 2,
+            payload_crc32c: 5,
+            max_frame_payload_bytes: 600,
+        };
+        assert_eq!(Footer::decode(&f.encode()).unwrap(), f);
+        for bit in 0..FOOTER_BYTES * 8 {
+            let mut b = f.encode();
+            b[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                matches!(Footer::decode(&b), Err(FooterProblem::Checksum { .. })),
+                "bit {bit}"
+            );
+        }
+    }
+
+    #[test]
+    fn record_hash_spreads() {
+        // Pinned: the hash is part of format version 1 and must never change.
+        assert_eq!(record_hash(b""), 0x9ca0_66f1_a4ab_2eea);
+        assert_eq!(record_hash(b"a"), 0x2f67_f6ba_537e_6bc3);
+        assert_eq!(record_hash(b"0123456789abcdef"), 0x3e17_3f1f_f026_779c);
+        assert_eq!(
+            record_hash(b"spillway record of fifty-six bytes, more or less......."),
+            0x38f2_f63b_44c6_b5ba
+        );
+        let hs: std::collections::HashSet<u64> = (0u32..10_000)
+            .map(|i| record_hash(&i.to_le_bytes()))
+            .collect();
+        assert_eq!(hs.len(), 10_000);
+        assert_ne!(record_hash(b"a"), record_hash(b"a\0"));
+        assert_ne!(record_hash(&[0; 16]), record_hash(&[0; 32]));
+    }
+}

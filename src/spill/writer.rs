@@ -1,0 +1,469 @@
+//! `SpillWriter`: frames records through one buffer of `spark.shuffle.file.buffer` bytes.
+//!
+//! Memory is exactly that buffer: a frame's 12-byte header is reserved in the byte stream when
+//! the frame starts and filled in when it ends, in the buffer if it is still there, else with
+//! one `pwrite` at its offset (one per frame larger than the buffer). Each record costs two
+//! `memcpy`s into the buffer and one [`record_hash`]; the CRC32C runs once over each buffer
+//! before it is written. No syscall and no allocation per record.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::error::SpillError;
+use super::format::{
+    FOOTER_BYTES, FRAME_HEADER_BYTES, Footer, HEADER_BYTES, Header, RECORD_PREFIX_BYTES,
+    SpillFileInfo, SpillKind, encode_frame_header, frame_crc, record_hash,
+};
+
+/// `spark.shuffle.file.buffer` default, 32 KiB.
+pub const DEFAULT_BUFFER_BYTES: usize = 32 * 1024;
+/// `spark.shuffle.spill.batchSize` default: records per frame.
+pub const DEFAULT_BATCH_RECORDS: u32 = 10_000;
+/// Frame payload cap (a record larger than this gets a frame of its own). Matches
+/// `spark.unsafe.sorter.spill.reader.buffer.size` (1 MiB), the read buffer of Spark's
+/// `UnsafeSorterSpillReader`.
+pub const DEFAULT_MAX_FRAME_PAYLOAD_BYTES: u32 = 1024 * 1024;
+
+/// How a [`SpillWriter`] lays out and writes its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpillWriterOptions {
+    pub kind: SpillKind,
+    /// Stored in the header for the caller (e.g. a block id hash).
+    pub tag: u64,
+    /// `Some(n)`: every record is exactly `n` bytes and carries no length prefix.
+    pub fixed_record_bytes: Option<u32>,
+    /// `spark.shuffle.file.buffer` in bytes (default 32 KiB): the write buffer, and the size of
+    /// every `write` call but the last.
+    pub buffer_bytes: usize,
+    /// `spark.shuffle.spill.batchSize` (default 10,000): records per frame at most.
+    pub batch_records: u32,
+    /// Payload bytes per frame at most (default 1 MiB), unless one record is larger.
+    pub max_frame_payload_bytes: u32,
+    /// `fsync` before `finish` returns. Off by default: a spill does not outlive the process
+    /// (Spark's `spark.shuffle.sync` is false too).
+    pub sync_on_finish: bool,
+}
+
+impl SpillWriterOptions {
+    /// Spark's defaults for a file of `kind`.
+    pub fn new(kind: SpillKind) -> Self {
+        Self {
+            kind,
+            tag: 0,
+            fixed_record_bytes: None,
+            buffer_bytes: DEFAULT_BUFFER_BYTES,
+            batch_records: DEFAULT_BATCH_RECORDS,
+            max_frame_payload_bytes: DEFAULT_MAX_FRAME_PAYLOAD_BYTES,
+            sync_on_finish: false,
+        }
+    }
+
+    fn validate(&self) -> Result<(), SpillError> {
+        let bad = |name, value: u64, reason| {
+            Err(SpillError::InvalidOption {
+                name,
+                value,
+                reason,
+            })
+        };
+        if self.buffer_bytes < FRAME_HEADER_BYTES || self.buffer_bytes > i32::MAX as usize {
+            return bad(
+                "spark.shuffle.file.buffer",
+                self.buffer_bytes as u64,
+                "must be between 12 bytes and 2 GiB",
+            );
+        }
+        if self.batch_records == 0 {
+            return bad("spark.shuffle.spill.batchSize", 0, "must be positive");
+        }
+        if self.max_frame_payload_bytes == 0 {
+            return bad("max_frame_payload_bytes", 0, "must be positive");
+        }
+        if self.fixed_record_bytes == Some(0) {
+            return bad(
+                "fixed_record_bytes",
+                0,
+                "must be positive (None = variable)",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Where a [`SpillWriter`]'s bytes go: the file it created, or a wrapper around it (a
+/// failpoint, a throttle). Appends are sequential; `write_all_at` patches an earlier offset.
+pub trait SpillSink {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
+    fn sync(&mut self) -> io::Result<()>;
+}
+
+impl SpillSink for File {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        Write::write_all(self, buf)
+    }
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        FileExt::write_all_at(self, buf, offset)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.sync_all()
+    }
+}
+
+/// Writes one spill file. Create it, [`write_record`](Self::write_record) any number of
+/// records, then [`finish`](Self::finish). The file is deleted if the writer is dropped
+/// unfinished or any write fails: no partial file is ever left behind.
+pub struct SpillWriter<S: SpillSink = File> {
+    path: PathBuf,
+    /// `None` once finished or failed.
+    sink: Option<S>,
+    /// Finished or failed: nothing left to delete on drop.
+    done: bool,
+    opts: SpillWriterOptions,
+    fixed: u32,
+    header_crc: u32,
+    /// Never grows past its capacity (`buffer_bytes`).
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    buf_offset: u64,
+    // The open frame (`frame_records == 0`: none).
+    frame_offset: u64,
+    frame_records: u32,
+    frame_payload: u32,
+    /// CRC32C of the payload bytes of the open frame that have left `crc_from`.
+    frame_crc: u32,
+    /// `buf[crc_from..]` is payload of the open frame not yet in `frame_crc`.
+    crc_from: usize,
+    crc_active: bool,
+    // Totals.
+    records: u64,
+    payload_bytes: u64,
+    frames: u64,
+    payload_crc32c: u32,
+    record_hash_sum: u64,
+    max_frame_payload: u32,
+    write_ns: u64,
+}
+
+impl SpillWriter<File> {
+    /// Creates `path` (it must not exist; mode 0600) and writes the header into the buffer.
+    pub fn create(path: impl AsRef<Path>, opts: SpillWriterOptions) -> Result<Self, SpillError> {
+        Self::create_with_sink(path, opts, Ok)
+    }
+}
+
+impl<S: SpillSink> SpillWriter<S> {
+    /// Like [`create`](SpillWriter::create), with the created file handed to `wrap` to build
+    /// the sink (a failpoint in tests). The writer still owns `path` and deletes it on failure.
+    pub fn create_with_sink(
+        path: impl AsRef<Path>,
+        opts: SpillWriterOptions,
+        wrap: impl FnOnce(File) -> io::Result<S>,
+    ) -> Result<Self, SpillError> {
+        opts.validate()?;
+        let path = path.as_ref().to_path_buf();
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| SpillError::io(&path, "create", 0, e))?;
+        let sink = match wrap(file) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(SpillError::io(&path, "open sink", 0, e));
+            }
+        };
+        let fixed = opts.fixed_record_bytes.unwrap_or(0);
+        let (header, header_crc) = Header {
+            kind: opts.kind,
+            fixed_record_bytes: fixed,
+            tag: opts.tag,
+        }
+        .encode();
+        let mut w = SpillWriter {
+            path,
+            sink: Some(sink),
+            done: false,
+            fixed,
+            header_crc,
+            buf: Vec::with_capacity(opts.buffer_bytes),
+            opts,
+            buf_offset: 0,
+            frame_offset: 0,
+            frame_records: 0,
+            frame_payload: 0,
+            frame_crc: 0,
+            crc_from: 0,
+            crc_active: false,
+            records: 0,
+            payload_bytes: 0,
+            frames: 0,
+            payload_crc32c: 0,
+            record_hash_sum: 0,
+            max_frame_payload: 0,
+            write_ns: 0,
+        };
+        w.put(&header)?;
+        Ok(w)
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records written so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Bytes in the file once everything written so far reaches it (footer excluded).
+    pub fn bytes_written(&self) -> u64 {
+        self.buf_offset + self.buf.len() as u64
+    }
+
+    /// Appends one record. On error the file is already deleted and the writer is unusable.
+    #[inline]
+    pub fn write_record(&mut self, record: &[u8]) -> Result<(), SpillError> {
+        if self.sink.is_none() {
+            return Err(self.poisoned());
+        }
+        let len = record.len();
+        let record_bytes = if self.fixed != 0 {
+            if len != self.fixed as usize {
+                return Err(SpillError::RecordSize {
+                    path: self.path.clone(),
+                    len,
+                    expected: self.fixed,
+                });
+            }
+            len as u64
+        } else {
+            len as u64 + RECORD_PREFIX_BYTES as u64
+        };
+        if record_bytes > u64::from(u32::MAX) {
+            return Err(SpillError::RecordTooLarge {
+                path: self.path.clone(),
+                len,
+                max: u64::from(u32::MAX) - RECORD_PREFIX_BYTES as u64,
+            });
+        }
+        if self.frame_records > 0
+            && (self.frame_records == self.opts.batch_records
+                || u64::from(self.frame_payload) + record_bytes
+                    > u64::from(self.opts.max_frame_payload_bytes))
+        {
+            self.end_frame()?;
+        }
+        if self.frame_records == 0 {
+            self.begin_frame()?;
+        }
+        if self.fixed == 0 {
+            self.put(&(len as u32).to_le_bytes())?;
+        }
+        self.put(record)?;
+        self.frame_records += 1;
+        self.frame_payload += record_bytes as u32;
+        self.records += 1;
+        self.record_hash_sum = self.record_hash_sum.wrapping_add(record_hash(record));
+        Ok(())
+    }
+
+    /// Ends the last frame, writes the footer, flushes (and `fsync`s if asked) and closes.
+    /// On error the file is deleted.
+    pub fn finish(mut self) -> Result<SpillFileInfo, SpillError> {
+        if self.sink.is_none() {
+            return Err(self.poisoned());
+        }
+        if self.frame_records > 0 {
+            self.end_frame()?;
+        }
+        let footer_offset = self.bytes_written();
+        let footer = Footer {
+            footer_offset,
+            records: self.records,
+            payload_bytes: self.payload_bytes,
+            record_hash_sum: self.record_hash_sum,
+            frames: self.frames,
+            payload_crc32c: self.payload_crc32c,
+            max_frame_payload_bytes: self.max_frame_payload,
+        };
+        self.put(&footer.encode())?;
+        self.flush_buf()?;
+        if self.opts.sync_on_finish {
+            let t = Instant::now();
+            let r = self.sink.as_mut().expect("sink present").sync();
+            self.write_ns += t.elapsed().as_nanos() as u64;
+            if let Err(e) = r {
+                // A failed fsync means the data may be lost: never retry and trust it.
+                return Err(self.fail(SpillError::io(&self.path, "fsync", footer_offset, e)));
+            }
+        }
+        self.sink = None; // close
+        self.done = true;
+        let file_bytes = footer_offset + FOOTER_BYTES as u64;
+        debug_assert_eq!(
+            file_bytes,
+            HEADER_BYTES as u64
+                + self.frames * FRAME_HEADER_BYTES as u64
+                + self.payload_bytes
+                + FOOTER_BYTES as u64,
+            "file = header + frames + footer"
+        );
+        Ok(SpillFileInfo {
+            path: self.path.clone(),
+            kind: self.opts.kind,
+            tag: self.opts.tag,
+            fixed_record_bytes: self.fixed,
+            records: self.records,
+            payload_bytes: self.payload_bytes,
+            frames: self.frames,
+            file_bytes,
+            max_frame_payload_bytes: self.max_frame_payload,
+            payload_crc32c: self.payload_crc32c,
+            record_hash_sum: self.record_hash_sum,
+            write_ns: self.write_ns,
+        })
+    }
+
+    fn begin_frame(&mut self) -> Result<(), SpillError> {
+        self.frame_offset = self.bytes_written();
+        self.crc_active = false;
+        self.put(&[0u8; FRAME_HEADER_BYTES])?;
+        self.crc_from = self.buf.len();
+        self.frame_crc = 0;
+        self.crc_active = true;
+        Ok(())
+    }
+
+    fn end_frame(&mut self) -> Result<(), SpillError> {
+        let payload_crc = crc32c::crc32c_append(self.frame_crc, &self.buf[self.crc_from..]);
+        self.crc_from = self.buf.len();
+        self.crc_active = false;
+        let stored = frame_crc(
+            payload_crc,
+            self.frame_payload,
+            self.frame_records,
+            self.frame_offset,
+            self.header_crc,
+        );
+        self.payload_crc32c = crc32c::crc32c_combine(
+            self.payload_crc32c,
+            payload_crc,
+            self.frame_payload as usize,
+        );
+        let header = encode_frame_header(self.frame_payload, self.frame_records, stored);
+        self.patch(self.frame_offset, &header)?;
+        self.frames += 1;
+        self.payload_bytes += u64::from(self.frame_payload);
+        self.max_frame_payload = self.max_frame_payload.max(self.frame_payload);
+        self.frame_records = 0;
+        self.frame_payload = 0;
+        Ok(())
+    }
+
+    /// Appends bytes to the buffer, writing it out each time it fills.
+    #[inline]
+    fn put(&mut self, mut bytes: &[u8]) -> Result<(), SpillError> {
+        loop {
+            let free = self.opts.buffer_bytes - self.buf.len();
+            if bytes.len() < free {
+                self.buf.extend_from_slice(bytes);
+                return Ok(());
+            }
+            self.buf.extend_from_slice(&bytes[..free]);
+            bytes = &bytes[free..];
+            self.flush_buf()?;
+        }
+    }
+
+    /// Writes the buffer to the sink (after adding its payload bytes to the frame CRC).
+    fn flush_buf(&mut self) -> Result<(), SpillError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if self.crc_active {
+            self.frame_crc = crc32c::crc32c_append(self.frame_crc, &self.buf[self.crc_from..]);
+        }
+        self.crc_from = 0;
+        let t = Instant::now();
+        let r = self
+            .sink
+            .as_mut()
+            .expect("sink present")
+            .write_all(&self.buf);
+        self.write_ns += t.elapsed().as_nanos() as u64;
+        if let Err(e) = r {
+            return Err(self.fail(SpillError::io(&self.path, "write", self.buf_offset, e)));
+        }
+        self.buf_offset += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Overwrites `bytes` at file offset `offset`: the part already written with `pwrite`,
+    /// the part still buffered in place.
+    fn patch(&mut self, offset: u64, bytes: &[u8]) -> Result<(), SpillError> {
+        let written = (self.buf_offset.saturating_sub(offset) as usize).min(bytes.len());
+        if written > 0 {
+            let t = Instant::now();
+            let r = self
+                .sink
+                .as_mut()
+                .expect("sink present")
+                .write_all_at(&bytes[..written], offset);
+            self.write_ns += t.elapsed().as_nanos() as u64;
+            if let Err(e) = r {
+                return Err(self.fail(SpillError::io(&self.path, "pwrite", offset, e)));
+            }
+        }
+        if written < bytes.len() {
+            let at = (offset + written as u64 - self.buf_offset) as usize;
+            self.buf[at..at + bytes.len() - written].copy_from_slice(&bytes[written..]);
+        }
+        Ok(())
+    }
+
+    /// Closes and deletes the partial file; returns `err` for the caller to propagate.
+    fn fail(&mut self, err: SpillError) -> SpillError {
+        self.discard();
+        err
+    }
+
+    fn discard(&mut self) {
+        if !self.done {
+            self.sink = None;
+            self.done = true;
+            // Best effort: the error being reported matters more than a failed unlink.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+
+    fn poisoned(&self) -> SpillError {
+        SpillError::Poisoned {
+            path: self.path.clone(),
+            role: "writer",
+        }
+    }
+}
+
+impl<S: SpillSink> Drop for SpillWriter<S> {
+    fn drop(&mut self) {
+        self.discard();
+    }
+}
+
+impl<S: SpillSink> std::fmt::Debug for SpillWriter<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpillWriter")
+            .field("path", &self.path)
+            .field("records", &self.records)
+            .field("bytes_written", &self.bytes_written())
+            .finish_non_exhaustive()
+    }
+}
