@@ -47,6 +47,11 @@ impl PartitionData {
         self.partition_bytes
     }
 
+    /// Bytes of a full record.
+    pub fn record_bytes(&self) -> u64 {
+        self.record_bytes
+    }
+
     /// Records in the partition (the last may be shorter than `record_bytes`).
     pub fn records(&self) -> u64 {
         self.partition_bytes.div_ceil(self.record_bytes)

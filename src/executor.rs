@@ -15,6 +15,7 @@
 //! bytes exactly, and only written pages are ever resident.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
@@ -26,6 +27,9 @@ use crate::memory::{
 use crate::region::{
     Mapping, PageAllocator, Range, RegionError, ReleasePolicy, UserArena, process_rss_bytes,
 };
+use crate::storage::block_manager::BlockManager;
+use crate::storage::disk::{DiskBlockManager, LocalDirError};
+use crate::storage::memory_store::{MemoryStore, UnrollConf};
 
 /// Why an executor could not start.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +38,8 @@ pub enum ExecutorError {
     Conf(#[from] ConfError),
     #[error("cannot set up executor memory: {0}")]
     Region(#[from] RegionError),
+    #[error(transparent)]
+    LocalDirs(#[from] LocalDirError),
 }
 
 /// A running executor's memory.
@@ -50,6 +56,9 @@ pub struct Executor {
     unified_allocator: Arc<PageAllocator>,
     off_heap_allocator: Option<Arc<PageAllocator>>,
     memory_manager: Arc<UnifiedMemoryManager>,
+    block_manager: Arc<BlockManager>,
+    local_dirs: Arc<DiskBlockManager>,
+    next_task_attempt_id: AtomicU64,
 }
 
 impl Layout {
@@ -110,7 +119,10 @@ impl Executor {
         let jvm_internal = carve(3, "jvm-internal")?;
         reserved.touch()?;
 
-        let off_heap = if layout.off_heap_enabled {
+        // Mapped whenever it has a size: Spark sizes the off-heap pools from
+        // spark.memory.offHeap.size even when Tungsten stays on the heap, and OFF_HEAP blocks
+        // can use them (spec §1.8).
+        let off_heap = if layout.off_heap > 0 {
             let span = address_span(layout.off_heap as u64);
             let mapping = Mapping::anonymous(span, "off-heap")?;
             Some(mapping.whole())
@@ -124,8 +136,32 @@ impl Executor {
             None => None,
         };
         let memory_manager = Arc::new(UnifiedMemoryManager::new(layout.pool_sizes()));
+        let unroll = UnrollConf {
+            initial_threshold: conf
+                .long(keys::UNROLL_MEMORY_THRESHOLD)?
+                .unwrap_or(1 << 20)
+                .max(0) as u64,
+            check_period: conf
+                .long(keys::UNROLL_MEMORY_CHECK_PERIOD)?
+                .unwrap_or(16)
+                .max(1) as u64,
+            growth_factor: conf
+                .double(keys::UNROLL_MEMORY_GROWTH_FACTOR)?
+                .unwrap_or(1.5),
+        };
+        let memory_store = MemoryStore::new(
+            Arc::clone(&memory_manager),
+            Arc::clone(&unified_allocator),
+            off_heap_allocator.clone(),
+            unroll,
+        );
+        let local_dirs = Arc::new(DiskBlockManager::from_conf(conf)?);
+        let block_manager = BlockManager::new(memory_store, Arc::clone(&local_dirs));
         Ok(Executor {
             memory_manager,
+            block_manager,
+            local_dirs,
+            next_task_attempt_id: AtomicU64::new(0),
             layout: layout.clone(),
             policy,
             heap,
@@ -213,6 +249,21 @@ impl Executor {
             self.layout.page_size as u64,
             Arc::clone(allocator),
         )
+    }
+
+    /// The block manager (memory store, disk store).
+    pub fn block_manager(&self) -> &Arc<BlockManager> {
+        &self.block_manager
+    }
+
+    /// The local directories blocks and spills are written to.
+    pub fn local_dirs(&self) -> &Arc<DiskBlockManager> {
+        &self.local_dirs
+    }
+
+    /// A new task attempt id, unique in this executor (Spark's `taskAttemptId`).
+    pub fn next_task_attempt_id(&self) -> TaskAttemptId {
+        self.next_task_attempt_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// A task's arena for user-memory objects (UDF data), cut from the user range.

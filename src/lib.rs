@@ -14,5 +14,6 @@ pub mod layout;
 pub mod log;
 pub mod memory;
 pub mod region;
+pub mod scheduler;
 pub mod spill;
 pub mod storage;

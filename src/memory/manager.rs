@@ -487,7 +487,37 @@ impl UnifiedMemoryManager {
         mode: MemoryMode,
     ) -> bool {
         let mut guard = self.lock();
+        Self::acquire_storage_locked(&mut guard, block, num_bytes, mode)
+    }
+
+    /// `MemoryStore`'s transfer at the end of a successful unroll: release `unroll_bytes` of
+    /// unroll memory and acquire exactly `size` bytes of storage for `block`, atomically (Spark
+    /// does both inside `memoryManager.synchronized`). Returns whether the acquire succeeded.
+    pub fn transfer_unroll_to_storage(
+        &self,
+        block: &BlockId,
+        unroll_bytes: u64,
+        size: u64,
+        mode: MemoryMode,
+    ) -> bool {
+        let mut guard = self.lock();
         let st = &mut *guard;
+        st.pools[mode.index()].release_storage(unroll_bytes, &st.sink);
+        let ok = Self::acquire_storage_locked(st, block, size, mode);
+        let wake = st.waiters > 0 && unroll_bytes > size;
+        drop(guard);
+        if wake {
+            self.cond.notify_all();
+        }
+        ok
+    }
+
+    fn acquire_storage_locked(
+        st: &mut State,
+        block: &BlockId,
+        num_bytes: u64,
+        mode: MemoryMode,
+    ) -> bool {
         let pools = &mut st.pools[mode.index()];
         pools.check_invariants();
         let limit = pools.max_storage_bytes();

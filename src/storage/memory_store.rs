@@ -257,7 +257,10 @@ impl MemoryStore {
         } else {
             level.memory_mode()
         };
-        let store = self.this.upgrade().expect("the store is alive while in use");
+        let store = self
+            .this
+            .upgrade()
+            .expect("the store is alive while in use");
         let mut partial = PartialUnroll {
             store,
             task,
@@ -269,7 +272,8 @@ impl MemoryStore {
             record_bytes,
         };
         let conf = self.unroll_conf;
-        let mut keep_unrolling = self.reserve_unroll_memory_for_task(block, conf.initial_threshold, mode, task);
+        let mut keep_unrolling =
+            self.reserve_unroll_memory_for_task(block, conf.initial_threshold, mode, task);
         if keep_unrolling {
             partial.unroll_bytes += conf.initial_threshold;
         } else {
@@ -310,11 +314,12 @@ impl MemoryStore {
             partial.bytes += record.len() as u64;
             partial.records += 1;
             digest.add(record);
-            if elements % conf.check_period == 0 {
+            if elements.is_multiple_of(conf.check_period) {
                 let current = partial.bytes;
                 if current >= threshold {
                     let request = (current as f64 * conf.growth_factor - threshold as f64) as u64;
-                    keep_unrolling = self.reserve_unroll_memory_for_task(block, request, mode, task);
+                    keep_unrolling =
+                        self.reserve_unroll_memory_for_task(block, request, mode, task);
                     if keep_unrolling {
                         partial.unroll_bytes += request;
                     }
@@ -341,7 +346,10 @@ impl MemoryStore {
                     size,
                     mode,
                 );
-                assert!(transferred, "transferring unroll memory to storage memory failed");
+                assert!(
+                    transferred,
+                    "transferring unroll memory to storage memory failed"
+                );
                 {
                     let mut inner = self.lock();
                     let slot = inner.unroll.entry((task, mode)).or_default();
@@ -360,7 +368,8 @@ impl MemoryStore {
                     inner.bytes[mode_index(mode)] += size;
                     let seq = inner.next_seq;
                     inner.next_seq += 1;
-                    if let Some((old_seq, old)) = inner.entries.insert(block.clone(), (seq, entry)) {
+                    if let Some((old_seq, old)) = inner.entries.insert(block.clone(), (seq, entry))
+                    {
                         // Re-caching a block that is already here: keep one copy.
                         inner.lru.remove(&old_seq);
                         inner.bytes[mode_index(old.mode)] -= old.size;
@@ -399,7 +408,12 @@ impl MemoryStore {
     }
 
     /// Spark's `releaseUnrollMemoryForThisTask(mode, bytes)`: at most what the task holds.
-    pub fn release_unroll_memory_for_task(&self, task: TaskAttemptId, mode: MemoryMode, bytes: u64) {
+    pub fn release_unroll_memory_for_task(
+        &self,
+        task: TaskAttemptId,
+        mode: MemoryMode,
+        bytes: u64,
+    ) {
         let release = {
             let mut inner = self.lock();
             let held = inner.unroll.entry((task, mode)).or_default();

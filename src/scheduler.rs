@@ -1,0 +1,145 @@
+//! Runs a stage's tasks on `spark.executor.cores` threads, each task with its own task memory
+//! manager, and cleans up after every task as Spark's `Executor.TaskRunner` does: task memory
+//! (with the leak check), then the task's unroll memory.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::executor::Executor;
+use crate::memory::{TaskAttemptId, TaskMemoryError, TaskMemoryManager, WaitStats};
+
+/// What a task sees: its ids and its memory.
+pub struct TaskContext<'a> {
+    pub executor: &'a Executor,
+    pub stage_id: u32,
+    /// The partition this task computes (0-based within the stage).
+    pub partition: u32,
+    pub task_attempt_id: TaskAttemptId,
+    pub memory: TaskMemoryManager,
+}
+
+/// The end of one task.
+#[derive(Debug)]
+pub struct TaskRun<T, E> {
+    pub partition: u32,
+    pub task_attempt_id: TaskAttemptId,
+    pub result: Result<T, TaskFailure<E>>,
+    /// `executorRunTime`.
+    pub run_time: Duration,
+    /// Peak execution memory of the task (both modes).
+    pub peak_execution_memory: u64,
+    /// Time blocked waiting for the fair share.
+    pub waits: WaitStats,
+    /// Execution memory still accounted at the end (a leak, released at clean-up).
+    pub leaked_bytes: u64,
+}
+
+/// Why a task failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskFailure<E> {
+    /// The task's own error.
+    #[error("{0}")]
+    Task(E),
+    /// The leak check with `spark.unsafe.exceptionOnMemoryLeak=true`.
+    #[error(transparent)]
+    Leak(TaskMemoryError),
+    /// The task panicked (a bug): reported, never propagated to the other tasks.
+    #[error("task panicked: {0}")]
+    Panicked(String),
+}
+
+/// Runs `num_tasks` tasks of a stage on the executor's cores; results come back in partition
+/// order. `on_done` is called as each task ends (for progress).
+pub fn run_stage<T: Send, E: Send>(
+    executor: &Executor,
+    stage_id: u32,
+    num_tasks: u32,
+    exception_on_leak: bool,
+    task: impl Fn(&TaskContext) -> Result<T, E> + Sync,
+    on_done: impl Fn(&TaskRun<T, E>) + Sync,
+) -> Vec<TaskRun<T, E>> {
+    let cores = executor.layout().cores.max(1) as usize;
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<TaskRun<T, E>>> = Mutex::new(Vec::with_capacity(num_tasks as usize));
+    std::thread::scope(|scope| {
+        for _ in 0..cores.min(num_tasks.max(1) as usize) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= num_tasks as usize {
+                        break;
+                    }
+                    let run = run_one(executor, stage_id, i as u32, exception_on_leak, &task);
+                    on_done(&run);
+                    results.lock().unwrap_or_else(|e| e.into_inner()).push(run);
+                }
+            });
+        }
+    });
+    let mut runs = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    runs.sort_by_key(|r| r.partition);
+    runs
+}
+
+fn run_one<T, E>(
+    executor: &Executor,
+    stage_id: u32,
+    partition: u32,
+    exception_on_leak: bool,
+    task: &(impl Fn(&TaskContext) -> Result<T, E> + Sync),
+) -> TaskRun<T, E> {
+    let task_attempt_id = executor.next_task_attempt_id();
+    let ctx = TaskContext {
+        executor,
+        stage_id,
+        partition,
+        task_attempt_id,
+        memory: executor.task_memory_manager(task_attempt_id),
+    };
+    let start = Instant::now();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task(&ctx)));
+    let run_time = start.elapsed();
+    let mut result = match outcome {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(TaskFailure::Task(e)),
+        Err(panic) => Err(TaskFailure::Panicked(
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into()),
+        )),
+    };
+    let peak_execution_memory = ctx.memory.peak_execution_memory();
+    // Executor.TaskRunner: release task memory (leak check), then unroll memory.
+    let leaked_bytes = match ctx.memory.clean_up_all_allocated_memory(exception_on_leak) {
+        Ok(n) => n,
+        Err(e) => {
+            let n = match &e {
+                TaskMemoryError::Leak { bytes, .. } => *bytes,
+                _ => 0,
+            };
+            if result.is_ok() {
+                result = Err(TaskFailure::Leak(e));
+            }
+            n
+        }
+    };
+    executor
+        .block_manager()
+        .memory_store()
+        .release_all_unroll_memory_for_task(task_attempt_id);
+    let waits = executor
+        .memory_manager()
+        .take_task_wait_stats(task_attempt_id);
+    TaskRun {
+        partition,
+        task_attempt_id,
+        result,
+        run_time,
+        peak_execution_memory,
+        waits,
+        leaked_bytes,
+    }
+}
