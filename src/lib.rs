@@ -14,6 +14,7 @@ pub mod layout;
 pub mod log;
 pub mod memory;
 pub mod region;
+pub mod scenario;
 pub mod scheduler;
 pub mod spill;
 pub mod storage;
