@@ -187,12 +187,13 @@ pub(crate) enum FooterProblem {
     Checksum { stored: u32, computed: u32 },
 }
 
-/// A frame's stored CRC: CRC32C over the payload, continued over a trailer that is not stored
-/// (payload length, record count, the frame's file offset and the header CRC), so that a frame
-/// that is moved, reordered or spliced in from another file fails its check. `payload_crc` is
-/// the plain CRC32C of the payload.
+/// A frame's stored CRC: the running CRC32C of all payloads up to and including this frame's
+/// (`running_crc`), continued over a trailer that is not stored (payload length, record count,
+/// the frame's file offset and the header CRC). So a damaged frame header, a frame moved,
+/// reordered or dropped, or one spliced in from another file fails its check, and one CRC pass
+/// over the payload serves both the frame check and the footer's order-dependent digest.
 pub(crate) fn frame_crc(
-    payload_crc: u32,
+    running_crc: u32,
     payload_bytes: u32,
     records: u32,
     frame_offset: u64,
@@ -203,7 +204,7 @@ pub(crate) fn frame_crc(
     t[4..8].copy_from_slice(&records.to_le_bytes());
     t[8..16].copy_from_slice(&frame_offset.to_le_bytes());
     t[16..20].copy_from_slice(&header_crc.to_le_bytes());
-    crc32c::crc32c_append(payload_crc, &t)
+    crc32c::crc32c_append(running_crc, &t)
 }
 
 pub(crate) fn encode_frame_header(
@@ -223,14 +224,14 @@ pub(crate) fn decode_frame_header(b: &[u8]) -> (u32, u32, u32) {
     (le32(&b[0..4]), le32(&b[4..8]), le32(&b[8..12]))
 }
 
+#[inline(always)]
 pub(crate) fn le32(b: &[u8]) -> u32 {
-    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    u32::from_le_bytes(b[0..4].try_into().expect("4 bytes"))
 }
 
+#[inline(always)]
 pub(crate) fn le64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[0..8]);
-    u64::from_le_bytes(a)
+    u64::from_le_bytes(b[0..8].try_into().expect("8 bytes"))
 }
 
 /// At most 3 differing bits: a damaged copy of `want` rather than some other bytes.

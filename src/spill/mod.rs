@@ -31,13 +31,15 @@
 //! |---|---|---|
 //! | 0 | 4 | payload length `L` in bytes |
 //! | 4 | 4 | record count `n` |
-//! | 8 | 4 | CRC32C of `payload ‖ le32 L ‖ le32 n ‖ le64 frame offset ‖ le32 header CRC` |
+//! | 8 | 4 | CRC32C of `all payloads so far, this one last ‖ le32 L ‖ le32 n ‖ le64 frame offset ‖ le32 header CRC` |
 //! | 12 | `L` | payload: the `n` records back to back |
 //!
 //! A variable-size record is `le32 length ‖ bytes`; a fixed-size record is just its bytes
-//! (`L = n · size`). The frame CRC covers the frame's header fields, its position in the file
-//! and the file's header, so a damaged length, a frame moved or reordered, or a frame spliced in
-//! from another file all fail the check before any of its records is handed out.
+//! (`L = n · size`). The frame CRC continues the running CRC of the payloads before it and
+//! covers the frame's header fields, its position in the file and the file's header, so a
+//! damaged length, a frame moved, reordered or dropped, or a frame spliced in from another file
+//! all fail the check before any of its records is handed out. (Frames are therefore checked in
+//! order, as a spill is read; the running CRC at the last frame is the footer's digest.)
 //!
 //! **Footer**, 64 bytes, always the last bytes of the file (one read finds it):
 //!

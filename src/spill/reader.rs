@@ -399,8 +399,8 @@ impl SpillReader {
             &mut self.buf[..n + extra],
             payload_start,
         )?;
-        let payload_crc = crc32c::crc32c(&self.buf[..n]);
-        let computed = frame_crc(payload_crc, payload_bytes, records, offset, self.header_crc);
+        let running = crc32c::crc32c_append(self.payload_crc32c, &self.buf[..n]);
+        let computed = frame_crc(running, payload_bytes, records, offset, self.header_crc);
         if computed != stored {
             return Err(SpillError::ChecksumMismatch {
                 path: self.path.clone(),
@@ -413,7 +413,7 @@ impl SpillReader {
         if extra != 0 {
             self.next_header.copy_from_slice(&self.buf[n..n + extra]);
         }
-        self.payload_crc32c = crc32c::crc32c_combine(self.payload_crc32c, payload_crc, n);
+        self.payload_crc32c = running;
         self.payload_bytes += u64::from(payload_bytes);
         self.frames += 1;
         self.frame_offset = offset;

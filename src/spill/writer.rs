@@ -3,8 +3,8 @@
 //! Memory is exactly that buffer: a frame's 12-byte header is reserved in the byte stream when
 //! the frame starts and filled in when it ends, in the buffer if it is still there, else with
 //! one `pwrite` at its offset (one per frame larger than the buffer). Each record costs two
-//! `memcpy`s into the buffer and one [`record_hash`]; the CRC32C runs once over each buffer
-//! before it is written. No syscall and no allocation per record.
+//! `memcpy`s into the buffer and one [`record_hash`]; the running CRC32C runs once over each
+//! buffer before it is written, and a frame's CRC is that running CRC at the frame's end. No syscall and no allocation per record.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -133,9 +133,7 @@ pub struct SpillWriter<S: SpillSink = File> {
     frame_offset: u64,
     frame_records: u32,
     frame_payload: u32,
-    /// CRC32C of the payload bytes of the open frame that have left `crc_from`.
-    frame_crc: u32,
-    /// `buf[crc_from..]` is payload of the open frame not yet in `frame_crc`.
+    /// `buf[crc_from..]` is payload of the open frame not yet in `payload_crc32c`.
     crc_from: usize,
     crc_active: bool,
     // Totals.
@@ -197,7 +195,6 @@ impl<S: SpillSink> SpillWriter<S> {
             frame_offset: 0,
             frame_records: 0,
             frame_payload: 0,
-            frame_crc: 0,
             crc_from: 0,
             crc_active: false,
             records: 0,
@@ -336,26 +333,21 @@ impl<S: SpillSink> SpillWriter<S> {
         self.crc_active = false;
         self.put(&[0u8; FRAME_HEADER_BYTES])?;
         self.crc_from = self.buf.len();
-        self.frame_crc = 0;
         self.crc_active = true;
         Ok(())
     }
 
     fn end_frame(&mut self) -> Result<(), SpillError> {
-        let payload_crc = crc32c::crc32c_append(self.frame_crc, &self.buf[self.crc_from..]);
+        self.payload_crc32c =
+            crc32c::crc32c_append(self.payload_crc32c, &self.buf[self.crc_from..]);
         self.crc_from = self.buf.len();
         self.crc_active = false;
         let stored = frame_crc(
-            payload_crc,
+            self.payload_crc32c,
             self.frame_payload,
             self.frame_records,
             self.frame_offset,
             self.header_crc,
-        );
-        self.payload_crc32c = crc32c::crc32c_combine(
-            self.payload_crc32c,
-            payload_crc,
-            self.frame_payload as usize,
         );
         let header = encode_frame_header(self.frame_payload, self.frame_records, stored);
         self.patch(self.frame_offset, &header)?;
@@ -388,7 +380,8 @@ impl<S: SpillSink> SpillWriter<S> {
             return Ok(());
         }
         if self.crc_active {
-            self.frame_crc = crc32c::crc32c_append(self.frame_crc, &self.buf[self.crc_from..]);
+            self.payload_crc32c =
+                crc32c::crc32c_append(self.payload_crc32c, &self.buf[self.crc_from..]);
         }
         self.crc_from = 0;
         let t = Instant::now();

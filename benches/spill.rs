@@ -1,0 +1,191 @@
+//! Spill file throughput: write, read+verify and an 8-way merge of 64 MiB of 56-byte records,
+//! each beside a raw-I/O baseline measured in the same run (the ratio is the figure of merit).
+//!
+//! The files live in the temp dir and stay in the page cache: these are page-cache-hot numbers,
+//! an upper bound of the format's CPU cost, not disk bandwidth.
+//!
+//! `cargo bench --bench spill -- --warm-up-time 1 --measurement-time 4`, 2-core AMD EPYC VM,
+//! ext4 on virtio, Rust 1.95, one run (medians): raw_write_32KiB 2.86 GiB/s, write_56B_var
+//! 1.75 GiB/s (0.61×), write_56B_fixed 1.88 GiB/s (0.66×); raw_read_1MiB 11.7 GiB/s,
+//! read_verify_56B_var 1.92 GiB/s (0.16×); merge_8way_56B_var 1.37 GiB/s,
+//! merge_8way_into_spill_writer 570 MiB/s. For scale: `dd bs=1M count=1024 conv=fdatasync` to
+//! the same disk ran at 435 MB/s, below every spill case.
+
+use std::fs::File;
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use spillway::spill::{
+    DEFAULT_BUFFER_BYTES, SpillKind, SpillReader, SpillWriter, SpillWriterOptions,
+    merge_sorted_runs,
+};
+
+const MIB: usize = 1 << 20;
+const DATA_BYTES: usize = 64 * MIB;
+const RECORD_BYTES: usize = 56;
+const RUNS: usize = 8;
+
+/// `n` 56-byte records, back to back; the first 8 bytes of each are a big-endian key.
+fn records(n: usize, seed: u64, sorted: bool) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut keys: Vec<u64> = (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        })
+        .collect();
+    if sorted {
+        keys.sort_unstable();
+    }
+    let mut out = vec![0u8; n * RECORD_BYTES];
+    for (r, k) in out.chunks_exact_mut(RECORD_BYTES).zip(keys) {
+        r[0..8].copy_from_slice(&k.to_be_bytes());
+        for (i, b) in r[8..].iter_mut().enumerate() {
+            *b = (k >> (i % 8 * 8)) as u8 ^ i as u8;
+        }
+    }
+    out
+}
+
+fn options(fixed: bool) -> SpillWriterOptions {
+    let mut o = SpillWriterOptions::new(SpillKind::SortRun);
+    o.buffer_bytes = DEFAULT_BUFFER_BYTES; // spark.shuffle.file.buffer = 32k
+    if fixed {
+        o.fixed_record_bytes = Some(RECORD_BYTES as u32);
+    }
+    o
+}
+
+fn write_spill(path: &Path, data: &[u8], fixed: bool) -> u64 {
+    let mut w = SpillWriter::create(path, options(fixed)).unwrap();
+    for r in data.chunks_exact(RECORD_BYTES) {
+        w.write_record(r).unwrap();
+    }
+    w.finish().unwrap().file_bytes
+}
+
+/// Times `f` writing a fresh file `iters` times; the unlink of the previous file is not timed.
+fn time_writes(path: &Path, iters: u64, mut f: impl FnMut(&Path)) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let _ = std::fs::remove_file(path);
+        let t = Instant::now();
+        f(path);
+        total += t.elapsed();
+    }
+    let _ = std::fs::remove_file(path);
+    total
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = records(DATA_BYTES / RECORD_BYTES, 42, false);
+    let data_bytes = data.len() as u64;
+    let mut g = c.benchmark_group("spill");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(data_bytes));
+
+    // Writes.
+    let out = dir.path().join("w.spill");
+    g.bench_function("raw_write_32KiB", |b| {
+        b.iter_custom(|iters| {
+            time_writes(&out, iters, |p| {
+                let mut f = File::create_new(p).unwrap();
+                for chunk in data.chunks(DEFAULT_BUFFER_BYTES) {
+                    f.write_all(chunk).unwrap();
+                }
+            })
+        })
+    });
+    for (name, fixed) in [("write_56B_var", false), ("write_56B_fixed", true)] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                time_writes(&out, iters, |p| {
+                    black_box(write_spill(p, &data, fixed));
+                })
+            })
+        });
+    }
+
+    // Reads (page-cache-hot: the file was just written).
+    let file = dir.path().join("r.spill");
+    write_spill(&file, &data, false);
+    g.bench_function("raw_read_1MiB", |b| {
+        let mut buf = vec![0u8; MIB];
+        b.iter(|| {
+            let mut f = File::open(&file).unwrap();
+            let mut n = 0;
+            loop {
+                let k = f.read(&mut buf).unwrap();
+                if k == 0 {
+                    break;
+                }
+                n += k;
+            }
+            black_box(n)
+        })
+    });
+    g.bench_function("read_verify_56B_var", |b| {
+        b.iter(|| {
+            let mut r = SpillReader::open(&file).unwrap();
+            let mut keys = 0u64;
+            while let Some(rec) = r.next_record().unwrap() {
+                keys = keys.wrapping_add(u64::from(rec[0]));
+            }
+            black_box(keys)
+        })
+    });
+
+    // 8-way merge of 8 sorted runs of 8 MiB each.
+    let runs: Vec<PathBuf> = (0..RUNS)
+        .map(|i| {
+            let p = dir.path().join(format!("run-{i}.spill"));
+            let d = records(DATA_BYTES / RUNS / RECORD_BYTES, i as u64 + 1, true);
+            write_spill(&p, &d, false);
+            p
+        })
+        .collect();
+    g.bench_function("merge_8way_56B_var", |b| {
+        b.iter(|| {
+            let readers: Vec<SpillReader> =
+                runs.iter().map(|p| SpillReader::open(p).unwrap()).collect();
+            let mut sum = 0u64;
+            let n = merge_sorted_runs(
+                readers,
+                |r| u64::from_be_bytes(r[0..8].try_into().unwrap()),
+                |r| {
+                    sum = sum.wrapping_add(r.len() as u64);
+                    Ok::<(), ()>(())
+                },
+            )
+            .unwrap();
+            black_box((n, sum))
+        })
+    });
+    let merged = dir.path().join("merged.spill");
+    g.bench_function("merge_8way_into_spill_writer", |b| {
+        b.iter_custom(|iters| {
+            time_writes(&merged, iters, |p| {
+                let readers: Vec<SpillReader> =
+                    runs.iter().map(|p| SpillReader::open(p).unwrap()).collect();
+                let mut w = SpillWriter::create(p, options(false)).unwrap();
+                merge_sorted_runs(
+                    readers,
+                    |r| u64::from_be_bytes(r[0..8].try_into().unwrap()),
+                    |r| w.write_record(r),
+                )
+                .unwrap();
+                black_box(w.finish().unwrap());
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
