@@ -129,10 +129,17 @@ impl Executor {
         } else {
             None
         };
-        let user_allocator = Arc::new(PageAllocator::new(user.clone(), policy)?);
-        let unified_allocator = Arc::new(PageAllocator::new(unified.clone(), policy)?);
+        // Freed pages kept for reuse are resident but no longer accounted: keep the pool small
+        // so the model's picture of memory stays true (`spillway.memory.pagePoolBytes`).
+        let pool = conf
+            .size_as(keys::PAGE_POOL_BYTES, crate::conf::ByteUnit::Byte)?
+            .unwrap_or(16 << 20)
+            .max(0) as u64;
+        let allocator = |r: &Range| PageAllocator::with_pool_limit(r.clone(), policy, pool);
+        let user_allocator = Arc::new(allocator(&user)?);
+        let unified_allocator = Arc::new(allocator(&unified)?);
         let off_heap_allocator = match &off_heap {
-            Some(r) => Some(Arc::new(PageAllocator::new(r.clone(), policy)?)),
+            Some(r) => Some(Arc::new(allocator(r)?)),
             None => None,
         };
         let memory_manager = Arc::new(UnifiedMemoryManager::new(layout.pool_sizes()));
@@ -264,6 +271,16 @@ impl Executor {
     /// A new task attempt id, unique in this executor (Spark's `taskAttemptId`).
     pub fn next_task_attempt_id(&self) -> TaskAttemptId {
         self.next_task_attempt_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Gives the allocators' pooled free pages back to the kernel (between stages, so that
+    /// resident memory follows the model).
+    pub fn trim_page_pools(&self) {
+        self.user_allocator.trim();
+        self.unified_allocator.trim();
+        if let Some(a) = &self.off_heap_allocator {
+            a.trim();
+        }
     }
 
     /// A task's arena for user-memory objects (UDF data), cut from the user range.

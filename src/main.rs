@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 success, 1 a failure of the run itself, 2 bad input (configuration, flags).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -10,6 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use spillway::conf::{ByteUnit, ConfError, SparkConf, byte_string_as};
 use spillway::executor::Executor;
 use spillway::layout::Layout;
+use spillway::run::{RunError, RunOptions, summary_table};
+use spillway::scenario::Scenario;
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +29,24 @@ struct Cli {
 enum Command {
     /// Print the executor's memory layout: container, heap regions, pools, off-heap, overhead.
     Layout(LayoutArgs),
+    /// Run a scenario on a real executor heap and write report.json, timeline.csv and plots.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// A built-in scenario (default, sort-spill, aggregate-spill, cache-pressure,
+    /// cache-then-sort) or a path to a TOML scenario file.
+    #[arg(default_value = "default")]
+    scenario: String,
+    #[command(flatten)]
+    conf: ConfArgs,
+    /// Where to write the report (default: a new folder under ./spillway-runs/).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Print report.json to stdout instead of the summary table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The configuration flags every command shares, named as spark-submit names them.
@@ -86,11 +107,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Layout(args) => layout(args),
+        Command::Run(args) => run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::BadInput(e)) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
         Err(Failure::Run(e)) => {
@@ -102,13 +124,23 @@ fn main() -> ExitCode {
 
 /// Bad input exits 2; anything else that stops a command exits 1.
 enum Failure {
-    BadInput(ConfError),
+    BadInput(anyhow::Error),
     Run(anyhow::Error),
 }
 
 impl From<ConfError> for Failure {
     fn from(e: ConfError) -> Self {
-        Failure::BadInput(e)
+        Failure::BadInput(e.into())
+    }
+}
+
+impl From<RunError> for Failure {
+    fn from(e: RunError) -> Self {
+        if e.is_bad_input() {
+            Failure::BadInput(e.into())
+        } else {
+            Failure::Run(e.into())
+        }
     }
 }
 
@@ -143,6 +175,28 @@ fn layout(args: LayoutArgs) -> Result<(), Failure> {
         );
     } else {
         print!("{}", layout.render_tree());
+    }
+    Ok(())
+}
+
+fn run(args: RunArgs) -> Result<(), Failure> {
+    let scenario = Scenario::load(&args.scenario).map_err(RunError::from)?;
+    let system_memory = args.conf.load()?.1;
+    let opts = RunOptions {
+        properties_file: args.conf.properties_file.clone(),
+        conf_args: args.conf.conf.clone(),
+        system_memory,
+        out_dir: args.out,
+        progress: !args.json && std::io::stderr().is_terminal(),
+    };
+    let (report, out_dir) = spillway::run::run(&scenario, &opts)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serializes")
+        );
+    } else {
+        print!("{}", summary_table(&report, &out_dir));
     }
     Ok(())
 }

@@ -144,9 +144,18 @@ const TOP_KEYS: &str = "name, description, seed, conf, stages";
 pub const BUILTINS: [(&str, &str); 5] = [
     ("default", include_str!("scenarios/default.toml")),
     ("sort-spill", include_str!("scenarios/sort-spill.toml")),
-    ("aggregate-spill", include_str!("scenarios/aggregate-spill.toml")),
-    ("cache-pressure", include_str!("scenarios/cache-pressure.toml")),
-    ("cache-then-sort", include_str!("scenarios/cache-then-sort.toml")),
+    (
+        "aggregate-spill",
+        include_str!("scenarios/aggregate-spill.toml"),
+    ),
+    (
+        "cache-pressure",
+        include_str!("scenarios/cache-pressure.toml"),
+    ),
+    (
+        "cache-then-sort",
+        include_str!("scenarios/cache-then-sort.toml"),
+    ),
 ];
 
 impl Scenario {
@@ -170,11 +179,17 @@ impl Scenario {
     }
 
     /// Parses scenario TOML; `origin` names it in errors.
-    pub fn parse(text: &str, origin: &str, path: Option<PathBuf>) -> Result<Scenario, ScenarioError> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ScenarioError::Toml {
-            origin: origin.to_string(),
-            message: e.message().to_string(),
-        })?;
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        path: Option<PathBuf>,
+    ) -> Result<Scenario, ScenarioError> {
+        let table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ScenarioError::Toml {
+                    origin: origin.to_string(),
+                    message: e.message().to_string(),
+                })?;
         for key in table.keys() {
             if !["name", "description", "seed", "conf", "stages"].contains(&key.as_str()) {
                 return Err(ScenarioError::UnknownTopKey {
@@ -199,12 +214,20 @@ impl Scenario {
         };
         let description = match table.get("description") {
             Some(toml::Value::String(s)) => s.clone(),
-            Some(other) => return Err(invalid(format!("'description' must be a string, not {other}"))),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "'description' must be a string, not {other}"
+                )));
+            }
             None => String::new(),
         };
         let seed = match table.get("seed") {
             Some(toml::Value::Integer(i)) if *i >= 0 => *i as u64,
-            Some(other) => return Err(invalid(format!("'seed' must be a non-negative integer, not {other}"))),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "'seed' must be a non-negative integer, not {other}"
+                )));
+            }
             None => 42,
         };
         let mut conf = Vec::new();
@@ -238,11 +261,17 @@ impl Scenario {
                     stages.push(parse_stage(t, i, origin)?);
                 }
             }
-            Some(other) => return Err(invalid(format!("'stages' must be an array of tables, not {other}"))),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "'stages' must be an array of tables, not {other}"
+                )));
+            }
             None => {}
         }
         if stages.is_empty() {
-            return Err(invalid("a scenario needs at least one [[stages]] entry".into()));
+            return Err(invalid(
+                "a scenario needs at least one [[stages]] entry".into(),
+            ));
         }
         // A scan needs a cache stage of its RDD before it.
         let mut cached = Vec::new();
@@ -317,7 +346,13 @@ impl StageReader<'_> {
                 Ok(b) => b as u64,
                 Err(e) => return Err(self.bad(key, v, &e.to_string())),
             },
-            Some(v) => return Err(self.bad(key, v, "must be a size in bytes or a byte string like \"40m\"")),
+            Some(v) => {
+                return Err(self.bad(
+                    key,
+                    v,
+                    "must be a size in bytes or a byte string like \"40m\"",
+                ));
+            }
         };
         if bytes < min {
             return Err(match value {
@@ -328,13 +363,26 @@ impl StageReader<'_> {
         Ok(bytes)
     }
 
-    fn level(&mut self, key: &'static str, default: StorageLevel) -> Result<StorageLevel, ScenarioError> {
+    fn level(
+        &mut self,
+        key: &'static str,
+        default: StorageLevel,
+    ) -> Result<StorageLevel, ScenarioError> {
         self.allowed.push(key);
         match self.table.get(key) {
             None => Ok(default),
-            Some(v @ toml::Value::String(s)) => s.parse().map_err(|e: crate::storage::StorageLevelError| {
-                self.bad(key, v, &format!("{e} (accepted: {})", StorageLevel::NAMED.map(|(n, _)| n).join(", ")))
-            }),
+            Some(v @ toml::Value::String(s)) => {
+                s.parse().map_err(|e: crate::storage::StorageLevelError| {
+                    self.bad(
+                        key,
+                        v,
+                        &format!(
+                            "{e} (accepted: {})",
+                            StorageLevel::NAMED.map(|(n, _)| n).join(", ")
+                        ),
+                    )
+                })
+            }
             Some(v) => Err(self.bad(key, v, "must be a StorageLevel name")),
         }
     }
@@ -517,7 +565,9 @@ record_bytes = 56
             None,
         )
         .unwrap();
-        assert!(matches!(s.stages[0], StageSpec::Cache { partition_bytes, .. } if partition_bytes == 40 << 20));
+        assert!(
+            matches!(s.stages[0], StageSpec::Cache { partition_bytes, .. } if partition_bytes == 40 << 20)
+        );
     }
 
     #[test]
@@ -525,7 +575,10 @@ record_bytes = 56
         let err = Scenario::parse("[[stages]]\nkind = \"sort\"\nrecords = 5\n", "t", None)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("unknown key 'records'") && err.contains("records_per_task"), "{err}");
+        assert!(
+            err.contains("unknown key 'records'") && err.contains("records_per_task"),
+            "{err}"
+        );
         let err = Scenario::parse("[[stages]]\nkind = \"shuffle\"\n", "t", None)
             .unwrap_err()
             .to_string();
@@ -546,10 +599,17 @@ record_bytes = 56
             .unwrap_err()
             .to_string();
         assert!(err.contains("no earlier cache stage"), "{err}");
-        let err = Scenario::parse("[[stages]]\nkind = \"sort\"\nrecord_bytes = \"4x\"\n", "t", None)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("record_bytes") && err.contains("Invalid suffix"), "{err}");
+        let err = Scenario::parse(
+            "[[stages]]\nkind = \"sort\"\nrecord_bytes = \"4x\"\n",
+            "t",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("record_bytes") && err.contains("Invalid suffix"),
+            "{err}"
+        );
         let err = Scenario::load("no-such-scenario").unwrap_err().to_string();
         assert!(err.contains("cache-then-sort"), "{err}");
     }

@@ -65,6 +65,10 @@ pub const TEST_RESERVED_MEMORY: &str = "spark.testing.reservedMemory";
 pub const IS_TESTING: &str = "spark.testing";
 /// spillway's own: which collector the modelled JVM runs (G1 shrinks on-heap pages by 16 bytes).
 pub const JVM_GC: &str = "spillway.jvm.gc";
+/// spillway's own: bytes of freed pages each allocator keeps for syscall-free reuse.
+pub const PAGE_POOL_BYTES: &str = "spillway.memory.pagePoolBytes";
+/// spillway's own: the timeline's sampling interval in milliseconds (10..=1000).
+pub const TIMELINE_INTERVAL_MS: &str = "spillway.timeline.intervalMs";
 /// spillway's own: keep freed heap pages resident, as a JVM keeps its heap.
 pub const RETAIN_FREED_MEMORY: &str = "spillway.memory.retainFreed";
 
@@ -244,6 +248,18 @@ pub const KEYS: &[KeyDef] = &[
         kind: Kind::Str,
         default: Some("g1"),
         doc: "g1 (JDK 17+ default) or parallel; G1 pages lose a 16-byte array header",
+    },
+    KeyDef {
+        key: PAGE_POOL_BYTES,
+        kind: Kind::Bytes(ByteUnit::Byte),
+        default: Some("16m"),
+        doc: "freed pages each allocator keeps for reuse without a syscall",
+    },
+    KeyDef {
+        key: TIMELINE_INTERVAL_MS,
+        kind: Kind::Long,
+        default: Some("20"),
+        doc: "timeline sampling interval, 10..1000 ms",
     },
     KeyDef {
         key: RETAIN_FREED_MEMORY,

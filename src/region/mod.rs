@@ -48,4 +48,4 @@ pub use alloc::{
 };
 pub use arena::{DEFAULT_CHUNK_BYTES, UserArena, UserMemoryError};
 pub use mapping::{Mapping, Range, RegionError};
-pub use resident::{os_page_size, process_rss_bytes};
+pub use resident::{os_page_size, process_rss_bytes, process_rss_bytes_fast};

@@ -1,0 +1,660 @@
+//! The run's report: `report.json` (Spark's REST API names where Spark has them),
+//! `timeline.csv`, the plots, and the summary table printed at the end.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::conf::{SparkConf, format_mib};
+use crate::executor::Executor;
+use crate::layout::{Layout, LayoutJson};
+use crate::pressure::OwnCgroup;
+use crate::scenario::Scenario;
+use crate::storage::block_manager::ReadFrom;
+use crate::timeline::Sample;
+
+use super::{RunState, failure_of, peak, stage_digests};
+
+/// `report.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub spillway_version: &'static str,
+    pub scenario: ScenarioInfo,
+    pub wall_time_ms: f64,
+    pub layout: LayoutJson,
+    /// Every configuration value that was set, after precedence.
+    pub conf: BTreeMap<String, String>,
+    pub stages: Vec<StageReport>,
+    pub tasks: Vec<TaskReport>,
+    pub storage: StorageReport,
+    pub failures: Vec<FailureReport>,
+    pub memory: MemoryReport,
+    pub verification: Verification,
+    pub timeline: TimelineInfo,
+    pub plots: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioInfo {
+    pub name: String,
+    pub description: String,
+    pub source: String,
+    pub seed: u64,
+}
+
+/// One stage, as the REST API's `StageData` names it, plus spillway's spill and evict timings.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageReport {
+    pub stage_id: u32,
+    pub kind: &'static str,
+    pub num_tasks: u32,
+    pub num_complete_tasks: u32,
+    pub num_failed_tasks: u32,
+    pub memory_bytes_spilled: u64,
+    pub disk_bytes_spilled: u64,
+    /// Sum over tasks, as Spark's stage metrics sum task metrics.
+    pub peak_execution_memory: u64,
+    pub max_task_peak_execution_memory: u64,
+    /// Sum of the tasks' run times (ms), as Spark reports it.
+    pub executor_run_time: u64,
+    pub wall_time_ms: f64,
+    pub spill_count: u64,
+    pub spill_write_time_ms: f64,
+    pub spill_read_time_ms: f64,
+    /// Disk bytes spilled per second of spill write time (MiB/s).
+    pub spill_write_mib_per_s: f64,
+    pub eviction_count: u64,
+    pub evicted_bytes: u64,
+    pub bytes_dropped_to_disk: u64,
+    pub eviction_time_ms: f64,
+    pub acquire_wait_count: u64,
+    pub acquire_wait_time_ms: f64,
+    pub memory_hits: u64,
+    pub disk_hits: u64,
+    pub recomputes: u64,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub peak_user_memory: u64,
+    pub verified: bool,
+}
+
+/// One task, as the REST API's `TaskData` names it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskReport {
+    pub task_id: u64,
+    pub stage_id: u32,
+    pub index: u32,
+    pub status: &'static str,
+    pub peak_execution_memory: u64,
+    pub memory_bytes_spilled: u64,
+    pub disk_bytes_spilled: u64,
+    pub executor_run_time: u64,
+    pub spill_count: u64,
+    pub acquire_wait_time_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_from: Option<ReadFrom>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StorageReport {
+    pub rdds: Vec<RddReport>,
+    /// Blocks that are not RDD partitions (broadcasts) in memory and on disk.
+    pub other_blocks_memory_used: u64,
+}
+
+/// One cached RDD, as the REST API's `RDDStorageInfo` names it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RddReport {
+    pub id: u32,
+    pub name: String,
+    pub storage_level: String,
+    pub num_partitions: u32,
+    pub num_cached_partitions: u64,
+    pub memory_used: u64,
+    pub disk_used: u64,
+    pub partitions_in_memory: u64,
+    pub partitions_on_disk: u64,
+    pub disk_file_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureReport {
+    pub stage_id: u32,
+    pub task_id: u64,
+    pub error: String,
+    pub message: String,
+}
+
+/// Peaks per region and the gap between what the model accounts and what is resident.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryReport {
+    pub reserved_bytes: u64,
+    pub peak_user_bytes: u64,
+    pub peak_on_heap_execution_bytes: u64,
+    pub peak_on_heap_storage_bytes: u64,
+    pub peak_off_heap_execution_bytes: u64,
+    pub peak_off_heap_storage_bytes: u64,
+    pub peak_accounted_bytes: u64,
+    pub peak_rss_bytes: u64,
+    pub peak_cgroup_usage_bytes: u64,
+    /// Largest |resident − accounted| the sampler saw.
+    pub max_gap_bytes: u64,
+    pub gap: GapReport,
+    pub psi_some_total_us: u64,
+    pub psi_full_total_us: u64,
+    pub cgroup: Option<String>,
+    pub warnings_logged: u64,
+}
+
+/// What the gap at its largest consisted of.
+#[derive(Debug, Clone, Serialize)]
+pub struct GapReport {
+    pub at_ms: f64,
+    pub rss_bytes: u64,
+    pub accounted_bytes: u64,
+    /// Resident before the heap was mapped: the binary, its libraries, its malloc heap.
+    pub process_baseline_bytes: u64,
+    /// Freed pages the allocators keep for reuse (resident, no longer accounted).
+    pub pooled_free_pages_bytes: u64,
+    /// What the parts above do not explain (thread stacks, I/O buffers, allocator slack,
+    /// reservations running ahead of bytes written).
+    pub unexplained_bytes: i64,
+    /// Whether the gap stayed within max(5% of the peak accounted memory, 64 MiB).
+    pub within_bound: bool,
+    pub explanation: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Verification {
+    pub records_in: u64,
+    pub records_out: u64,
+    pub digest_in: String,
+    pub digest_out: String,
+    pub stages_verified: u32,
+    pub stages_failed_verification: Vec<u32>,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineInfo {
+    pub csv: String,
+    pub samples: usize,
+    pub interval_ms: u64,
+}
+
+pub(crate) struct Inputs<'a> {
+    pub scenario: &'a Scenario,
+    pub conf: &'a SparkConf,
+    pub layout: &'a Layout,
+    pub executor: &'a Executor,
+    pub state: &'a RunState<'a>,
+    pub samples: &'a [Sample],
+    pub baseline_rss: u64,
+    pub wall: Duration,
+    pub interval_ms: u64,
+    pub cgroup: Option<&'a OwnCgroup>,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+pub(crate) fn build(i: Inputs) -> Report {
+    let mut stages = Vec::new();
+    let mut tasks = Vec::new();
+    let mut failures = Vec::new();
+    let mut verification = Verification {
+        records_in: 0,
+        records_out: 0,
+        digest_in: String::new(),
+        digest_out: String::new(),
+        stages_verified: 0,
+        stages_failed_verification: Vec::new(),
+        ok: true,
+    };
+    let (mut all_in, mut all_out) = (
+        crate::spill::RecordDigest::default(),
+        crate::spill::RecordDigest::default(),
+    );
+    for s in &i.state.stages {
+        let mut r = StageReport {
+            stage_id: s.stage_id,
+            kind: s.spec.kind(),
+            num_tasks: s.runs.len() as u32,
+            num_complete_tasks: 0,
+            num_failed_tasks: 0,
+            memory_bytes_spilled: 0,
+            disk_bytes_spilled: 0,
+            peak_execution_memory: 0,
+            max_task_peak_execution_memory: 0,
+            executor_run_time: 0,
+            wall_time_ms: ms(s.wall),
+            spill_count: 0,
+            spill_write_time_ms: 0.0,
+            spill_read_time_ms: 0.0,
+            spill_write_mib_per_s: 0.0,
+            eviction_count: s.storage_after.blocks_evicted - s.storage_before.blocks_evicted,
+            evicted_bytes: s.storage_after.bytes_evicted - s.storage_before.bytes_evicted,
+            bytes_dropped_to_disk: s.storage_after.bytes_dropped_to_disk
+                - s.storage_before.bytes_dropped_to_disk,
+            eviction_time_ms: (s.storage_after.eviction_ns - s.storage_before.eviction_ns) as f64
+                / 1e6,
+            acquire_wait_count: 0,
+            acquire_wait_time_ms: 0.0,
+            memory_hits: 0,
+            disk_hits: 0,
+            recomputes: 0,
+            records_in: 0,
+            records_out: 0,
+            peak_user_memory: s.user_peak_bytes,
+            verified: true,
+        };
+        let mut spill_write_ns = 0u64;
+        for run in &s.runs {
+            r.peak_execution_memory += run.peak_execution_memory;
+            r.max_task_peak_execution_memory = r
+                .max_task_peak_execution_memory
+                .max(run.peak_execution_memory);
+            r.executor_run_time += run.run_time.as_millis() as u64;
+            r.acquire_wait_count += run.waits.waits;
+            r.acquire_wait_time_ms += ms(run.waits.waited);
+            let mut t = TaskReport {
+                task_id: run.task_attempt_id,
+                stage_id: s.stage_id,
+                index: run.partition,
+                status: "SUCCESS",
+                peak_execution_memory: run.peak_execution_memory,
+                memory_bytes_spilled: 0,
+                disk_bytes_spilled: 0,
+                executor_run_time: run.run_time.as_millis() as u64,
+                spill_count: 0,
+                acquire_wait_time_ms: ms(run.waits.waited),
+                read_from: None,
+                error: None,
+            };
+            match &run.result {
+                Ok(o) => {
+                    r.num_complete_tasks += 1;
+                    r.memory_bytes_spilled += o.memory_bytes_spilled;
+                    r.disk_bytes_spilled += o.disk_bytes_spilled;
+                    r.spill_count += o.spill_count;
+                    spill_write_ns += o.spill_write_ns;
+                    r.spill_read_time_ms += o.spill_read_ns as f64 / 1e6;
+                    r.records_in += o.records_in;
+                    r.records_out += o.records_out;
+                    r.verified &= o.verified;
+                    match o.read_from {
+                        Some(ReadFrom::Memory) => r.memory_hits += 1,
+                        Some(ReadFrom::Disk) => r.disk_hits += 1,
+                        Some(ReadFrom::Recomputed) => r.recomputes += 1,
+                        None => {}
+                    }
+                    t.memory_bytes_spilled = o.memory_bytes_spilled;
+                    t.disk_bytes_spilled = o.disk_bytes_spilled;
+                    t.spill_count = o.spill_count;
+                    t.read_from = o.read_from;
+                }
+                Err(_) => {
+                    r.num_failed_tasks += 1;
+                    t.status = "FAILED";
+                    if let Some((class, message)) = failure_of(run) {
+                        t.error = Some(class.clone());
+                        failures.push(FailureReport {
+                            stage_id: s.stage_id,
+                            task_id: run.task_attempt_id,
+                            error: class,
+                            message,
+                        });
+                    }
+                }
+            }
+            tasks.push(t);
+        }
+        r.spill_write_time_ms = spill_write_ns as f64 / 1e6;
+        if spill_write_ns > 0 {
+            r.spill_write_mib_per_s =
+                r.disk_bytes_spilled as f64 / (1 << 20) as f64 / (spill_write_ns as f64 / 1e9);
+        }
+        let (din, dout) = stage_digests(&s.runs);
+        all_in = all_in.combine(din);
+        all_out = all_out.combine(dout);
+        verification.records_in += r.records_in;
+        verification.records_out += r.records_out;
+        // A failed task is reported as a failure, not as a verification error; what did run
+        // must have verified.
+        if r.verified {
+            verification.stages_verified += 1;
+        } else {
+            verification.stages_failed_verification.push(s.stage_id);
+            verification.ok = false;
+        }
+        stages.push(r);
+    }
+    verification.digest_in = format!("{}:{:016x}", all_in.records, all_in.hash_sum);
+    verification.digest_out = format!("{}:{:016x}", all_out.records, all_out.hash_sum);
+
+    let bm = i.executor.block_manager();
+    let rdds = i
+        .state
+        .rdds
+        .values()
+        .map(|c| {
+            let s = bm.rdd_storage(c.id);
+            RddReport {
+                id: c.id,
+                name: c.name.clone(),
+                storage_level: c.level.description(),
+                num_partitions: c.partitions,
+                num_cached_partitions: s.num_cached_partitions,
+                memory_used: s.memory_used,
+                disk_used: s.disk_used,
+                partitions_in_memory: s.partitions_in_memory,
+                partitions_on_disk: s.partitions_on_disk,
+                disk_file_bytes: s.disk_file_bytes,
+            }
+        })
+        .collect::<Vec<_>>();
+    let rdd_memory: u64 = rdds.iter().map(|r| r.memory_used).sum();
+    let total_memory = bm
+        .memory_store()
+        .memory_used(crate::memory::MemoryMode::OnHeap)
+        + bm.memory_store()
+            .memory_used(crate::memory::MemoryMode::OffHeap);
+
+    let memory = memory_report(&i);
+    Report {
+        spillway_version: env!("CARGO_PKG_VERSION"),
+        scenario: ScenarioInfo {
+            name: i.scenario.name.clone(),
+            description: i.scenario.description.clone(),
+            source: i
+                .scenario
+                .path
+                .as_ref()
+                .map_or_else(|| "built-in".to_string(), |p| p.display().to_string()),
+            seed: i.scenario.seed,
+        },
+        wall_time_ms: ms(i.wall),
+        layout: i.layout.to_json(),
+        conf: i
+            .conf
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        stages,
+        tasks,
+        storage: StorageReport {
+            rdds,
+            other_blocks_memory_used: total_memory.saturating_sub(rdd_memory),
+        },
+        failures,
+        memory,
+        verification,
+        timeline: TimelineInfo {
+            csv: "timeline.csv".into(),
+            samples: i.samples.len(),
+            interval_ms: i.interval_ms,
+        },
+        plots: super::plot::FILES.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn memory_report(i: &Inputs) -> MemoryReport {
+    let s = i.samples;
+    let worst = s
+        .iter()
+        .max_by_key(|x| x.gap().unsigned_abs())
+        .copied()
+        .unwrap_or_default();
+    let peak_accounted = peak(s, Sample::accounted);
+    let bound = (peak_accounted / 20).max(64 << 20);
+    let unexplained = worst.gap() - i.baseline_rss as i64 - worst.pooled_free_pages as i64;
+    let within = worst.gap().unsigned_abs() <= bound;
+    let explanation = format!(
+        "At {:.0} ms the process held {} MiB resident against {} MiB accounted \
+         (reserved + user + storage + execution, both modes). Of the {} MiB gap, {} MiB is the \
+         process itself before the heap was mapped (binary, libraries, malloc), {} MiB are freed \
+         pages the allocators keep for reuse, and {} MiB is the rest: thread stacks, spill and \
+         merge buffers, and reservations (unroll, fair-share grants) that run ahead of the bytes \
+         written. The bound is max(5% of the peak accounted {} MiB, 64 MiB) = {} MiB: {}.",
+        worst.t_ms,
+        format_mib(worst.rss),
+        format_mib(worst.accounted()),
+        signed_mib(worst.gap()),
+        format_mib(i.baseline_rss),
+        format_mib(worst.pooled_free_pages),
+        signed_mib(unexplained),
+        format_mib(peak_accounted),
+        format_mib(bound),
+        if within { "within it" } else { "outside it" }
+    );
+    let last = s.last().copied().unwrap_or_default();
+    MemoryReport {
+        reserved_bytes: i.layout.reserved as u64,
+        peak_user_bytes: peak(s, |x| x.user_used),
+        peak_on_heap_execution_bytes: peak(s, |x| x.on_heap_execution_used),
+        peak_on_heap_storage_bytes: peak(s, |x| x.on_heap_storage_used),
+        peak_off_heap_execution_bytes: peak(s, |x| x.off_heap_execution_used),
+        peak_off_heap_storage_bytes: peak(s, |x| x.off_heap_storage_used),
+        peak_accounted_bytes: peak_accounted,
+        peak_rss_bytes: peak(s, |x| x.rss),
+        peak_cgroup_usage_bytes: peak(s, |x| x.cgroup_usage),
+        max_gap_bytes: worst.gap().unsigned_abs(),
+        gap: GapReport {
+            at_ms: worst.t_ms,
+            rss_bytes: worst.rss,
+            accounted_bytes: worst.accounted(),
+            process_baseline_bytes: i.baseline_rss,
+            pooled_free_pages_bytes: worst.pooled_free_pages,
+            unexplained_bytes: unexplained,
+            within_bound: within,
+            explanation,
+        },
+        psi_some_total_us: last
+            .psi_some_total_us
+            .saturating_sub(s.first().map_or(0, |f| f.psi_some_total_us)),
+        psi_full_total_us: last
+            .psi_full_total_us
+            .saturating_sub(s.first().map_or(0, |f| f.psi_full_total_us)),
+        cgroup: i
+            .cgroup
+            .map(|c| format!("{:?} {}", c.version, c.memory_dir.display())),
+        warnings_logged: crate::log::warnings_logged(),
+    }
+}
+
+fn signed_mib(v: i64) -> String {
+    if v < 0 {
+        format!("-{}", format_mib(v.unsigned_abs()))
+    } else {
+        format_mib(v as u64)
+    }
+}
+
+/// Writes report.json, timeline.csv and the plots into `out_dir`.
+pub(crate) fn write(report: &Report, samples: &[Sample], out_dir: &Path) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
+    write_atomic(&out_dir.join("report.json"), &json)?;
+    let mut csv = Vec::new();
+    write_csv(samples, &mut csv)?;
+    write_atomic(&out_dir.join("timeline.csv"), &csv)?;
+    super::plot::draw_all(report, samples, out_dir)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(())
+}
+
+/// Writes to a temporary file and renames it, so a reader never sees half a file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+const CSV_HEADER: &str = "t_ms,stage,on_heap_execution_pool,on_heap_execution_used,\
+on_heap_storage_pool,on_heap_storage_used,off_heap_execution_pool,off_heap_execution_used,\
+off_heap_storage_pool,off_heap_storage_used,user_used,reserved,accounted,rss,cgroup_usage,\
+psi_some_avg10,psi_full_avg10,psi_some_total_us,psi_full_total_us,active_tasks,waiting_tasks,\
+spills,spill_bytes,evictions,evicted_bytes,pooled_free_pages,event";
+
+fn write_csv(samples: &[Sample], out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(out, "{CSV_HEADER}")?;
+    let mut prev: Option<&Sample> = None;
+    for s in samples {
+        let mut events = Vec::new();
+        if let Some(p) = prev {
+            if s.spills > p.spills {
+                events.push(format!("spill:{}", s.spills - p.spills));
+            }
+            if s.evictions > p.evictions {
+                events.push(format!("evict:{}", s.evictions - p.evictions));
+            }
+        }
+        writeln!(
+            out,
+            "{:.1},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.2},{:.2},{},{},{},{},{},{},{},{},{},{}",
+            s.t_ms,
+            s.stage,
+            s.on_heap_execution_pool,
+            s.on_heap_execution_used,
+            s.on_heap_storage_pool,
+            s.on_heap_storage_used,
+            s.off_heap_execution_pool,
+            s.off_heap_execution_used,
+            s.off_heap_storage_pool,
+            s.off_heap_storage_used,
+            s.user_used,
+            s.reserved,
+            s.accounted(),
+            s.rss,
+            s.cgroup_usage,
+            s.psi_some_avg10,
+            s.psi_full_avg10,
+            s.psi_some_total_us,
+            s.psi_full_total_us,
+            s.active_tasks,
+            s.waiting_tasks,
+            s.spills,
+            s.spill_bytes,
+            s.evictions,
+            s.evicted_bytes,
+            s.pooled_free_pages,
+            events.join(";")
+        )?;
+        prev = Some(s);
+    }
+    Ok(())
+}
+
+/// The table printed at the end of a run.
+pub fn summary_table(report: &Report, out_dir: &Path) -> String {
+    let mut out = String::new();
+    let l = &report.layout;
+    out.push_str(&format!(
+        "scenario {} — heap {} MiB: reserved {}, user {}, unified {} (storage region {}), off-heap {} MiB; {} cores\n\n",
+        report.scenario.name,
+        format_mib(l.system_memory as u64),
+        format_mib(l.reserved as u64),
+        format_mib(l.user as u64),
+        format_mib(l.unified as u64),
+        format_mib(l.storage_region as u64),
+        format_mib(l.off_heap as u64),
+        l.cores
+    ));
+    out.push_str(&format!(
+        "{:>5} {:<10} {:>9} {:>12} {:>12} {:>11} {:>9} {:>10} {:>9}  {}\n",
+        "stage",
+        "kind",
+        "tasks",
+        "spill mem",
+        "spill disk",
+        "peak exec",
+        "evicted",
+        "wait ms",
+        "time ms",
+        "verified"
+    ));
+    for s in &report.stages {
+        out.push_str(&format!(
+            "{:>5} {:<10} {:>9} {:>8} MiB {:>8} MiB {:>7} MiB {:>9} {:>10.0} {:>9.0}  {}\n",
+            s.stage_id,
+            s.kind,
+            format!("{}/{}", s.num_complete_tasks, s.num_tasks),
+            format_mib(s.memory_bytes_spilled),
+            format_mib(s.disk_bytes_spilled),
+            format_mib(s.max_task_peak_execution_memory),
+            s.eviction_count,
+            s.acquire_wait_time_ms,
+            s.wall_time_ms,
+            if s.verified { "ok" } else { "NO" }
+        ));
+        if s.memory_hits + s.disk_hits + s.recomputes > 0 {
+            out.push_str(&format!(
+                "{:>17} read: {} from memory, {} from disk, {} recomputed\n",
+                "", s.memory_hits, s.disk_hits, s.recomputes
+            ));
+        }
+    }
+    if !report.storage.rdds.is_empty() {
+        out.push_str("\nrdd  name              level                                              cached  memory MiB   disk MiB\n");
+        for r in &report.storage.rdds {
+            out.push_str(&format!(
+                "{:<4} {:<17} {:<50} {:>3}/{:<3} {:>10} {:>10}\n",
+                r.id,
+                r.name,
+                r.storage_level,
+                r.num_cached_partitions,
+                r.num_partitions,
+                format_mib(r.memory_used),
+                format_mib(r.disk_used)
+            ));
+        }
+    }
+    for f in &report.failures {
+        out.push_str(&format!(
+            "\nFAILED stage {} task {}: [{}] {}\n",
+            f.stage_id,
+            f.task_id,
+            f.error,
+            f.message.lines().next().unwrap_or("")
+        ));
+    }
+    let m = &report.memory;
+    out.push_str(&format!(
+        "\npeak RSS {} MiB; peak accounted {} MiB; largest accounted-vs-resident gap {} MiB ({})\n",
+        format_mib(m.peak_rss_bytes),
+        format_mib(m.peak_accounted_bytes),
+        format_mib(m.max_gap_bytes),
+        if m.gap.within_bound {
+            "within bound"
+        } else {
+            "OUTSIDE bound"
+        }
+    ));
+    out.push_str(&format!(
+        "verification: {} ({} records in, {} out); wall time {:.0} ms\n",
+        if report.verification.ok {
+            "ok"
+        } else {
+            "FAILED"
+        },
+        report.verification.records_in,
+        report.verification.records_out,
+        report.wall_time_ms
+    ));
+    out.push_str(&format!(
+        "report: {}\n",
+        PathBuf::from(out_dir).join("report.json").display()
+    ));
+    out
+}
