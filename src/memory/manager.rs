@@ -377,6 +377,10 @@ impl UnifiedMemoryManager {
                     .checked_mul(n)
                     .is_some_and(|x| x <= pools.max_execution_pool_bytes())
             {
+                debug_assert!(
+                    after <= pools.max_execution_pool_bytes() / n,
+                    "TID {task} fast-path grant of {num_bytes} to hold {after} > 1/N (N {n})"
+                );
                 pools.tasks[slot].held_bytes = after;
                 pools.execution_used_bytes += num_bytes;
                 if let Some(w) = waited {
