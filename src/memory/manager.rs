@@ -485,7 +485,15 @@ impl UnifiedMemoryManager {
     pub fn release_execution_memory(&self, num_bytes: u64, task: TaskAttemptId, mode: MemoryMode) {
         let mut guard = self.lock();
         let st = &mut *guard;
-        release_execution(&mut st.pools[mode.index()], num_bytes, task, &st.sink);
+        let pools = &mut st.pools[mode.index()];
+        match pools.find(task) {
+            // Common case: a partial release that leaves the task registered.
+            Some(slot) if pools.tasks[slot].held_bytes > num_bytes => {
+                pools.tasks[slot].held_bytes -= num_bytes;
+                pools.execution_used_bytes -= num_bytes;
+            }
+            _ => release_execution(pools, num_bytes, task, &st.sink),
+        }
         let wake = st.waiters > 0;
         drop(guard);
         if wake {
@@ -678,6 +686,7 @@ impl UnifiedMemoryManager {
 
 /// `ExecutionMemoryPool.releaseMemory` (§3.5), without the wake-up (the caller does it after
 /// unlocking).
+#[cold]
 fn release_execution(
     pools: &mut ModePools,
     num_bytes: u64,
