@@ -335,6 +335,42 @@ impl UnifiedMemoryManager {
         mode: MemoryMode,
     ) -> u64 {
         let mut guard = self.lock();
+        // Fast path, exactly equivalent to one pass of the general loop: the task is already
+        // registered (so no wake-up is due), the request fits in free memory (so
+        // `maybeGrowPool` is a no-op), and `cur + num_bytes <= maxPool / N`, tested as
+        // `(cur + num_bytes) × N <= maxPool` without dividing: the whole request is granted.
+        if num_bytes != 0 && guard.sink.is_none() {
+            let pools = &mut guard.pools[mode.index()];
+            if let Some(slot) = pools.find(task)
+                && num_bytes <= pools.execution_free()
+                && let Some(after) = pools.tasks[slot].held_bytes.checked_add(num_bytes)
+                && after
+                    .checked_mul(pools.tasks.len() as u64)
+                    .is_some_and(|x| x <= pools.max_execution_pool_bytes())
+            {
+                debug_assert!(
+                    after <= pools.max_execution_pool_bytes() / pools.tasks.len() as u64,
+                    "TID {task} fast-path grant of {num_bytes} to hold {after} > 1/N"
+                );
+                pools.tasks[slot].held_bytes = after;
+                pools.execution_used_bytes += num_bytes;
+                return num_bytes;
+            }
+        }
+        self.acquire_execution_slow(guard, num_bytes, task, mode)
+    }
+
+    /// The general loop of `ExecutionMemoryPool.acquireMemory`: registration, growing the pool,
+    /// partial grants, blocking. Out of line so the fast path stays small.
+    #[cold]
+    #[inline(never)]
+    fn acquire_execution_slow(
+        &self,
+        mut guard: MutexGuard<'_, State>,
+        num_bytes: u64,
+        task: TaskAttemptId,
+        mode: MemoryMode,
+    ) -> u64 {
         if num_bytes == 0 {
             emit(
                 &guard.sink,
@@ -366,10 +402,8 @@ impl UnifiedMemoryManager {
             let cur = pools.tasks[slot].held_bytes;
             let n = pools.tasks.len() as u64;
 
-            // Fast path, exactly equivalent to the general computation below: when the request
-            // fits in free memory, `maybeGrowPool` is a no-op, and `cur + num_bytes <=
-            // maxPool / N` ⇔ `(cur + num_bytes) × N <= maxPool`, the whole request is granted.
-            // No division, no eviction.
+            // Whole request fits (same test as the fast path; here after registration or a
+            // wake-up).
             if num_bytes <= pools.execution_free()
                 && st.sink.is_none()
                 && let Some(after) = cur.checked_add(num_bytes)
@@ -377,6 +411,10 @@ impl UnifiedMemoryManager {
                     .checked_mul(n)
                     .is_some_and(|x| x <= pools.max_execution_pool_bytes())
             {
+                debug_assert!(
+                    after <= pools.max_execution_pool_bytes() / n,
+                    "TID {task} fast-path grant of {num_bytes} to hold {after} > 1/N (N {n})"
+                );
                 pools.tasks[slot].held_bytes = after;
                 pools.execution_used_bytes += num_bytes;
                 if let Some(w) = waited {
@@ -447,7 +485,15 @@ impl UnifiedMemoryManager {
     pub fn release_execution_memory(&self, num_bytes: u64, task: TaskAttemptId, mode: MemoryMode) {
         let mut guard = self.lock();
         let st = &mut *guard;
-        release_execution(&mut st.pools[mode.index()], num_bytes, task, &st.sink);
+        let pools = &mut st.pools[mode.index()];
+        match pools.find(task) {
+            // Common case: a partial release that leaves the task registered.
+            Some(slot) if pools.tasks[slot].held_bytes > num_bytes => {
+                pools.tasks[slot].held_bytes -= num_bytes;
+                pools.execution_used_bytes -= num_bytes;
+            }
+            _ => release_execution(pools, num_bytes, task, &st.sink),
+        }
         let wake = st.waiters > 0;
         drop(guard);
         if wake {
@@ -670,6 +716,7 @@ impl UnifiedMemoryManager {
 
 /// `ExecutionMemoryPool.releaseMemory` (§3.5), without the wake-up (the caller does it after
 /// unlocking).
+#[cold]
 fn release_execution(
     pools: &mut ModePools,
     num_bytes: u64,
