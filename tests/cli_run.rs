@@ -1,0 +1,159 @@
+//! End-to-end: `spillway run` through the real binary, checking the report's numbers.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn spillway(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(args)
+        .env("SPILLWAY_LOG", "off")
+        .output()
+        .expect("spillway runs")
+}
+
+fn run_json(scenario: &str, extra: &[&str], out: &Path) -> serde_json::Value {
+    let mut args = vec!["run", scenario, "--json", "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let o = spillway(&args);
+    assert!(
+        o.status.success(),
+        "{scenario}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("--json prints the report");
+    let on_disk: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(v, on_disk, "stdout and report.json agree");
+    v
+}
+
+fn write_scenario(dir: &Path, text: &str) -> String {
+    let p = dir.join("scenario.toml");
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn cache_pressure_matches_spark_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    std::fs::create_dir(&local).unwrap();
+    let scenario = write_scenario(
+        dir.path(),
+        r#"
+name = "cache-12"
+[conf]
+"spark.executor.memory" = "1g"
+"spark.memory.fraction" = "0.6"
+"spark.executor.cores" = "2"
+[[stages]]
+kind = "cache"
+rdd = 1
+partitions = 12
+partition_bytes = 41969980
+storage_level = "MEMORY_AND_DISK"
+[[stages]]
+kind = "scan"
+rdd = 1
+"#,
+    );
+    let out = dir.path().join("out");
+    let local_conf = format!("spark.local.dir={}", local.display());
+    let v = run_json(&scenario, &["--conf", &local_conf], &out);
+    let rdd = &v["storage"]["rdds"][0];
+    assert_eq!(rdd["numCachedPartitions"], 12, "{rdd}");
+    assert_eq!(rdd["partitionsInMemory"], 10);
+    assert_eq!(rdd["diskUsed"], 83_939_960i64);
+    assert_eq!(rdd["memoryUsed"], 10 * 41_969_980i64);
+    assert_eq!(rdd["storageLevel"], "Disk Memory Deserialized 1x Replicated");
+    let scan = &v["stages"][1];
+    assert_eq!(scan["kind"], "scan");
+    assert_eq!(scan["numCompleteTasks"], 12);
+    assert_eq!(scan["memoryHits"].as_u64().unwrap() + scan["diskHits"].as_u64().unwrap(), 12);
+    assert_eq!(scan["recomputes"], 0);
+    assert_eq!(v["verification"]["ok"], true);
+    assert_eq!(v["layout"]["unified"], 455_501_414i64);
+    assert!(v["failures"].as_array().unwrap().is_empty());
+    for f in ["report.json", "timeline.csv", "timeline.svg", "timeline.png", "spill_per_task.svg", "spill_per_task.png"] {
+        let meta = std::fs::metadata(out.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(meta.len() > 0, "{f} is empty");
+    }
+    let csv = std::fs::read_to_string(out.join("timeline.csv")).unwrap();
+    assert!(csv.lines().count() > 3, "the sampler ran");
+    assert!(csv.starts_with("t_ms,stage,"));
+    // The executor's private block directory is gone.
+    assert_eq!(std::fs::read_dir(&local).unwrap().count(), 0, "files left in {}", local.display());
+    // The gap between accounted and resident memory stayed small.
+    assert_eq!(v["memory"]["gap"]["within_bound"], true, "{}", v["memory"]["gap"]);
+}
+
+#[test]
+fn memory_only_leaves_two_partitions_uncached_and_scan_recomputes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(
+        dir.path(),
+        r#"
+[conf]
+"spark.executor.memory" = "1g"
+"spark.executor.cores" = "2"
+[[stages]]
+kind = "cache"
+partitions = 12
+partition_bytes = 41969980
+[[stages]]
+kind = "scan"
+"#,
+    );
+    let v = run_json(&scenario, &[], &dir.path().join("out"));
+    let rdd = &v["storage"]["rdds"][0];
+    assert_eq!(rdd["numCachedPartitions"], 10, "{rdd}");
+    assert_eq!(rdd["diskUsed"], 0);
+    let scan = &v["stages"][1];
+    assert_eq!(scan["recomputes"], 2, "{scan}");
+    assert_eq!(scan["memoryHits"], 10);
+    assert_eq!(v["verification"]["ok"], true);
+}
+
+#[test]
+fn a_udf_past_the_user_region_fails_its_task_not_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(
+        dir.path(),
+        r#"
+[conf]
+"spark.executor.memory" = "1g"
+"spark.executor.cores" = "2"
+[[stages]]
+kind = "udf"
+tasks = 2
+bytes_per_task = "200m"
+"#,
+    );
+    let v = run_json(&scenario, &[], &dir.path().join("out"));
+    let stage = &v["stages"][0];
+    // The user region is 289.6 MiB: two concurrent tasks of 200 MiB cannot both fit.
+    assert_eq!(stage["numFailedTasks"], 1, "{stage}");
+    let f = &v["failures"][0];
+    assert_eq!(f["error"], "java.lang.OutOfMemoryError");
+    assert!(f["message"].as_str().unwrap().contains("Java heap space"), "{f}");
+}
+
+#[test]
+fn bad_scenarios_exit_2_and_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, needle) in [
+        ("[[stages]]\nkind = \"sort\"\nrecords = 10\n", "unknown key 'records'"),
+        ("[[stages]]\nkind = \"shuffle\"\n", "unknown stage kind 'shuffle'"),
+        ("[conf]\n\"spark.memory.fraction\" = \"2\"\n[[stages]]\nkind = \"udf\"\n", "spark.memory.fraction"),
+        ("[[stages]\nkind = \"udf\"\n", "not valid TOML"),
+    ] {
+        let scenario = write_scenario(dir.path(), text);
+        let o = spillway(&["run", &scenario, "--out", dir.path().join("o").to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{text}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(needle), "{text}: {err}");
+        assert!(!dir.path().join("o").join("report.json").exists());
+    }
+    let o = spillway(&["run", "no-such-scenario"]);
+    assert_eq!(o.status.code(), Some(2));
+}
