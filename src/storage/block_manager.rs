@@ -445,6 +445,10 @@ impl<S: RecordSource> RecordSource for DigestingSource<S> {
         self.digest.add(r);
         Some(r)
     }
+
+    fn failed(&self) -> bool {
+        self.inner.failed()
+    }
 }
 
 /// Records read from a block file, verified frame by frame; an error ends the stream and is
@@ -472,6 +476,10 @@ impl RecordSource for ReaderSource<'_> {
             }
         }
     }
+
+    fn failed(&self) -> bool {
+        self.error.is_some()
+    }
 }
 
 /// A generator whose records are also shown to a visitor (a recompute during a scan).
@@ -485,5 +493,9 @@ impl<S: RecordSource> RecordSource for VisitingSource<'_, S> {
         let r = self.inner.next_record()?;
         (self.visit)(r);
         Some(r)
+    }
+
+    fn failed(&self) -> bool {
+        self.inner.failed()
     }
 }

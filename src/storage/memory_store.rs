@@ -340,6 +340,12 @@ impl MemoryStore {
             // The source ended right after a fresh chunk was placed: nothing is in it.
             partial.chunks.pop();
         }
+        if source.failed() {
+            // The records so far are only a prefix of the block (Spark: the iterator threw
+            // and nothing was stored).
+            warn(&format!("reading the values of {block} failed; not caching it"));
+            keep_unrolling = false;
+        }
         if keep_unrolling {
             let size = partial.bytes;
             if size > partial.unroll_bytes {
