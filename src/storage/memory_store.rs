@@ -343,7 +343,9 @@ impl MemoryStore {
         if source.failed() {
             // The records so far are only a prefix of the block (Spark: the iterator threw
             // and nothing was stored).
-            warn(&format!("reading the values of {block} failed; not caching it"));
+            warn(&format!(
+                "reading the values of {block} failed; not caching it"
+            ));
             keep_unrolling = false;
         }
         if keep_unrolling {
