@@ -601,3 +601,46 @@ fn failed_initial_reservation_pulls_nothing() {
     assert_eq!(f.store().current_unroll_memory(MemoryMode::OnHeap), 0);
     tmm.clean_up_all_allocated_memory(false).unwrap();
 }
+
+/// MemoryStore `PartiallyUnrolledIterator.hasNext` / `PartiallySerializedBlock
+/// .finishWritingToStream` (spec §6.5c): a failed unroll's memory is released as soon as the
+/// unrolled prefix has been consumed — written to disk (MEMORY_AND_DISK) or handed to the task
+/// (MEMORY_ONLY) — before the rest of the partition is computed. Observed from the visitor of
+/// a recompute, which sees each record as it is pulled from the generator.
+#[test]
+fn failed_unroll_memory_is_released_before_the_rest_is_computed() {
+    for level in [
+        StorageLevel::MEMORY_AND_DISK,
+        StorageLevel::MEMORY_ONLY,
+        StorageLevel::MEMORY_AND_DISK_SER,
+    ] {
+        let f = fixture(&[]);
+        let b = rdd(1, 0);
+        let d = data(&b, 12_000_000);
+        let (reqs, unrolled) = unroll_model(&lens(&d), UNROLL_THRESHOLD, 16, 1.5, UNIFIED_BYTES);
+        assert!(!reqs.last().unwrap().granted);
+        let store = Arc::clone(f.store());
+        let mut seen = Vec::new();
+        let task = f.ex.next_task_attempt_id();
+        let (from, got) =
+            f.ex.block_manager()
+                .get_or_compute(&b, level, task, &d, &mut |_| {
+                    seen.push(store.current_unroll_memory(MemoryMode::OnHeap))
+                })
+                .unwrap();
+        assert_eq!((from, got), (ReadFrom::Recomputed, digest(&d)), "{level}");
+        assert_eq!(seen.len() as u64, d.records());
+        let unrolled = unrolled as usize;
+        assert!(seen[..unrolled].iter().all(|&u| u > 0), "{level}");
+        let held: Vec<_> = seen[unrolled..].iter().filter(|&&u| u > 0).collect();
+        assert!(
+            held.is_empty(),
+            "{level}: {} of {} records after the failed unroll were computed while {} bytes of \
+             unroll memory were still held",
+            held.len(),
+            seen.len() - unrolled,
+            held[0]
+        );
+        f.store().release_all_unroll_memory_for_task(task);
+    }
+}

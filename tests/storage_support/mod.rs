@@ -223,7 +223,7 @@ pub fn unroll_model(
     for (i, len) in lens.iter().enumerate() {
         size += len;
         let i = i as u64;
-        if i % period == 0 && size >= threshold {
+        if i.is_multiple_of(period) && size >= threshold {
             let bytes = (size as f64 * factor - threshold as f64) as u64;
             let granted = reserved + bytes <= available;
             requests.push(Request {
