@@ -87,6 +87,12 @@ impl PartitionData {
 pub trait RecordSource {
     /// The next record, or `None` at the end.
     fn next_record(&mut self) -> Option<&[u8]>;
+
+    /// Whether the last `None` was a failure (e.g. a damaged block file) rather than the end:
+    /// what was read so far is then not the whole stream and must not be kept as if it were.
+    fn failed(&self) -> bool {
+        false
+    }
 }
 
 /// Yields each record of a partition from one reused buffer.

@@ -196,22 +196,29 @@ impl BlockManager {
                             "BlockManager",
                             &format!("Persisting block {block} to disk instead."),
                         );
+                        // Spark's PartiallyUnrolledIterator / finishWritingToStream: the unroll
+                        // memory goes back once the unrolled prefix is written, before the
+                        // rest of the partition is computed.
+                        let mut partial = Some(partial);
                         let mut prefix = |w: &mut dyn FnMut(&[u8]) -> Result<(), SpillError>| {
                             let mut result = Ok(());
-                            partial.for_each_record(|r| {
-                                if result.is_ok() {
-                                    result = w(r);
-                                }
-                            });
+                            if let Some(p) = partial.take() {
+                                p.for_each_record(|r| {
+                                    if result.is_ok() {
+                                        result = w(r);
+                                    }
+                                });
+                            }
                             result
                         };
                         self.disk.put(block, &mut prefix, Some(source))?;
                         report.on_disk = true;
                     } else {
-                        // The task consumes the values; the block is not cached.
+                        // The task consumes the values, the unrolled ones first (their unroll
+                        // memory is released then), then the rest; the block is not cached.
+                        drop(partial);
                         while source.next_record().is_some() {}
                     }
-                    drop(partial);
                 }
             }
         } else if level.use_disk {
@@ -266,8 +273,9 @@ impl BlockManager {
                 {
                     PutOutcome::Stored { .. } => {}
                     PutOutcome::Failed(partial) => {
-                        while source.next_record().is_some() {}
+                        // As above: release the unroll memory before reading the rest.
                         drop(partial);
+                        while source.next_record().is_some() {}
                     }
                 }
             } else {
@@ -445,6 +453,10 @@ impl<S: RecordSource> RecordSource for DigestingSource<S> {
         self.digest.add(r);
         Some(r)
     }
+
+    fn failed(&self) -> bool {
+        self.inner.failed()
+    }
 }
 
 /// Records read from a block file, verified frame by frame; an error ends the stream and is
@@ -472,6 +484,10 @@ impl RecordSource for ReaderSource<'_> {
             }
         }
     }
+
+    fn failed(&self) -> bool {
+        self.error.is_some()
+    }
 }
 
 /// A generator whose records are also shown to a visitor (a recompute during a scan).
@@ -485,5 +501,9 @@ impl<S: RecordSource> RecordSource for VisitingSource<'_, S> {
         let r = self.inner.next_record()?;
         (self.visit)(r);
         Some(r)
+    }
+
+    fn failed(&self) -> bool {
+        self.inner.failed()
     }
 }

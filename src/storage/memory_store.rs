@@ -288,11 +288,10 @@ impl MemoryStore {
         let mut written_in_chunk = chunk_bytes;
         let mut elements: u64 = 0;
         while keep_unrolling {
-            let Some(record) = source.next_record() else {
-                break;
-            };
-            // Store the value in real memory.
-            if written_in_chunk + record.len() as u64 > chunk_bytes {
+            // Make room for a record *before* taking it from the source: a record taken and
+            // then not stored would be in neither the partial block nor the rest of the
+            // source, and the caller (which writes both to disk) would lose it.
+            if written_in_chunk + record_bytes > chunk_bytes {
                 let Some(alloc) = self.allocator(mode) else {
                     keep_unrolling = false;
                     break;
@@ -307,6 +306,15 @@ impl MemoryStore {
                 }
                 written_in_chunk = 0;
             }
+            let Some(record) = source.next_record() else {
+                break;
+            };
+            // Store the value in real memory.
+            assert!(
+                record.len() as u64 <= record_bytes,
+                "a record of {} bytes in a block of {record_bytes}-byte records",
+                record.len()
+            );
             let chunk = partial.chunks.last_mut().expect("a chunk was just ensured");
             let at = written_in_chunk as usize;
             chunk.as_mut_slice()[at..at + record.len()].copy_from_slice(record);
@@ -327,6 +335,18 @@ impl MemoryStore {
                 }
             }
             elements += 1;
+        }
+        if written_in_chunk == 0 {
+            // The source ended right after a fresh chunk was placed: nothing is in it.
+            partial.chunks.pop();
+        }
+        if source.failed() {
+            // The records so far are only a prefix of the block (Spark: the iterator threw
+            // and nothing was stored).
+            warn(&format!(
+                "reading the values of {block} failed; not caching it"
+            ));
+            keep_unrolling = false;
         }
         if keep_unrolling {
             let size = partial.bytes;
