@@ -51,6 +51,7 @@ kind = "cache"
 rdd = 1
 partitions = 12
 partition_bytes = 41969980
+record_bytes = "1m"
 storage_level = "MEMORY_AND_DISK"
 [[stages]]
 kind = "scan"
@@ -65,16 +66,29 @@ rdd = 1
     assert_eq!(rdd["partitionsInMemory"], 10);
     assert_eq!(rdd["diskUsed"], 83_939_960i64);
     assert_eq!(rdd["memoryUsed"], 10 * 41_969_980i64);
-    assert_eq!(rdd["storageLevel"], "Disk Memory Deserialized 1x Replicated");
+    assert_eq!(
+        rdd["storageLevel"],
+        "Disk Memory Deserialized 1x Replicated"
+    );
     let scan = &v["stages"][1];
     assert_eq!(scan["kind"], "scan");
     assert_eq!(scan["numCompleteTasks"], 12);
-    assert_eq!(scan["memoryHits"].as_u64().unwrap() + scan["diskHits"].as_u64().unwrap(), 12);
+    assert_eq!(
+        scan["memoryHits"].as_u64().unwrap() + scan["diskHits"].as_u64().unwrap(),
+        12
+    );
     assert_eq!(scan["recomputes"], 0);
     assert_eq!(v["verification"]["ok"], true);
     assert_eq!(v["layout"]["unified"], 455_501_414i64);
     assert!(v["failures"].as_array().unwrap().is_empty());
-    for f in ["report.json", "timeline.csv", "timeline.svg", "timeline.png", "spill_per_task.svg", "spill_per_task.png"] {
+    for f in [
+        "report.json",
+        "timeline.csv",
+        "timeline.svg",
+        "timeline.png",
+        "spill_per_task.svg",
+        "spill_per_task.png",
+    ] {
         let meta = std::fs::metadata(out.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
         assert!(meta.len() > 0, "{f} is empty");
     }
@@ -82,9 +96,18 @@ rdd = 1
     assert!(csv.lines().count() > 3, "the sampler ran");
     assert!(csv.starts_with("t_ms,stage,"));
     // The executor's private block directory is gone.
-    assert_eq!(std::fs::read_dir(&local).unwrap().count(), 0, "files left in {}", local.display());
+    assert_eq!(
+        std::fs::read_dir(&local).unwrap().count(),
+        0,
+        "files left in {}",
+        local.display()
+    );
     // The gap between accounted and resident memory stayed small.
-    assert_eq!(v["memory"]["gap"]["within_bound"], true, "{}", v["memory"]["gap"]);
+    assert_eq!(
+        v["memory"]["gap"]["within_bound"], true,
+        "{}",
+        v["memory"]["gap"]
+    );
 }
 
 #[test]
@@ -100,6 +123,7 @@ fn memory_only_leaves_two_partitions_uncached_and_scan_recomputes_them() {
 kind = "cache"
 partitions = 12
 partition_bytes = 41969980
+record_bytes = "1m"
 [[stages]]
 kind = "scan"
 "#,
@@ -125,30 +149,53 @@ fn a_udf_past_the_user_region_fails_its_task_not_the_run() {
 "spark.executor.cores" = "2"
 [[stages]]
 kind = "udf"
+tasks = 1
+bytes_per_task = "300m"
+[[stages]]
+kind = "udf"
 tasks = 2
-bytes_per_task = "200m"
+bytes_per_task = "100m"
 "#,
     );
     let v = run_json(&scenario, &[], &dir.path().join("out"));
     let stage = &v["stages"][0];
-    // The user region is 289.6 MiB: two concurrent tasks of 200 MiB cannot both fit.
+    // The user region is 289.6 MiB: a task wanting 300 MiB of objects cannot fit.
     assert_eq!(stage["numFailedTasks"], 1, "{stage}");
+    // The run goes on, and the memory the failed task held came back.
+    assert_eq!(v["stages"][1]["numCompleteTasks"], 2, "{}", v["stages"][1]);
     let f = &v["failures"][0];
     assert_eq!(f["error"], "java.lang.OutOfMemoryError");
-    assert!(f["message"].as_str().unwrap().contains("Java heap space"), "{f}");
+    assert!(
+        f["message"].as_str().unwrap().contains("Java heap space"),
+        "{f}"
+    );
 }
 
 #[test]
 fn bad_scenarios_exit_2_and_name_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     for (text, needle) in [
-        ("[[stages]]\nkind = \"sort\"\nrecords = 10\n", "unknown key 'records'"),
-        ("[[stages]]\nkind = \"shuffle\"\n", "unknown stage kind 'shuffle'"),
-        ("[conf]\n\"spark.memory.fraction\" = \"2\"\n[[stages]]\nkind = \"udf\"\n", "spark.memory.fraction"),
+        (
+            "[[stages]]\nkind = \"sort\"\nrecords = 10\n",
+            "unknown key 'records'",
+        ),
+        (
+            "[[stages]]\nkind = \"shuffle\"\n",
+            "unknown stage kind 'shuffle'",
+        ),
+        (
+            "[conf]\n\"spark.memory.fraction\" = \"2\"\n[[stages]]\nkind = \"udf\"\n",
+            "spark.memory.fraction",
+        ),
         ("[[stages]\nkind = \"udf\"\n", "not valid TOML"),
     ] {
         let scenario = write_scenario(dir.path(), text);
-        let o = spillway(&["run", &scenario, "--out", dir.path().join("o").to_str().unwrap()]);
+        let o = spillway(&[
+            "run",
+            &scenario,
+            "--out",
+            dir.path().join("o").to_str().unwrap(),
+        ]);
         assert_eq!(o.status.code(), Some(2), "{text}");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains(needle), "{text}: {err}");
