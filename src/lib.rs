@@ -14,6 +14,7 @@ pub mod layout;
 pub mod log;
 pub mod memory;
 pub mod metrics;
+pub mod oom;
 pub mod pressure;
 pub mod region;
 pub mod run;

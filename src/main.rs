@@ -31,6 +31,23 @@ enum Command {
     Layout(LayoutArgs),
     /// Run a scenario on a real executor heap and write report.json, timeline.csv and plots.
     Run(RunArgs),
+    /// Reproduce, on purpose, a way a Spark executor fails for memory, and explain it.
+    Oom(OomArgs),
+}
+
+#[derive(Args)]
+struct OomArgs {
+    /// The case to reproduce (see --list).
+    case: Option<String>,
+    /// List the cases, one a line: name, then a short description.
+    #[arg(long)]
+    list: bool,
+    /// A Spark property to apply on top of the case's own (repeatable).
+    #[arg(long = "conf", value_name = "KEY=VALUE")]
+    conf: Vec<String>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -108,6 +125,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Layout(args) => layout(args),
         Command::Run(args) => run(args),
+        Command::Oom(args) => oom(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -199,4 +217,32 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         print!("{}", summary_table(&report, &out_dir));
     }
     Ok(())
+}
+
+fn oom(args: OomArgs) -> Result<(), Failure> {
+    if args.list || args.case.is_none() {
+        print!("{}", spillway::oom::list());
+        return Ok(());
+    }
+    let name = args.case.expect("checked above");
+    let opts = spillway::oom::CaseOptions {
+        conf_args: args.conf,
+    };
+    let outcome =
+        spillway::oom::run_case(&name, &opts).map_err(|e| Failure::BadInput(anyhow::anyhow!(e)))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&outcome).expect("outcome serializes")
+        );
+    } else {
+        print!("{}", outcome.render());
+    }
+    if outcome.reproduced {
+        Ok(())
+    } else {
+        Err(Failure::Run(anyhow::anyhow!(
+            "case {name} did not fail as expected"
+        )))
+    }
 }

@@ -1,0 +1,357 @@
+//! The OOM catalog: each way a Spark executor fails for memory, reproduced on purpose and
+//! deterministically on a real executor, and explained — which region, which numbers, which
+//! setting would have avoided it (`spillway oom --list`, `spillway oom CASE`).
+//!
+//! A case *succeeds* when the failure it reproduces happened as expected; an unexpected outcome
+//! (no failure, or a different one) is reported as such.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::conf::{ConfError, SparkConf, format_mib};
+use crate::data::{PartitionData, stream_seed};
+use crate::executor::Executor;
+use crate::layout::Layout;
+use crate::memory::{MemoryMode, TaskMemoryError, Unspillable};
+use crate::scheduler::{TaskFailure, run_stage};
+use crate::storage::{BlockId, StorageLevel};
+
+/// One catalog entry.
+pub struct Case {
+    pub name: &'static str,
+    pub summary: &'static str,
+    run: fn(&CaseOptions) -> Result<Outcome, String>,
+}
+
+/// Options every case accepts.
+#[derive(Debug, Clone, Default)]
+pub struct CaseOptions {
+    /// Extra `--conf KEY=VALUE` applied after the case's own settings.
+    pub conf_args: Vec<String>,
+}
+
+/// What a case produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub case: &'static str,
+    /// Whether the expected failure happened.
+    pub reproduced: bool,
+    /// The error class observed (Spark's where Spark has one).
+    pub error: String,
+    /// The error message, with its numbers.
+    pub message: String,
+    /// Which region ran out.
+    pub region: String,
+    /// The numbers that explain it.
+    pub numbers: Vec<(String, u64)>,
+    /// What would have avoided it.
+    pub advice: String,
+}
+
+/// Every case, in the order `--list` prints them.
+pub fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "system-memory",
+            summary: "heap below 450 MiB: INVALID_EXECUTOR_MEMORY before anything runs",
+            run: system_memory,
+        },
+        Case {
+            name: "execution",
+            summary: "a task cannot get a page even after spilling: UNABLE_TO_ACQUIRE_MEMORY",
+            run: execution,
+        },
+        Case {
+            name: "user-memory",
+            summary: "UDF objects past the user region: java.lang.OutOfMemoryError: Java heap space",
+            run: user_memory,
+        },
+        Case {
+            name: "cache-unroll",
+            summary: "a partition larger than storage can hold: \"Not enough space to cache\", not cached",
+            run: cache_unroll,
+        },
+        Case {
+            name: "off-heap",
+            summary: "the off-heap Tungsten arena exhausted: UNABLE_TO_ACQUIRE_MEMORY in OFF_HEAP mode",
+            run: off_heap,
+        },
+    ]
+}
+
+/// Runs the case named `name`.
+pub fn run_case(name: &str, opts: &CaseOptions) -> Result<Outcome, String> {
+    let all = cases();
+    let case = all.iter().find(|c| c.name == name).ok_or_else(|| {
+        format!(
+            "unknown OOM case '{name}' (cases: {})",
+            all.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
+        )
+    })?;
+    (case.run)(opts)
+}
+
+fn conf_with(pairs: &[(&str, &str)], opts: &CaseOptions) -> Result<SparkConf, String> {
+    let mut conf = SparkConf::new();
+    for (k, v) in pairs {
+        conf.set(k, v);
+    }
+    for a in &opts.conf_args {
+        conf.apply_conf_arg(a).map_err(|e| e.to_string())?;
+    }
+    Ok(conf)
+}
+
+fn executor(conf: &SparkConf) -> Result<Executor, String> {
+    let layout = Layout::from_conf(conf, None).map_err(|e| e.to_string())?;
+    Executor::start(&layout, conf).map_err(|e| e.to_string())
+}
+
+fn system_memory(opts: &CaseOptions) -> Result<Outcome, String> {
+    let conf = conf_with(&[("spark.executor.memory", "400m")], opts)?;
+    let err = Layout::from_conf(&conf, None).err();
+    let (reproduced, message, numbers) = match &err {
+        Some(ConfError::InvalidExecutorMemory {
+            executor_memory,
+            min_system_memory,
+        }) => (
+            true,
+            err.as_ref().map(|e| e.to_string()).unwrap_or_default(),
+            vec![
+                ("executor_memory".to_string(), *executor_memory as u64),
+                ("min_system_memory".to_string(), *min_system_memory as u64),
+            ],
+        ),
+        other => (
+            false,
+            other.as_ref().map_or("no error".into(), |e| e.to_string()),
+            Vec::new(),
+        ),
+    };
+    Ok(Outcome {
+        case: "system-memory",
+        reproduced,
+        error: "INVALID_EXECUTOR_MEMORY".into(),
+        message,
+        region: "the whole heap: reserved memory (300 MiB) needs 1.5x headroom".into(),
+        numbers,
+        advice: "give the executor at least 450 MiB (spark.executor.memory=512m or more); a \
+                 unit-less value is MiB for the launch but bytes for this check, so write 4g, \
+                 not 4096"
+            .into(),
+    })
+}
+
+/// Holds most of the execution pool with an unspillable consumer, then asks for a page larger
+/// than what is left: Spark spills what it can (nothing), then fails.
+fn execution(opts: &CaseOptions) -> Result<Outcome, String> {
+    let conf = conf_with(
+        &[
+            ("spark.executor.memory", "1g"),
+            ("spark.executor.cores", "1"),
+        ],
+        opts,
+    )?;
+    let ex = executor(&conf)?;
+    let exec_pool = ex.layout().unified as u64;
+    execution_like(
+        &ex,
+        "execution",
+        exec_pool,
+        MemoryMode::OnHeap,
+        "execution (the unified pool; storage was empty, so all of it)",
+        "spill-friendly operators, more partitions (smaller per-task state), fewer cores per \
+         executor (a larger 1/N share), or a larger spark.executor.memory / spark.memory.fraction",
+    )
+}
+
+fn off_heap(opts: &CaseOptions) -> Result<Outcome, String> {
+    let conf = conf_with(
+        &[
+            ("spark.executor.memory", "1g"),
+            ("spark.executor.cores", "1"),
+            ("spark.memory.offHeap.enabled", "true"),
+            ("spark.memory.offHeap.size", "128m"),
+        ],
+        opts,
+    )?;
+    let ex = executor(&conf)?;
+    let pool = ex.layout().off_heap as u64;
+    execution_like(
+        &ex,
+        "off-heap",
+        pool,
+        MemoryMode::OffHeap,
+        "the off-heap arena (spark.memory.offHeap.size): Tungsten pages live there when \
+         spark.memory.offHeap.enabled=true",
+        "raise spark.memory.offHeap.size (and spark.executor.memoryOverhead accounting for it \
+         on YARN), or disable off-heap so pages come from the larger on-heap pool",
+    )
+}
+
+fn execution_like(
+    ex: &Executor,
+    case: &'static str,
+    pool: u64,
+    mode: MemoryMode,
+    region: &str,
+    advice: &str,
+) -> Result<Outcome, String> {
+    let held = pool / 4 * 3;
+    let request = pool / 2;
+    let runs = run_stage(
+        ex,
+        0,
+        1,
+        false,
+        |ctx| -> Result<(), TaskMemoryError> {
+            let holder = ctx
+                .memory
+                .register("unspillable hash map", Arc::new(Unspillable));
+            let _held = holder.allocate_page(held)?;
+            let sorter = ctx.memory.register("sorter", Arc::new(Unspillable));
+            let _page = sorter.allocate_page(request)?;
+            Ok(())
+        },
+        |_| {},
+    );
+    let run = &runs[0];
+    let (reproduced, message, received) = match &run.result {
+        Err(TaskFailure::Task(e @ TaskMemoryError::UnableToAcquire { received, .. })) => {
+            (true, e.to_string(), *received)
+        }
+        Err(e) => (false, e.to_string(), 0),
+        Ok(()) => (false, "the task got its page".into(), request),
+    };
+    debug_assert_eq!(ex.layout().tungsten_mode(), mode);
+    Ok(Outcome {
+        case,
+        reproduced,
+        error: "UNABLE_TO_ACQUIRE_MEMORY".into(),
+        message,
+        region: region.into(),
+        numbers: vec![
+            ("pool".into(), pool),
+            ("held_by_unspillable_consumer".into(), held),
+            ("requested".into(), request),
+            ("received".into(), received),
+        ],
+        advice: advice.into(),
+    })
+}
+
+fn user_memory(opts: &CaseOptions) -> Result<Outcome, String> {
+    let conf = conf_with(&[("spark.executor.memory", "1g")], opts)?;
+    let ex = executor(&conf)?;
+    let user = ex.layout().user as u64;
+    let want = user + (16 << 20);
+    let runs = run_stage(
+        &ex,
+        0,
+        1,
+        false,
+        |ctx| crate::run::stages::udf_task(ctx, want, 64 << 10, 42).map(|_| ()),
+        |_| {},
+    );
+    let (reproduced, message) = match &runs[0].result {
+        Err(TaskFailure::Task(e)) => (e.class == "java.lang.OutOfMemoryError", e.message.clone()),
+        Err(e) => (false, e.to_string()),
+        Ok(()) => (false, "the UDF fit".into()),
+    };
+    Ok(Outcome {
+        case: "user-memory",
+        reproduced,
+        error: "java.lang.OutOfMemoryError".into(),
+        message,
+        region: "user memory: (heap - 300 MiB) x (1 - spark.memory.fraction), which no pool \
+                 accounts"
+            .into(),
+        numbers: vec![("user_region".into(), user), ("udf_objects".into(), want)],
+        advice: "lower spark.memory.fraction to give user memory more of the heap, raise \
+                 spark.executor.memory, or keep per-task UDF state smaller (fewer cores share \
+                 the same user region)"
+            .into(),
+    })
+}
+
+fn cache_unroll(opts: &CaseOptions) -> Result<Outcome, String> {
+    let conf = conf_with(&[("spark.executor.memory", "1g")], opts)?;
+    let ex = executor(&conf)?;
+    let unified = ex.layout().unified as u64;
+    let partition = unified + (32 << 20);
+    let block = BlockId::Rdd {
+        rdd_id: 1,
+        split_index: 0,
+    };
+    let data = PartitionData::new(stream_seed(42, 1, 0), partition, 1 << 20);
+    let runs = run_stage(
+        &ex,
+        0,
+        1,
+        false,
+        |ctx| {
+            ex.block_manager().put_partition(
+                &block,
+                StorageLevel::MEMORY_ONLY,
+                ctx.task_attempt_id,
+                &data,
+            )
+        },
+        |_| {},
+    );
+    let cached = ex.block_manager().rdd_storage(1).num_cached_partitions;
+    let reproduced = matches!(runs[0].result, Ok(ref r) if !r.in_memory) && cached == 0;
+    Ok(Outcome {
+        case: "cache-unroll",
+        reproduced,
+        error: "Not enough space to cache".into(),
+        message: format!(
+            "Not enough space to cache {block} in memory! The partition is {} MiB; storage can \
+             grow to the whole unified pool, {} MiB, and no other RDD's blocks were there to \
+             evict. The task still computed the partition; it is simply not cached \
+             (MEMORY_ONLY), and every later use recomputes it.",
+            format_mib(partition),
+            format_mib(unified)
+        ),
+        region: "storage (unified pool; storageFraction only protects what is cached, it \
+                 reserves nothing)"
+            .into(),
+        numbers: vec![("partition".into(), partition), ("unified".into(), unified)],
+        advice: "use MEMORY_AND_DISK (the partition goes to disk instead), a serialized level, \
+                 more partitions (smaller blocks), or a larger heap / spark.memory.fraction"
+            .into(),
+    })
+}
+
+/// The catalog as printed by `--list`: one case a line, its name then a short description.
+pub fn list() -> String {
+    let cases = cases();
+    let w = cases.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    cases
+        .iter()
+        .map(|c| format!("{:<w$}  {}\n", c.name, c.summary))
+        .collect()
+}
+
+impl Outcome {
+    /// A human explanation.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "case {}: {}\n\n{}\n\nregion: {}\n",
+            self.case,
+            if self.reproduced {
+                "reproduced"
+            } else {
+                "NOT reproduced"
+            },
+            self.message,
+            self.region
+        );
+        for (k, v) in &self.numbers {
+            s.push_str(&format!("  {k}: {v} bytes ({} MiB)\n", format_mib(*v)));
+        }
+        s.push_str(&format!("avoid it: {}\n", self.advice));
+        s
+    }
+}

@@ -1,0 +1,71 @@
+//! End-to-end: every case of `spillway oom` reproduces its failure (exit 0) and explains it.
+
+use std::process::Command;
+
+fn spillway(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(args)
+        .env("SPILLWAY_LOG", "off")
+        .output()
+        .expect("spillway runs")
+}
+
+#[test]
+fn list_names_every_case_with_a_description() {
+    let out = spillway(&["oom", "--list"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for case in [
+        "system-memory",
+        "execution",
+        "user-memory",
+        "cache-unroll",
+        "off-heap",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(case))
+            .unwrap_or_else(|| panic!("{case} missing from\n{text}"));
+        assert!(line.len() > case.len() + 10, "{line}");
+    }
+}
+
+#[test]
+fn each_case_reproduces_and_explains_itself() {
+    for (case, error, number) in [
+        ("system-memory", "INVALID_EXECUTOR_MEMORY", "471859200"),
+        ("execution", "UNABLE_TO_ACQUIRE_MEMORY", "received"),
+        ("user-memory", "java.lang.OutOfMemoryError", "user_region"),
+        ("cache-unroll", "Not enough space to cache", "unified"),
+        ("off-heap", "UNABLE_TO_ACQUIRE_MEMORY", "pool"),
+    ] {
+        let out = spillway(&["oom", case, "--json"]);
+        assert!(
+            out.status.success(),
+            "{case}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["reproduced"], true, "{case}: {v}");
+        assert_eq!(v["error"], error, "{case}");
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .contains(error.split(' ').next().unwrap()),
+            "{case}: {v}"
+        );
+        assert!(v.to_string().contains(number), "{case}: {v}");
+        assert!(!v["advice"].as_str().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn a_case_that_does_not_fail_exits_non_zero() {
+    // Overriding the case's 400 MiB heap with 1 GiB leaves nothing to reproduce.
+    let out = spillway(&["oom", "system-memory", "--conf", "spark.executor.memory=1g"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("NOT reproduced"));
+    let out = spillway(&["oom", "no-such-case"]);
+    assert_eq!(out.status.code(), Some(2));
+}
