@@ -589,9 +589,12 @@ impl Consumer {
     /// requested bytes; if less than `required` can be had after spilling, the page is freed,
     /// and UNABLE_TO_ACQUIRE_MEMORY carries the usage dump.
     pub fn allocate_page(&self, required: u64) -> Result<Page, TaskMemoryError> {
-        let size = required.max(self.tmm.shared.page_size);
-        let page = self.tmm.allocate_page(size, self.id)?;
-        match page {
+        self.page_of_at_least(required.max(self.tmm.shared.page_size), required)
+    }
+
+    /// Asks for `size` bytes; a page smaller than `required` is freed and reported.
+    fn page_of_at_least(&self, size: u64, required: u64) -> Result<Page, TaskMemoryError> {
+        match self.tmm.allocate_page(size, self.id)? {
             Some(p) if p.len() >= required => Ok(p),
             other => {
                 let received = other.as_ref().map_or(0, |p| p.len());
@@ -606,15 +609,7 @@ impl Consumer {
         let required = longs
             .checked_mul(8)
             .ok_or(TaskMemoryError::TooLargePage(u64::MAX))?;
-        let page = self.tmm.allocate_page(required, self.id)?;
-        match page {
-            Some(p) if p.len() >= required => Ok(p),
-            other => {
-                let received = other.as_ref().map_or(0, |p| p.len());
-                drop(other);
-                Err(self.oom(required, received))
-            }
-        }
+        self.page_of_at_least(required, required)
     }
 
     /// `MemoryConsumer.acquireMemory(size)`: plain execution memory (no page), spilling others

@@ -117,12 +117,20 @@ impl CachedRdd {
 /// `rdd.persist(level); rdd.count()`: each task computes and caches one partition.
 pub fn cache_task(ctx: &TaskContext, rdd: &CachedRdd) -> Result<TaskOutput, TaskError> {
     let data = rdd.data(ctx.partition);
-    let report = ctx.executor.block_manager().put_partition(
-        &rdd.block(ctx.partition),
-        rdd.level,
-        ctx.task_attempt_id,
-        &data,
-    )?;
+    put_block(ctx, &rdd.block(ctx.partition), rdd.level, &data)
+}
+
+/// Puts generated data as a block; verified when every generated record went into the put.
+fn put_block(
+    ctx: &TaskContext,
+    block: &BlockId,
+    level: StorageLevel,
+    data: &PartitionData,
+) -> Result<TaskOutput, TaskError> {
+    let report =
+        ctx.executor
+            .block_manager()
+            .put_partition(block, level, ctx.task_attempt_id, data)?;
     Ok(TaskOutput {
         records_in: report.digest.records,
         records_out: report.digest.records,
@@ -234,18 +242,5 @@ pub fn broadcast_task(
     seed: u64,
 ) -> Result<TaskOutput, TaskError> {
     let data = PartitionData::new(stream_seed(seed, u64::MAX - id, 0), bytes, record_bytes);
-    let report = ctx.executor.block_manager().put_partition(
-        &BlockId::Broadcast { broadcast_id: id },
-        level,
-        ctx.task_attempt_id,
-        &data,
-    )?;
-    Ok(TaskOutput {
-        records_in: report.digest.records,
-        records_out: report.digest.records,
-        digest_in: report.digest,
-        digest_out: report.digest,
-        verified: report.digest.records == data.records(),
-        ..TaskOutput::default()
-    })
+    put_block(ctx, &BlockId::Broadcast { broadcast_id: id }, level, &data)
 }

@@ -201,15 +201,7 @@ impl BlockManager {
                         // rest of the partition is computed.
                         let mut partial = Some(partial);
                         let mut prefix = |w: &mut dyn FnMut(&[u8]) -> Result<(), SpillError>| {
-                            let mut result = Ok(());
-                            if let Some(p) = partial.take() {
-                                p.for_each_record(|r| {
-                                    if result.is_ok() {
-                                        result = w(r);
-                                    }
-                                });
-                            }
-                            result
+                            partial.take().map_or(Ok(()), |p| p.try_for_each_record(w))
                         };
                         self.disk.put(block, &mut prefix, Some(source))?;
                         report.on_disk = true;
@@ -307,30 +299,26 @@ impl BlockManager {
         in_memory || on_disk
     }
 
-    /// Removes every block of an RDD (`unpersist`).
-    pub fn remove_rdd(&self, rdd_id: u32) -> usize {
-        let blocks: Vec<BlockId> = self
-            .status
+    fn rdd_blocks(&self, rdd_id: u32) -> Vec<BlockId> {
+        self.status
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .keys()
             .filter(|b| b.rdd_id() == Some(rdd_id))
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Removes every block of an RDD (`unpersist`).
+    pub fn remove_rdd(&self, rdd_id: u32) -> usize {
+        let blocks = self.rdd_blocks(rdd_id);
         blocks.iter().filter(|b| self.remove(b)).count()
     }
 
     /// Storage of one RDD as the REST API reports it: a partition counts as cached wherever
     /// it is stored.
     pub fn rdd_storage(&self, rdd_id: u32) -> RddStorage {
-        let blocks: Vec<BlockId> = self
-            .status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .filter(|b| b.rdd_id() == Some(rdd_id))
-            .cloned()
-            .collect();
+        let blocks = self.rdd_blocks(rdd_id);
         let mut s = RddStorage::default();
         for b in blocks {
             if let Some(st) = self
@@ -395,15 +383,8 @@ impl DropHandler for BlockManager {
         c.blocks_evicted.fetch_add(1, Ordering::Relaxed);
         c.bytes_evicted.fetch_add(entry.size, Ordering::Relaxed);
         if entry.level.use_disk && !self.disk.contains(&entry.block) {
-            let mut prefix = |w: &mut dyn FnMut(&[u8]) -> Result<(), SpillError>| {
-                let mut result = Ok(());
-                entry.for_each_record(|r| {
-                    if result.is_ok() {
-                        result = w(r);
-                    }
-                });
-                result
-            };
+            let mut prefix =
+                |w: &mut dyn FnMut(&[u8]) -> Result<(), SpillError>| entry.try_for_each_record(w);
             match self.disk.put(&entry.block, &mut prefix, None) {
                 Ok(_) => {
                     c.blocks_dropped_to_disk.fetch_add(1, Ordering::Relaxed);

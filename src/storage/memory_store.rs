@@ -84,20 +84,40 @@ pub struct MemoryEntry {
 impl MemoryEntry {
     /// Calls `f` on every record, in order.
     pub fn for_each_record(&self, mut f: impl FnMut(&[u8])) {
-        let mut left = self.size;
-        for chunk in &self.chunks {
-            let bytes = &chunk.as_slice()[..left.min(chunk.len()) as usize];
-            for r in bytes.chunks(self.record_bytes as usize) {
-                f(r);
-            }
-            left -= bytes.len() as u64;
-        }
+        let _ = self.try_for_each_record(|r| -> Result<(), ()> {
+            f(r);
+            Ok(())
+        });
+    }
+
+    /// Calls `f` on every record, in order, until it fails.
+    pub fn try_for_each_record<E>(&self, f: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+        for_each_in_chunks(&self.chunks, self.size, self.record_bytes, f)
     }
 
     /// Number of records.
     pub fn records(&self) -> u64 {
         self.digest.records
     }
+}
+
+/// Walks the records packed in `chunks` (whole records per chunk, the last record possibly
+/// short), `bytes` in all.
+fn for_each_in_chunks<E>(
+    chunks: &[MemoryBlock],
+    bytes: u64,
+    record_bytes: u64,
+    mut f: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut left = bytes;
+    for chunk in chunks {
+        let used = &chunk.as_slice()[..left.min(chunk.len()) as usize];
+        for r in used.chunks(record_bytes as usize) {
+            f(r)?;
+        }
+        left -= used.len() as u64;
+    }
+    Ok(())
 }
 
 /// A pinned entry being read: eviction skips it until the guard drops (Spark's read lock).
@@ -136,14 +156,15 @@ pub struct PartialUnroll {
 impl PartialUnroll {
     /// Calls `f` on each record unrolled so far.
     pub fn for_each_record(&self, mut f: impl FnMut(&[u8])) {
-        let mut left = self.bytes;
-        for chunk in &self.chunks {
-            let bytes = &chunk.as_slice()[..left.min(chunk.len()) as usize];
-            for r in bytes.chunks(self.record_bytes as usize) {
-                f(r);
-            }
-            left -= bytes.len() as u64;
-        }
+        let _ = self.try_for_each_record(|r| -> Result<(), ()> {
+            f(r);
+            Ok(())
+        });
+    }
+
+    /// Calls `f` on each record unrolled so far, until it fails.
+    pub fn try_for_each_record<E>(&self, f: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+        for_each_in_chunks(&self.chunks, self.bytes, self.record_bytes, f)
     }
 
     /// The unroll memory this partial block holds.
