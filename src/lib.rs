@@ -6,7 +6,9 @@
 //! | `UnifiedMemoryManager.getMaxMemory`, `ResourceProfile` | [`layout`] | [`layout::Layout`] |
 //! | JVM heap, `HeapMemoryAllocator`, `UnsafeMemoryAllocator` | [`region`] | mappings, ranges, page allocators |
 //! | `MemoryPool`, `UnifiedMemoryManager`, `TaskMemoryManager` | [`memory`] | pools and task memory |
+//! | the container (YARN NodeManager / kubelet memory limit, exit 137) | [`pressure`], [`cgroup_run`] | [`pressure::ChildCgroup`], [`cgroup_run::supervise`] |
 
+pub mod cgroup_run;
 pub mod conf;
 pub mod data;
 pub mod executor;

@@ -1,6 +1,7 @@
 //! The `spillway` binary: parse the command line, call the library, print, return an exit code.
 //!
-//! Exit codes: 0 success, 1 a failure of the run itself, 2 bad input (configuration, flags).
+//! Exit codes: 0 success, 1 a failure of the run itself, 2 bad input (configuration, flags),
+//! 3 the executor's container was killed by the kernel OOM killer (`run --cgroup`).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -64,6 +65,14 @@ struct RunArgs {
     /// Print report.json to stdout instead of the summary table.
     #[arg(long)]
     json: bool,
+    /// Run the executor in a new child memory cgroup limited to the container size
+    /// (heap + overhead + off-heap + pyspark), or to SIZE (a Spark byte string, e.g. 400m); a
+    /// kernel OOM kill is reported, not crashed on.
+    #[arg(long, value_name = "SIZE", num_args = 0..=1, require_equals = true)]
+    cgroup: Option<Option<String>>,
+    /// Internal: this process is the executor child of a `--cgroup` supervisor.
+    #[arg(long, hide = true)]
+    cgroup_child: bool,
 }
 
 /// The configuration flags every command shares, named as spark-submit names them.
@@ -124,6 +133,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Layout(args) => layout(args),
+        Command::Run(args) if args.cgroup.is_some() && !args.cgroup_child => {
+            return run_in_cgroup(args);
+        }
         Command::Run(args) => run(args),
         Command::Oom(args) => oom(args),
     };
@@ -208,7 +220,12 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         progress: !args.json && std::io::stderr().is_terminal(),
     };
     let (report, out_dir) = spillway::run::run(&scenario, &opts)?;
-    if args.json {
+    if args.cgroup_child {
+        // The supervisor prints the report once it has added the cgroup's numbers.
+        if !args.json {
+            print!("{}", summary_table(&report, &out_dir));
+        }
+    } else if args.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&report).expect("report serializes")
@@ -244,5 +261,126 @@ fn oom(args: OomArgs) -> Result<(), Failure> {
         Err(Failure::Run(anyhow::anyhow!(
             "case {name} did not fail as expected"
         )))
+    }
+}
+
+/// `spillway run --cgroup[=SIZE]`: the supervisor (see `spillway::cgroup_run`).
+fn run_in_cgroup(args: RunArgs) -> ExitCode {
+    match supervise_run(args) {
+        Ok(code) => code,
+        Err(Failure::BadInput(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn supervise_run(args: RunArgs) -> Result<ExitCode, Failure> {
+    use spillway::cgroup_run::{self, ChildOutcome, ReportContext};
+    use spillway::pressure::{CgroupError, OwnCgroup};
+
+    // Validate everything before a cgroup exists: bad input exits 2 and creates nothing.
+    let scenario = Scenario::load(&args.scenario).map_err(RunError::from)?;
+    let system_memory = args.conf.load()?.1;
+    let opts = RunOptions {
+        properties_file: args.conf.properties_file.clone(),
+        conf_args: args.conf.conf.clone(),
+        system_memory,
+        out_dir: args.out.clone(),
+        progress: false,
+    };
+    let conf = spillway::run::scenario_conf(&scenario, &opts)?;
+    let layout = Layout::from_conf(&conf, system_memory)?;
+    let (limit_bytes, limit_source) = match args.cgroup.clone().flatten() {
+        Some(size) => {
+            let v =
+                byte_string_as(&size, ByteUnit::Byte).map_err(|source| ConfError::ByteString {
+                    key: "--cgroup".into(),
+                    value: size.clone(),
+                    source,
+                })?;
+            if v <= 0 {
+                return Err(Failure::BadInput(anyhow::anyhow!(
+                    "--cgroup={size}: a memory limit must be positive"
+                )));
+            }
+            (v as u64, format!("--cgroup={size}"))
+        }
+        None => (layout.container_bytes() as u64, "container".to_string()),
+    };
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| spillway::run::default_out_dir(&scenario.name));
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out_dir.display()))?;
+    // A report left by an earlier run must not be taken for this child's.
+    let _ = std::fs::remove_file(out_dir.join("report.json"));
+
+    let own = OwnCgroup::discover().ok_or_else(|| anyhow::Error::from(CgroupError::NoCgroup))?;
+    let exe = std::env::current_exe().map_err(|e| anyhow::anyhow!("current_exe: {e}"))?;
+    let own_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let child_args =
+        cgroup_run::child_args(&own_args, args.out.is_none().then_some(out_dir.as_path()));
+    let sup = cgroup_run::supervise(
+        &own,
+        limit_bytes,
+        &limit_source,
+        &exe,
+        &child_args,
+        std::time::Duration::from_millis(50),
+    )
+    .map_err(anyhow::Error::from)?;
+
+    let ctx = ReportContext {
+        out_dir: &out_dir,
+        scenario_name: &scenario.name,
+        scenario_description: &scenario.description,
+        scenario_source: scenario
+            .path
+            .as_ref()
+            .map_or_else(|| "built-in".to_string(), |p| p.display().to_string()),
+        seed: scenario.seed,
+        layout: serde_json::to_value(layout.to_json()).expect("layout serializes"),
+    };
+    let report = cgroup_run::finish_report(&ctx, &sup).map_err(anyhow::Error::from)?;
+    let line = cgroup_run::explain(&sup.report);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serializes")
+        );
+    }
+    match sup.outcome {
+        ChildOutcome::Exited { code } => {
+            if !args.json {
+                println!(
+                    "cgroup {:?} {}: limit {} MiB ({}), peak {} MiB, oom_kill {}, PSI some {} µs full {} µs",
+                    sup.report.version,
+                    sup.report.path,
+                    spillway::conf::format_mib(sup.report.limit_bytes),
+                    sup.report.limit_source,
+                    spillway::conf::format_mib(sup.report.peak_usage_bytes),
+                    sup.report.oom_kill,
+                    sup.report.psi_some_total_us,
+                    sup.report.psi_full_total_us
+                );
+            }
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+        ChildOutcome::OomKilled => {
+            eprintln!("error: [CONTAINER_OOM_KILLED] {line}");
+            eprintln!("report: {}", out_dir.join("report.json").display());
+            Ok(ExitCode::from(3))
+        }
+        ChildOutcome::Killed { .. } => {
+            eprintln!("error: [EXECUTOR_LOST] {line}");
+            eprintln!("report: {}", out_dir.join("report.json").display());
+            Ok(ExitCode::from(1))
+        }
     }
 }

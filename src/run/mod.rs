@@ -156,7 +156,8 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
     Ok((report, out_dir))
 }
 
-fn default_out_dir(name: &str) -> PathBuf {
+/// A new folder under `./spillway-runs/` named after the time and the scenario.
+pub fn default_out_dir(name: &str) -> PathBuf {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

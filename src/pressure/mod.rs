@@ -9,6 +9,13 @@
 
 use std::path::{Path, PathBuf};
 
+mod control;
+
+pub use control::{
+    CgroupError, CgroupStats, ChildCgroup, check_limit_target, panic_on_oom, set_memory_limit,
+    sweep_stale,
+};
+
 /// Which hierarchy the memory controller lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -23,8 +30,15 @@ pub struct OwnCgroup {
     pub version: CgroupVersion,
     /// The directory of the memory controller's files for this cgroup.
     pub memory_dir: PathBuf,
+    /// The mount point of the memory controller's hierarchy (the root cgroup as this process
+    /// sees it); limits are never set on it.
+    pub memory_mount: PathBuf,
     /// The `memory.pressure` file, if any (v2 tree, possibly beside a v1 controller).
     pub pressure_file: Option<PathBuf>,
+    /// This process's directory in the cgroup2 tree when the memory controller is v1 (a hybrid
+    /// host): a child run must be placed there too, so its PSI can be read. `None` on pure v1
+    /// and on v2 (where it is `memory_dir`).
+    pub unified_dir: Option<PathBuf>,
 }
 
 /// PSI memory totals (microseconds stalled) and 10-second averages (percent).
@@ -81,25 +95,27 @@ fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
 
 /// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
 fn unescape_mount(s: &str) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\'
             && i + 4 <= b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
+            && let Some(octal) = s.get(i + 1..i + 4)
+            && let Ok(v) = u8::from_str_radix(octal, 8)
         {
-            out.push(v as char);
+            out.push(v);
             i += 4;
             continue;
         }
-        out.push(b[i] as char);
+        out.push(b[i]);
         i += 1;
     }
-    out
+    String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Maps a cgroup path to a directory under a mount, stripping the mount's root.
+/// Maps a cgroup path to a directory under a mount, stripping the mount's root (a container's
+/// or cgroup namespace's view: docker mounts `/docker/<id>` at `/sys/fs/cgroup/memory`).
 fn under_mount(mount: &CgroupMount, cgroup_path: &str) -> PathBuf {
     let rel = if mount.root == "/" {
         cgroup_path
@@ -109,8 +125,11 @@ fn under_mount(mount: &CgroupMount, cgroup_path: &str) -> PathBuf {
     mount.mount_point.join(rel.trim_start_matches('/'))
 }
 
-/// Discovers the memory cgroup from the texts of `/proc/self/cgroup` and mountinfo.
-fn discover_from(proc_cgroup: &str, mountinfo: &str) -> Option<OwnCgroup> {
+/// Discovers the memory cgroup from the texts of `/proc/self/cgroup` and
+/// `/proc/self/mountinfo`, without touching the file system: v1 when `/proc/self/cgroup` names
+/// a `memory` hierarchy that is mounted (hybrid hosts included), else v2 when a cgroup2 tree is
+/// mounted. [`OwnCgroup::discover`] also checks that a v2 cgroup has memory files.
+pub fn discover_from(proc_cgroup: &str, mountinfo: &str) -> Option<OwnCgroup> {
     let mounts = parse_mountinfo(mountinfo);
     let mut v1_path = None;
     let mut v2_path = None;
@@ -127,28 +146,119 @@ fn discover_from(proc_cgroup: &str, mountinfo: &str) -> Option<OwnCgroup> {
         }
     }
     let v2_mount = mounts.iter().find(|m| m.v2);
-    let pressure_file = match (&v2_path, v2_mount) {
-        (Some(p), Some(m)) => Some(under_mount(m, p).join("memory.pressure")),
+    let v2_dir = match (&v2_path, v2_mount) {
+        (Some(p), Some(m)) => Some(under_mount(m, p)),
         _ => None,
     };
+    let pressure_file = v2_dir.as_ref().map(|d| d.join("memory.pressure"));
     if let (Some(path), Some(m)) = (&v1_path, mounts.iter().find(|m| !m.v2 && m.memory)) {
         return Some(OwnCgroup {
             version: CgroupVersion::V1,
             memory_dir: under_mount(m, path),
+            memory_mount: m.mount_point.clone(),
             pressure_file,
+            unified_dir: v2_dir,
         });
     }
-    if let (Some(path), Some(m)) = (&v2_path, v2_mount) {
-        let dir = under_mount(m, path);
-        if dir.join("memory.current").exists() || dir.join("memory.max").exists() {
-            return Some(OwnCgroup {
-                version: CgroupVersion::V2,
-                memory_dir: dir,
-                pressure_file,
-            });
-        }
+    if let (Some(dir), Some(m)) = (v2_dir, v2_mount) {
+        return Some(OwnCgroup {
+            version: CgroupVersion::V2,
+            memory_dir: dir,
+            memory_mount: m.mount_point.clone(),
+            pressure_file,
+            unified_dir: None,
+        });
     }
     None
+}
+
+/// v1's "unlimited": `memory.limit_in_bytes` reads `PAGE_COUNTER_MAX * page size`
+/// (9223372036854771712 with 4 KiB pages); anything this large is no limit.
+pub const V1_UNLIMITED_MIN: u64 = 0x7FFF_FFFF_FFFF_0000;
+
+/// Parses a memory limit file: v2 `memory.max` (`max` = unlimited), v1 `memory.limit_in_bytes`
+/// (the sentinel = unlimited). A limit at or above `mem_total_bytes` limits nothing the machine
+/// could give, and is treated as unlimited (the JDK's rule). `None`: unlimited or unreadable.
+pub fn parse_limit(text: &str, mem_total_bytes: Option<u64>) -> Option<u64> {
+    let t = text.trim();
+    if t == "max" {
+        return None;
+    }
+    let v: u64 = t.parse().ok()?;
+    if v >= V1_UNLIMITED_MIN {
+        return None;
+    }
+    if mem_total_bytes.is_some_and(|total| v >= total) {
+        return None;
+    }
+    Some(v)
+}
+
+/// The lowest limit from `dir` up to (and including) `mount`, read through `read` (a file
+/// reader, so fixtures can stand in for the file system). v1 falls back to `memory.stat`'s
+/// `hierarchical_memory_limit`, which already is the effective limit.
+pub fn effective_limit_with(
+    version: CgroupVersion,
+    dir: &Path,
+    mount: &Path,
+    mem_total_bytes: Option<u64>,
+    read: impl Fn(&Path) -> Option<String>,
+) -> Option<u64> {
+    let file = match version {
+        CgroupVersion::V1 => "memory.limit_in_bytes",
+        CgroupVersion::V2 => "memory.max",
+    };
+    let mut lowest: Option<u64> = None;
+    let mut any_read = false;
+    let mut d = dir.to_path_buf();
+    loop {
+        if let Some(text) = read(&d.join(file)) {
+            any_read = true;
+            if let Some(v) = parse_limit(&text, mem_total_bytes) {
+                lowest = Some(lowest.map_or(v, |l| l.min(v)));
+            }
+        }
+        if d == mount || !d.pop() || !d.starts_with(mount) {
+            break;
+        }
+    }
+    if !any_read && version == CgroupVersion::V1 {
+        let stat = read(&dir.join("memory.stat"))?;
+        let v = stat_value(&stat, "hierarchical_memory_limit")?;
+        return parse_limit(&v.to_string(), mem_total_bytes);
+    }
+    lowest
+}
+
+/// The value of `key` in a keyed file (`memory.stat`, `memory.events`: `key value` lines).
+pub fn stat_value(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// `MemTotal` from `/proc/meminfo`, in bytes.
+pub fn mem_total_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo_value(&text, "MemTotal:")
+}
+
+/// `MemAvailable` from `/proc/meminfo`, in bytes.
+pub fn mem_available_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo_value(&text, "MemAvailable:")
+}
+
+fn meminfo_value(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let kib: u64 = line[key.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 impl OwnCgroup {
@@ -156,7 +266,24 @@ impl OwnCgroup {
     pub fn discover() -> Option<OwnCgroup> {
         let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-        discover_from(&proc_cgroup, &mountinfo)
+        let c = discover_from(&proc_cgroup, &mountinfo)?;
+        if c.version == CgroupVersion::V2 {
+            // A cgroup2 tree without the memory controller (a hybrid host whose memory
+            // controller is not mounted) has no usage to read.
+            let d = &c.memory_dir;
+            if !(d.join("memory.current").exists()
+                || d.join("memory.max").exists()
+                || d.join("memory.stat").exists())
+            {
+                return None;
+            }
+        }
+        Some(c)
+    }
+
+    /// Whether this is the root of its hierarchy (as this process sees it).
+    pub fn is_root(&self) -> bool {
+        self.memory_dir == self.memory_mount
     }
 
     /// Current usage: v2 `memory.current`; v1 `memory.usage_in_bytes`.
@@ -166,6 +293,18 @@ impl OwnCgroup {
             CgroupVersion::V2 => "memory.current",
         };
         read_u64(&self.memory_dir.join(file))
+    }
+
+    /// The effective memory limit: the lowest limit of this cgroup and its ancestors up to the
+    /// mount point; `None` when unlimited (a limit ≥ MemTotal counts as unlimited).
+    pub fn limit_bytes(&self) -> Option<u64> {
+        effective_limit_with(
+            self.version,
+            &self.memory_dir,
+            &self.memory_mount,
+            mem_total_bytes(),
+            |p| std::fs::read_to_string(p).ok(),
+        )
     }
 
     /// PSI of this cgroup, else of the whole system.
@@ -245,6 +384,10 @@ mod tests {
             Some(PathBuf::from(
                 "/sys/fs/cgroup/unified/user.slice/memory.pressure"
             ))
+        );
+        assert_eq!(
+            c.unified_dir,
+            Some(PathBuf::from("/sys/fs/cgroup/unified/user.slice"))
         );
     }
 
