@@ -6,10 +6,12 @@
 //! | `UnifiedMemoryManager.getMaxMemory`, `ResourceProfile` | [`layout`] | [`layout::Layout`] |
 //! | JVM heap, `HeapMemoryAllocator`, `UnsafeMemoryAllocator` | [`region`] | mappings, ranges, page allocators |
 //! | `MemoryPool`, `UnifiedMemoryManager`, `TaskMemoryManager` | [`memory`] | pools and task memory |
+//! | `PythonWorkerFactory`, `worker.py`, `ExternalMerger`, YARN's pmem check | [`external`] | [`external::WorkerPool`] |
 
 pub mod conf;
 pub mod data;
 pub mod executor;
+pub mod external;
 pub mod layout;
 pub mod log;
 pub mod memory;

@@ -31,6 +31,9 @@ enum Command {
     Layout(LayoutArgs),
     /// Run a scenario on a real executor heap and write report.json, timeline.csv and plots.
     Run(RunArgs),
+    /// A PySpark-style worker on stdin/stdout (started by `run` for python stages).
+    #[command(hide = true)]
+    Worker,
 }
 
 #[derive(Args)]
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Layout(args) => layout(args),
         Command::Run(args) => run(args),
+        Command::Worker => return spillway::external::worker::worker_main(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -197,6 +201,14 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         );
     } else {
         print!("{}", summary_table(&report, &out_dir));
+    }
+    // YARN killed the container (exit status -104): the report is written; the run failed.
+    if let Some(kill) = &report.external.container_monitor.kill {
+        return Err(Failure::Run(anyhow::anyhow!(
+            "{} (container exit status {})",
+            kill.message,
+            kill.exit_status
+        )));
     }
     Ok(())
 }

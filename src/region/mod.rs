@@ -41,6 +41,7 @@ mod alloc;
 mod arena;
 mod mapping;
 mod resident;
+pub mod sys;
 
 pub use alloc::{
     AllocError, DEFAULT_POOL_LIMIT_BYTES, GRANULE_BYTES, MemoryBlock, POOL_MIN_BLOCK_BYTES,
