@@ -7,11 +7,13 @@
 //! | JVM heap, `HeapMemoryAllocator`, `UnsafeMemoryAllocator` | [`region`] | mappings, ranges, page allocators |
 //! | `MemoryPool`, `UnifiedMemoryManager`, `TaskMemoryManager` | [`memory`] | pools and task memory |
 //! | the container (YARN NodeManager / kubelet memory limit, exit 137) | [`pressure`], [`cgroup_run`] | [`pressure::ChildCgroup`], [`cgroup_run::supervise`] |
+//! | `PythonWorkerFactory`, `worker.py`, `ExternalMerger`, YARN's pmem check | [`external`] | [`external::WorkerPool`] |
 
 pub mod cgroup_run;
 pub mod conf;
 pub mod data;
 pub mod executor;
+pub mod external;
 pub mod layout;
 pub mod log;
 pub mod memory;

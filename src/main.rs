@@ -34,6 +34,9 @@ enum Command {
     Run(RunArgs),
     /// Reproduce, on purpose, a way a Spark executor fails for memory, and explain it.
     Oom(OomArgs),
+    /// A PySpark-style worker on stdin/stdout (started by `run` for python stages).
+    #[command(hide = true)]
+    Worker,
 }
 
 #[derive(Args)]
@@ -138,6 +141,7 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => run(args),
         Command::Oom(args) => oom(args),
+        Command::Worker => return spillway::external::worker::worker_main(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -232,6 +236,14 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         );
     } else {
         print!("{}", summary_table(&report, &out_dir));
+    }
+    // YARN killed the container (exit status -104): the report is written; the run failed.
+    if let Some(kill) = &report.external.container_monitor.kill {
+        return Err(Failure::Run(anyhow::anyhow!(
+            "{} (container exit status {})",
+            kill.message,
+            kill.exit_status
+        )));
     }
     Ok(())
 }

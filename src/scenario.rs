@@ -12,6 +12,7 @@
 //! | `sort` | `tasks` (4), `records_per_task` (1000000), `record_bytes` (56) |
 //! | `aggregate` | `tasks` (4), `records_per_task` (1000000), `record_bytes` (24), `distinct_keys` (100000) |
 //! | `udf` | `tasks` (4), `bytes_per_task` ("64m"), `object_bytes` ("64k") |
+//! | `python` | `tasks` (4), `bytes_per_task` ("64m": the UDF's working set in the worker), `records_per_task` (0: no aggregation), `distinct_keys` (100000), `worker` ("auto": python3 when present, else "spillway") |
 //! | `broadcast` | `id` (0), `bytes` ("32m"), `record_bytes` (1024), `storage_level` ("MEMORY_AND_DISK") |
 //!
 //! Sizes accept integers (bytes) or Spark byte strings ("40m"). Top-level keys: `name`,
@@ -107,6 +108,14 @@ pub enum StageSpec {
         record_bytes: u64,
         storage_level: StorageLevel,
     },
+    /// Tasks run in PySpark-style worker processes (`crate::external`).
+    Python {
+        tasks: u32,
+        bytes_per_task: u64,
+        records_per_task: u64,
+        distinct_keys: u64,
+        worker: crate::external::WorkerChoice,
+    },
 }
 
 impl StageSpec {
@@ -120,6 +129,7 @@ impl StageSpec {
             StageSpec::Aggregate { .. } => "aggregate",
             StageSpec::Udf { .. } => "udf",
             StageSpec::Broadcast { .. } => "broadcast",
+            StageSpec::Python { .. } => "python",
         }
     }
 }
@@ -137,7 +147,7 @@ pub struct Scenario {
     pub path: Option<PathBuf>,
 }
 
-const KINDS: &str = "cache, scan, unpersist, sort, aggregate, udf, broadcast";
+const KINDS: &str = "cache, scan, unpersist, sort, aggregate, udf, broadcast, python";
 const TOP_KEYS: &str = "name, description, seed, conf, stages";
 
 /// The built-in scenarios: name, TOML.
@@ -396,6 +406,24 @@ impl StageReader<'_> {
         }
     }
 
+    fn worker(
+        &mut self,
+        key: &'static str,
+    ) -> Result<crate::external::WorkerChoice, ScenarioError> {
+        use crate::external::{WorkerChoice, WorkerKind};
+        self.allowed.push(key);
+        match self.table.get(key) {
+            None => Ok(WorkerChoice::Auto),
+            Some(v @ toml::Value::String(s)) => match s.as_str() {
+                "auto" => Ok(WorkerChoice::Auto),
+                "python3" => Ok(WorkerChoice::Kind(WorkerKind::Python3)),
+                "spillway" => Ok(WorkerChoice::Kind(WorkerKind::Spillway)),
+                _ => Err(self.bad(key, v, "must be \"auto\", \"python3\" or \"spillway\"")),
+            },
+            Some(v) => Err(self.bad(key, v, "must be a string")),
+        }
+    }
+
     fn finish(self) -> Result<(), ScenarioError> {
         for key in self.table.keys() {
             if key != "kind" && !self.allowed.contains(&key.as_str()) {
@@ -438,6 +466,7 @@ fn parse_stage(t: &toml::Table, index: usize, origin: &str) -> Result<StageSpec,
         "aggregate" => "aggregate",
         "udf" => "udf",
         "broadcast" => "broadcast",
+        "python" => "python",
         other => {
             return Err(ScenarioError::UnknownKind {
                 origin: origin.into(),
@@ -493,6 +522,13 @@ fn parse_stage(t: &toml::Table, index: usize, origin: &str) -> Result<StageSpec,
             bytes: r.size("bytes", "32m", 1)?,
             record_bytes: r.size("record_bytes", "1024", 8)?,
             storage_level: r.level("storage_level", StorageLevel::MEMORY_AND_DISK)?,
+        },
+        "python" => StageSpec::Python {
+            tasks: r.int("tasks", 4, 1)? as u32,
+            bytes_per_task: r.size("bytes_per_task", "64m", 0)?,
+            records_per_task: r.int("records_per_task", 0, 0)?,
+            distinct_keys: r.int("distinct_keys", 100_000, 1)?,
+            worker: r.worker("worker")?,
         },
         _ => unreachable!("kinds are matched above"),
     };

@@ -47,6 +47,8 @@ pub struct Sample {
     pub evicted_bytes: u64,
     /// Pages freed but kept for reuse by the allocators (resident, not accounted).
     pub pooled_free_pages: u64,
+    /// Resident memory of the PySpark-style worker processes (`external`).
+    pub workers_rss: u64,
 }
 
 impl Sample {
@@ -108,6 +110,7 @@ pub fn sample(
         evictions: storage.blocks_evicted,
         evicted_bytes: storage.bytes_evicted,
         pooled_free_pages: pooled,
+        workers_rss: crate::external::workers_rss_bytes(),
     }
 }
 

@@ -71,6 +71,10 @@ pub const PAGE_POOL_BYTES: &str = "spillway.memory.pagePoolBytes";
 pub const TIMELINE_INTERVAL_MS: &str = "spillway.timeline.intervalMs";
 /// spillway's own: keep freed heap pages resident, as a JVM keeps its heap.
 pub const RETAIN_FREED_MEMORY: &str = "spillway.memory.retainFreed";
+/// `spark.pyspark.python`: the Python executable of the workers.
+pub const PYSPARK_PYTHON: &str = "spark.pyspark.python";
+/// spillway's own: the container monitor's policy, `off | warn | kill` (`external`).
+pub const CONTAINER_MONITOR: &str = "spillway.container.monitor";
 
 /// Every key spillway knows. Unknown `spark.*` keys are accepted with a warning, as Spark
 /// ignores keys it does not read.
@@ -206,6 +210,18 @@ pub const KEYS: &[KeyDef] = &[
         kind: Kind::Bytes(ByteUnit::Byte),
         default: None,
         doc: "Tungsten page size; default derived from the execution pool and cores",
+    },
+    KeyDef {
+        key: PYSPARK_PYTHON,
+        kind: Kind::Str,
+        default: None,
+        doc: "Python executable of the workers (default: PYSPARK_PYTHON, else python3)",
+    },
+    KeyDef {
+        key: CONTAINER_MONITOR,
+        kind: Kind::Str,
+        default: Some("warn"),
+        doc: "when executor + worker RSS passes the container: off, warn (YARN's log line) or kill (exit -104)",
     },
     KeyDef {
         key: LOCAL_DIR,

@@ -117,11 +117,32 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
     let executor = Executor::start(&layout, &conf)?;
     let start = Instant::now();
     let sampler = Sampler::new(&executor, Duration::from_millis(interval_ms), start);
-    let mut ctx = RunState::new(scenario, &executor, exception_on_leak, opts.progress);
+    let pool = crate::external::WorkerPool::new(crate::external::PoolConfig::from_conf(
+        &conf,
+        &layout,
+        executor
+            .local_dirs()
+            .dirs()
+            .iter()
+            .map(|d| d.to_path_buf())
+            .collect(),
+    )?);
+    let mut ctx = RunState::new(scenario, &executor, exception_on_leak, opts.progress, &pool);
 
+    let monitor_stop = std::sync::atomic::AtomicBool::new(false);
     let samples = std::thread::scope(|scope| {
         let handle = scope.spawn(|| sampler.run());
+        let monitor = scope.spawn(|| {
+            pool.monitor(&monitor_stop, Duration::from_millis(interval_ms), || {
+                let s = crate::timeline::sample(&executor, None, start, -1);
+                s.accounted() + s.pooled_free_pages
+            })
+        });
         for (i, stage) in scenario.stages.iter().enumerate() {
+            // A container killed by the monitor is an executor lost: nothing more runs.
+            if pool.is_killed() {
+                break;
+            }
             sampler
                 .stage
                 .store(i as u32, std::sync::atomic::Ordering::Relaxed);
@@ -130,11 +151,16 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
                 .stage
                 .store(u32::MAX, std::sync::atomic::Ordering::Relaxed);
         }
+        pool.shutdown();
+        monitor_stop.store(true, std::sync::atomic::Ordering::Release);
+        monitor.thread().unpark();
+        let _ = monitor.join();
         sampler.stop();
         handle.thread().unpark();
         handle.join().unwrap_or_default()
     });
     let wall = start.elapsed();
+    let external = pool.report();
 
     let report = report::build(report::Inputs {
         scenario,
@@ -147,7 +173,10 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
         wall,
         interval_ms,
         cgroup: sampler.cgroup(),
+        external,
     });
+    drop(ctx);
+    drop(pool);
     drop(executor);
     report::write(&report, &samples, &out_dir).map_err(|source| RunError::Output {
         path: out_dir.clone(),
@@ -216,6 +245,8 @@ pub(crate) struct RunState<'a> {
     pub progress: bool,
     pub stages: Vec<StageRun>,
     pub rdds: BTreeMap<u32, CachedRdd>,
+    /// Worker processes, the overhead account and the container monitor.
+    pub external: &'a crate::external::WorkerPool,
 }
 
 impl<'a> RunState<'a> {
@@ -224,6 +255,7 @@ impl<'a> RunState<'a> {
         executor: &'a Executor,
         exception_on_leak: bool,
         progress: bool,
+        external: &'a crate::external::WorkerPool,
     ) -> Self {
         RunState {
             scenario,
@@ -232,6 +264,7 @@ impl<'a> RunState<'a> {
             progress,
             stages: Vec::new(),
             rdds: BTreeMap::new(),
+            external,
         }
     }
 
@@ -244,7 +277,13 @@ impl<'a> RunState<'a> {
             StageSpec::Unpersist { .. } | StageSpec::Broadcast { .. } => 1,
             StageSpec::Sort { tasks, .. }
             | StageSpec::Aggregate { tasks, .. }
-            | StageSpec::Udf { tasks, .. } => *tasks,
+            | StageSpec::Udf { tasks, .. }
+            | StageSpec::Python { tasks, .. } => *tasks,
+        };
+        let external = self.external;
+        let worker_kind = match spec {
+            StageSpec::Python { worker, .. } => Some(external.choose(stage_id, *worker)),
+            _ => None,
         };
         let bar = self.progress_bar(stage_id, spec, num_tasks);
         let storage_before = executor.block_manager().counters();
@@ -296,6 +335,26 @@ impl<'a> RunState<'a> {
                     record_bytes,
                     storage_level,
                 } => stages::broadcast_task(ctx, *id, *bytes, *record_bytes, *storage_level, seed),
+                StageSpec::Python {
+                    bytes_per_task,
+                    records_per_task,
+                    distinct_keys,
+                    ..
+                } => match &worker_kind {
+                    Some(Ok(kind)) => crate::external::stage::python_task(
+                        ctx,
+                        external,
+                        &crate::external::stage::PythonTask {
+                            kind: *kind,
+                            bytes_per_task: *bytes_per_task,
+                            records_per_task: *records_per_task,
+                            distinct_keys: *distinct_keys,
+                            seed,
+                        },
+                    ),
+                    Some(Err(e)) => Err(e.clone().into()),
+                    None => unreachable!("a python stage has a worker kind"),
+                },
                 StageSpec::Sort { .. } | StageSpec::Aggregate { .. } => Err(TaskError {
                     class: "UNSUPPORTED".into(),
                     message: format!("stage kind {} is not available in this build", spec.kind()),

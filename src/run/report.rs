@@ -33,6 +33,8 @@ pub struct Report {
     pub failures: Vec<FailureReport>,
     pub memory: MemoryReport,
     pub verification: Verification,
+    /// Memory outside the heap: the overhead account, the workers, the container monitor.
+    pub external: crate::external::ExternalReport,
     pub timeline: TimelineInfo,
     pub plots: Vec<String>,
 }
@@ -202,6 +204,7 @@ pub(crate) struct Inputs<'a> {
     pub wall: Duration,
     pub interval_ms: u64,
     pub cgroup: Option<&'a OwnCgroup>,
+    pub external: crate::external::ExternalReport,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -371,6 +374,25 @@ pub(crate) fn build(i: Inputs) -> Report {
             .memory_used(crate::memory::MemoryMode::OffHeap);
 
     let memory = memory_report(&i);
+    // YARN killed the container: the run's own failure, after the tasks it took down.
+    if let Some(k) = &i.external.container_monitor.kill {
+        failures.push(FailureReport {
+            stage_id: i.state.stages.last().map_or(0, |s| s.stage_id),
+            task_id: 0,
+            error: "CONTAINER_KILLED_PHYSICAL_MEMORY".into(),
+            message: format!(
+                "{} (exit status {}; executor {} bytes + Python workers {} bytes = {} bytes \
+                 resident, container {} bytes)",
+                k.message,
+                k.exit_status,
+                k.executor_rss_bytes,
+                k.workers_rss_bytes,
+                k.total_rss_bytes,
+                k.container_bytes
+            ),
+        });
+        verification.ok = false;
+    }
     Report {
         spillway_version: env!("CARGO_PKG_VERSION"),
         scenario: ScenarioInfo {
@@ -399,6 +421,7 @@ pub(crate) fn build(i: Inputs) -> Report {
         failures,
         memory,
         verification,
+        external: i.external,
         timeline: TimelineInfo {
             csv: "timeline.csv".into(),
             samples: i.samples.len(),
@@ -505,7 +528,7 @@ const CSV_HEADER: &str = "t_ms,stage,on_heap_execution_pool,on_heap_execution_us
 on_heap_storage_pool,on_heap_storage_used,off_heap_execution_pool,off_heap_execution_used,\
 off_heap_storage_pool,off_heap_storage_used,user_used,reserved,accounted,rss,cgroup_usage,\
 psi_some_avg10,psi_full_avg10,psi_some_total_us,psi_full_total_us,active_tasks,waiting_tasks,\
-spills,spill_bytes,evictions,evicted_bytes,pooled_free_pages,event";
+spills,spill_bytes,evictions,evicted_bytes,pooled_free_pages,workers_rss,event";
 
 fn write_csv(samples: &[Sample], out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "{CSV_HEADER}")?;
@@ -522,7 +545,7 @@ fn write_csv(samples: &[Sample], out: &mut impl Write) -> std::io::Result<()> {
         }
         writeln!(
             out,
-            "{:.1},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.2},{:.2},{},{},{},{},{},{},{},{},{},{}",
+            "{:.1},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.2},{:.2},{},{},{},{},{},{},{},{},{},{},{}",
             s.t_ms,
             s.stage,
             s.on_heap_execution_pool,
@@ -549,6 +572,7 @@ fn write_csv(samples: &[Sample], out: &mut impl Write) -> std::io::Result<()> {
             s.evictions,
             s.evicted_bytes,
             s.pooled_free_pages,
+            s.workers_rss,
             events.join(";")
         )?;
         prev = Some(s);
@@ -641,6 +665,21 @@ pub fn summary_table(report: &Report, out_dir: &Path) -> String {
             "OUTSIDE bound"
         }
     ));
+    let x = &report.external;
+    if x.workers_started > 0 {
+        out.push_str(&format!(
+            "python workers: {} started ({} failed and replaced), peak RSS {} MiB; overhead used {} \
+             MiB of {} MiB budget; container peak {} MiB of {} MiB ({})\n",
+            x.workers_started,
+            x.workers_failed,
+            format_mib(x.peak_workers_rss_bytes),
+            format_mib(x.peak_overhead_used_bytes),
+            format_mib(x.overhead_budget_bytes),
+            format_mib(x.container_monitor.peak_total_rss_bytes),
+            format_mib(x.container_monitor.limit_bytes),
+            if x.container_monitor.killed { "KILLED" } else { "not killed" }
+        ));
+    }
     out.push_str(&format!(
         "verification: {} ({} records in, {} out); wall time {:.0} ms\n",
         if report.verification.ok {
