@@ -17,3 +17,4 @@ pub mod region;
 pub mod scheduler;
 pub mod spill;
 pub mod storage;
+pub mod tasks;
