@@ -211,11 +211,13 @@ fn a_pool_smaller_than_the_first_array_fails_the_task_with_unable_to_acquire_mem
     assert_eq!(ex.memory_manager().execution_memory_used(), 0);
     assert_eq!(ex.local_dirs().file_count(), 0);
 
+    // 300 KiB, two tasks at a time: 150 KiB each, pages smaller than asked, many spills; a
+    // page granted right after a spill freed the array is given back when the array is
+    // asked for (it held no records).
     let ex = executor(&[("spark.memory.fraction", "0.001")]);
-    let runs = run_stage(&ex, 0, 1, true, |ctx| run_sort_task(ctx, &spec()), |_| {});
-    let m = runs[0].result.as_ref().unwrap();
-    assert!(m.verification.ok && m.spill_count > 10, "{m:?}");
-    assert_eq!(ex.local_dirs().file_count(), 0);
+    for m in sort_stage(&ex, &spec()) {
+        assert!(m.spill_count > 10, "{m:?}");
+    }
 }
 
 #[test]

@@ -508,7 +508,15 @@ impl State {
     /// bytes released (0 if nothing was held).
     fn spill(&mut self) -> Result<u64, SpillError> {
         if self.records == 0 {
-            return Ok(0);
+            // Nothing to write, but pages held empty (a page granted after a spill freed the
+            // array) are released: otherwise a task at its 1/N share could not get its array
+            // back and would fail with UNABLE_TO_ACQUIRE_MEMORY. (Spark re-allocates the array
+            // inside `spill` and never holds an empty page this way.) The array stays: it is
+            // asked for first, and freeing it here would let array and page take turns.
+            let freed = self.pages.iter().map(Page::len).sum::<u64>();
+            self.pages.clear();
+            self.cursor = 0;
+            return Ok(freed);
         }
         let started = Instant::now();
         let records = self.records;
