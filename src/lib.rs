@@ -6,6 +6,7 @@
 //! | `UnifiedMemoryManager.getMaxMemory`, `ResourceProfile` | [`layout`] | [`layout::Layout`] |
 //! | JVM heap, `HeapMemoryAllocator`, `UnsafeMemoryAllocator` | [`region`] | mappings, ranges, page allocators |
 //! | `MemoryPool`, `UnifiedMemoryManager`, `TaskMemoryManager` | [`memory`] | pools and task memory |
+//! | `UnsafeExternalSorter`, `ExternalAppendOnlyMap`, `TaskMetrics` | [`tasks`] | [`tasks::sort::ExternalSorter`], [`tasks::aggregate::SpillableAggregator`], [`tasks::TaskMetrics`] |
 
 pub mod conf;
 pub mod data;
