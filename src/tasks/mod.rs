@@ -23,7 +23,8 @@
 //! across a call into its `Consumer` handle**: it fills the current page under the lock, drops
 //! the lock, asks for a page or an array (which may re-enter through the callback and spill),
 //! then takes the lock again and re-reads the state (the records may be gone). The lock is
-//! uncontended (one thread per task) and taken once per page, not per record. The callback uses
+//! uncontended (one thread per task); the sorter takes it once per page, the aggregation once per
+//! record. The callback uses
 //! `try_lock`: if the state is busy (the owner is merging), it releases nothing, as Spark's
 //! sorters return 0 when they cannot spill at that moment.
 
