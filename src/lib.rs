@@ -8,6 +8,7 @@
 //! | `MemoryPool`, `UnifiedMemoryManager`, `TaskMemoryManager` | [`memory`] | pools and task memory |
 //! | the container (YARN NodeManager / kubelet memory limit, exit 137) | [`pressure`], [`cgroup_run`] | [`pressure::ChildCgroup`], [`cgroup_run::supervise`] |
 //! | `PythonWorkerFactory`, `worker.py`, `ExternalMerger`, YARN's pmem check | [`external`] | [`external::WorkerPool`] |
+//! | `UnsafeExternalSorter`, `ExternalAppendOnlyMap`, `TaskMetrics` | [`tasks`] | [`tasks::sort::ExternalSorter`], [`tasks::aggregate::SpillableAggregator`], [`tasks::TaskMetrics`] |
 
 pub mod cgroup_run;
 pub mod conf;
@@ -26,4 +27,5 @@ pub mod scenario;
 pub mod scheduler;
 pub mod spill;
 pub mod storage;
+pub mod tasks;
 pub mod timeline;
