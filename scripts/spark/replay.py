@@ -356,6 +356,20 @@ def make_cached_rdd(sc, st: dict, seed: int):
                  "estimatedPartitionBytes": est}
 
 
+def random_binary_expr(length: int, seed: int) -> str:
+    """A SQL expression for `length` pseudo-random bytes per row (SHA-512 chunks of the id), so
+    spill files are as incompressible as spillway's records (Spark compresses spills with lz4)."""
+    if length <= 0:
+        return "cast('' as binary)"
+    chunks = min(16, -(-length // 64))
+    parts = ", ".join(f"unhex(sha2(concat(cast(id as string), ':{seed}:{j}'), 512))"
+                      for j in range(chunks))
+    expr = f"concat({parts})"
+    if length > 64 * chunks:  # beyond 1 KiB the chunks repeat
+        expr = f"concat({', '.join([expr] * (-(-length // (64 * chunks))))})"
+    return f"substring({expr}, 1, {length})"
+
+
 def rows_df(spark, tasks: int, rows_per_task: int, record_bytes: int, key_expr: str, seed: int):
     """tasks partitions x rows_per_task UnsafeRows of record_bytes: (key long, payload binary)."""
     from pyspark.sql import functions as F
@@ -363,7 +377,7 @@ def rows_df(spark, tasks: int, rows_per_task: int, record_bytes: int, key_expr: 
     payload = max(0, _align8(record_bytes) - UNSAFE_ROW_FIXED)
     df = spark.range(0, tasks * rows_per_task, 1, tasks)
     df = df.select(F.expr(key_expr.format(seed=seed)).alias("key"),
-                   F.lit(bytes(payload)).alias("payload"))
+                   F.expr(random_binary_expr(payload, seed)).alias("payload"))
     return df, payload
 
 
