@@ -165,8 +165,9 @@ def build_rows(spark: dict, sw: dict, scenario: dict) -> list[tuple]:
     other = ex_end.get("memoryUsed", 0) - sum(r.get("memoryUsed") or 0 for r in spark_rdds.values())
     rows.append(("storage", "other blocks in memory at the end (broadcasts)", other,
                  sw["storage"].get("other_blocks_memory_used"),
-                 "Spark keeps a broadcast's deserialized relation and its serialized pieces; "
-                 "the context cleaner drops them after GC"))
+                 "Spark's task binaries (serialized closures) are broadcast blocks too, and a "
+                 "broadcast keeps its value and serialized pieces until the context cleaner "
+                 "drops them after a GC"))
     sf = sorted({f["error"] for f in spark["failures"]})
     wf = sorted({f["error"] for f in sw["failures"]})
     rows.append(("run", "failures", f"{len(spark['failures'])} {' '.join(sf)}".strip(),

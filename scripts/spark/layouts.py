@@ -17,7 +17,7 @@ Then ``spillway layout --json --system-memory S --conf ...`` is run with the sam
 ``unified + off_heap`` is compared with ``maxMemory`` (and each half with its metric). Settings
 with the same heap and JVM options share one driver JVM (contexts are started one after the
 other; the properties a previous context set as JVM system properties are cleared), so the six
-built-in settings need three JVM launches.
+built-in settings need two JVM launches.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ SETTINGS = [
      "spark.memory.offHeap.size": "256m"},
     # Off-heap disabled but sized: Spark still registers the off-heap storage pool (spec §1.8).
     {"spark.executor.memory": "1g", "spark.memory.offHeap.size": "128m"},
-    {"spark.executor.memory": "2g", "spark.memory.fraction": "0.5",
+    {"spark.executor.memory": "1g", "spark.memory.fraction": "0.5",
      "spark.memory.offHeap.enabled": "true", "spark.memory.offHeap.size": "300000000"},
     # The Serial collector: Runtime.maxMemory < -Xmx (one survivor space less), spec §15.1.
     {"spark.executor.memory": "1536m", "spark.driver.extraJavaOptions": "-XX:+UseSerialGC"},
