@@ -39,9 +39,9 @@ fn skip_reason() -> Option<String> {
         .output()
     {
         Ok(o) if o.status.success() => None,
-        Ok(_) => Some(
-            "pyspark is not installed (pip install -r scripts/spark/requirements.txt)".into(),
-        ),
+        Ok(_) => {
+            Some("pyspark is not installed (pip install -r scripts/spark/requirements.txt)".into())
+        }
         Err(e) => Some(format!("no python3 on the PATH ({e})")),
     }
 }
@@ -95,8 +95,16 @@ fn cache_issue_caches_ten_of_twelve_on_spark_and_spillway() {
         (spark_mem - 10 * 41_969_980).abs() <= 10 * 8,
         "Spark memoryUsed {spark_mem}"
     );
-    assert!(spark["failures"].as_array().unwrap().is_empty(), "{}", spark["failures"]);
-    assert!(sw["failures"].as_array().unwrap().is_empty(), "{}", sw["failures"]);
+    assert!(
+        spark["failures"].as_array().unwrap().is_empty(),
+        "{}",
+        spark["failures"]
+    );
+    assert!(
+        sw["failures"].as_array().unwrap().is_empty(),
+        "{}",
+        sw["failures"]
+    );
 
     // Same system memory, same storage memory total.
     let s = spark["jvm"]["runtimeMaxMemory"].as_i64().unwrap();

@@ -150,11 +150,31 @@ def build_rows(spark: dict, sw: dict, scenario: dict) -> list[tuple]:
         if s and s.get("memoryUsed") != r["memoryUsed"]:
             per = ((s["memoryUsed"] - r["memoryUsed"]) // max(1, s["numCachedPartitions"])
                    if s.get("numCachedPartitions") == r["numCachedPartitions"] else None)
+            batches = None
+            if size_spec:
+                st0 = next((x for x in spark["stages"] if x["kind"] == "cache"
+                            and scenario["stages"][x["stageId"]]["name"] == r["name"]), {})
+                rec = st0.get("recordsPerPartition")
+                if rec and size_spec["record_bytes"] < replay.AUTO_BATCH_BYTES:
+                    batches = max(1, size_spec["partition_bytes"] // replay.AUTO_BATCH_BYTES)
+                elif rec:
+                    batches = rec
             mem_why = ("SizeEstimator of pickled batches (byte[] headers, 8-byte alignment, "
                        "the array of references)" +
                        (f": {per:+d} B per partition" if per is not None else ""))
+            if batches and batches > 400:
+                mem_why = (f"SizeEstimator samples arrays of > 400 elements (~{batches} pickled "
+                           "batches a partition): the cached size is an estimate" +
+                           (f", {per:+d} B per partition" if per is not None else ""))
+
             if size_spec and replay.STORAGE_LEVELS[size_spec["storage_level"]][3] is False:
                 mem_why = "serialized level: JavaSerializer stream of the pickled batches"
+        if s and r.get("partitionsInMemory") is not None and s.get("numCachedPartitions"):
+            if s.get("diskUsed") != r["diskUsed"] and size_spec and \
+                    abs(s["memoryUsed"] - r["memoryUsed"]) > size_spec["partition_bytes"] // 2:
+                mem_why = ("a different memory/disk split: evictions (LRU, across RDDs) and "
+                           "re-caching of blocks read from disk happened differently; see the "
+                           "per-stage storageAfter of replay.py --json")
         rows.append((sec, "memoryUsed", s.get("memoryUsed"), r["memoryUsed"], mem_why))
         disk_why = ""
         if s and s.get("diskUsed") != r["diskUsed"]:
