@@ -172,9 +172,11 @@ def build_rows(spark: dict, sw: dict, scenario: dict) -> list[tuple]:
         if s and r.get("partitionsInMemory") is not None and s.get("numCachedPartitions"):
             if s.get("diskUsed") != r["diskUsed"] and size_spec and \
                     abs(s["memoryUsed"] - r["memoryUsed"]) > size_spec["partition_bytes"] // 2:
-                mem_why = ("a different memory/disk split: evictions (LRU, across RDDs) and "
-                           "re-caching of blocks read from disk happened differently; see the "
-                           "per-stage storageAfter of replay.py --json")
+                mem_why = ("a different memory/disk split. Likely cause: a block read from disk "
+                           "and re-cached in memory (BlockManager.maybeCacheDiskValuesInMemory) "
+                           "is not reported to Spark's status store, while its later eviction "
+                           "is, so the REST API under-counts memory; see storageAfter per stage "
+                           "in replay.py --json")
         rows.append((sec, "memoryUsed", s.get("memoryUsed"), r["memoryUsed"], mem_why))
         disk_why = ""
         if s and s.get("diskUsed") != r["diskUsed"]:
