@@ -19,3 +19,26 @@ pub fn spills() -> (u64, u64) {
         SPILL_BYTES.load(Ordering::Relaxed),
     )
 }
+
+static TOUCHING: AtomicU64 = AtomicU64::new(0);
+
+/// Marks `bytes` of freshly granted pages as being zeroed (granted, not yet resident); the
+/// returned guard unmarks them. The timeline subtracts these from what it expects resident.
+pub fn touching(bytes: u64) -> TouchGuard {
+    TOUCHING.fetch_add(bytes, Ordering::Relaxed);
+    TouchGuard(bytes)
+}
+
+/// Bytes of pages being zeroed right now.
+pub fn touching_bytes() -> u64 {
+    TOUCHING.load(Ordering::Relaxed)
+}
+
+/// Unmarks pages when they are resident.
+pub struct TouchGuard(u64);
+
+impl Drop for TouchGuard {
+    fn drop(&mut self) {
+        TOUCHING.fetch_sub(self.0, Ordering::Relaxed);
+    }
+}

@@ -47,6 +47,8 @@ pub struct Sample {
     pub evicted_bytes: u64,
     /// Pages freed but kept for reuse by the allocators (resident, not accounted).
     pub pooled_free_pages: u64,
+    /// Pages granted and being zeroed at this instant (accounted, not yet resident).
+    pub zeroing: u64,
     /// Resident memory of the PySpark-style worker processes (`external`).
     pub workers_rss: u64,
 }
@@ -66,6 +68,13 @@ impl Sample {
     pub fn gap(&self) -> i64 {
         self.rss as i64 - self.accounted() as i64
     }
+
+    /// Whether memory was at rest at this sample: the accounted total unchanged since the
+    /// previous sample and no page being zeroed. Bulk operations (zeroing a 128 MiB array,
+    /// freeing a task's pages) open a transient gap as wide as the operation while they run.
+    pub fn settled_after(&self, previous: &Sample) -> bool {
+        self.zeroing == 0 && previous.zeroing == 0 && self.accounted() == previous.accounted()
+    }
 }
 
 /// Takes one sample now.
@@ -75,6 +84,7 @@ pub fn sample(
     start: Instant,
     stage: i64,
 ) -> Sample {
+    let zeroing = crate::metrics::touching_bytes();
     let snap = executor.memory_manager().snapshot();
     let storage = executor.block_manager().counters();
     let (spills, spill_bytes) = crate::metrics::spills();
@@ -110,6 +120,7 @@ pub fn sample(
         evictions: storage.blocks_evicted,
         evicted_bytes: storage.bytes_evicted,
         pooled_free_pages: pooled,
+        zeroing,
         workers_rss: crate::external::workers_rss_bytes(),
     }
 }

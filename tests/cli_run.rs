@@ -204,3 +204,104 @@ fn bad_scenarios_exit_2_and_name_the_problem() {
     let o = spillway(&["run", "no-such-scenario"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn the_default_scenario_exercises_every_region_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = run_json("default", &[], dir.path());
+    assert_eq!(v["verification"]["ok"], true, "{}", v["verification"]);
+    assert!(
+        v["failures"].as_array().unwrap().is_empty(),
+        "{}",
+        v["failures"]
+    );
+    let m = &v["memory"];
+    assert!(
+        m["peak_user_bytes"].as_u64().unwrap() > 0,
+        "user memory used"
+    );
+    assert!(
+        m["peak_on_heap_storage_bytes"].as_u64().unwrap() > 0,
+        "storage used"
+    );
+    assert!(
+        m["peak_on_heap_execution_bytes"].as_u64().unwrap() > 0,
+        "execution used"
+    );
+    assert!(
+        m["peak_off_heap_storage_bytes"].as_u64().unwrap() > 0,
+        "off-heap used"
+    );
+    let sort = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "sort")
+        .unwrap();
+    assert!(sort["diskBytesSpilled"].as_u64().unwrap() > 0, "{sort}");
+    assert!(sort["memoryBytesSpilled"].as_u64().unwrap() > 0, "{sort}");
+    assert!(sort["peakExecutionMemory"].as_u64().unwrap() > 0, "{sort}");
+    assert!(m["gap"]["within_bound"].as_bool().unwrap(), "{}", m["gap"]);
+    for t in v["tasks"].as_array().unwrap() {
+        assert_eq!(t["status"], "SUCCESS", "{t}");
+    }
+}
+
+#[test]
+fn cache_then_sort_evicts_down_to_the_storage_region_and_not_below() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = run_json("cache-then-sort", &[], dir.path());
+    let region = v["layout"]["storage_region"].as_u64().unwrap();
+    let block = 40u64 << 20;
+    let cached = 8 * block;
+    // Execution takes back what storage borrowed beyond its region, whole blocks at a time:
+    // exactly the blocks needed to get down to the region, and no more.
+    let needed = (cached - region).div_ceil(block);
+    let sort = &v["stages"][1];
+    assert_eq!(sort["evictionCount"].as_u64().unwrap(), needed, "{sort}");
+    assert_eq!(sort["evictedBytes"].as_u64().unwrap(), needed * block);
+    assert!(sort["diskBytesSpilled"].as_u64().unwrap() > 0);
+    let csv = std::fs::read_to_string(dir.path().join("timeline.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (stage, used) = (col("stage"), col("on_heap_storage_used"));
+    let min_during_sort = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|f| f[stage] == "1")
+        .map(|f| f[used].parse::<u64>().unwrap())
+        .min()
+        .unwrap();
+    assert!(
+        min_during_sort > region - block,
+        "{min_during_sort} vs region {region}"
+    );
+    assert!(min_during_sort <= region);
+    // The scan recomputes exactly the evicted MEMORY_ONLY partitions.
+    assert_eq!(v["stages"][2]["recomputes"].as_u64().unwrap(), needed);
+    assert_eq!(v["verification"]["ok"], true);
+}
+
+#[test]
+fn the_headline_sort_spills_at_1g_and_not_at_8g() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = run_json("sort-spill", &[], &dir.path().join("1g"));
+    let s = &small["stages"][0];
+    assert!(s["diskBytesSpilled"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s["numCompleteTasks"], 4);
+    assert_eq!(small["verification"]["ok"], true);
+    let big = run_json(
+        "sort-spill",
+        &["--conf", "spark.executor.memory=8g"],
+        &dir.path().join("8g"),
+    );
+    let s = &big["stages"][0];
+    assert_eq!(s["diskBytesSpilled"], 0, "{s}");
+    assert_eq!(s["memoryBytesSpilled"], 0, "{s}");
+    assert_eq!(big["verification"]["ok"], true);
+    assert_eq!(
+        small["verification"]["digest_in"], big["verification"]["digest_in"],
+        "the same records were sorted"
+    );
+}

@@ -374,7 +374,14 @@ impl TaskMemoryManager {
                 (slot as u32, st.generation)
             };
             match sh.allocator.allocate(acquired) {
-                Ok(block) => {
+                Ok(mut block) => {
+                    // HeapMemoryAllocator's `new long[n]` is zeroed by the JVM, so an ON_HEAP
+                    // page is resident from the start; UnsafeMemoryAllocator's malloc'd
+                    // OFF_HEAP page becomes resident as it is written.
+                    if mode == MemoryMode::OnHeap {
+                        let _zeroing = crate::metrics::touching(block.len());
+                        block.touch();
+                    }
                     return Ok(Some(Page {
                         tmm: self.clone(),
                         block: Some(block),

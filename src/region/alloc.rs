@@ -559,6 +559,29 @@ impl MemoryBlock {
     pub fn fill(&mut self, byte: u8) {
         self.as_mut_slice().fill(byte);
     }
+
+    /// Makes every OS page of the block resident by writing one zero byte into each (the block's
+    /// first byte and each page boundary inside it), as a JVM's zeroing of a new `long[]` does.
+    /// Only the block's own bytes are written.
+    pub fn touch(&mut self) {
+        let page = super::resident::os_page_size() as usize;
+        let base = self.base_addr();
+        let bytes = self.as_mut_slice();
+        if bytes.is_empty() {
+            return;
+        }
+        bytes[0] = 0;
+        let first_boundary = (page - base % page) % page;
+        let mut i = if first_boundary == 0 {
+            page
+        } else {
+            first_boundary
+        };
+        while i < bytes.len() {
+            bytes[i] = 0;
+            i += page;
+        }
+    }
 }
 
 impl Drop for MemoryBlock {

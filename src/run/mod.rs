@@ -355,10 +355,36 @@ impl<'a> RunState<'a> {
                     Some(Err(e)) => Err(e.clone().into()),
                     None => unreachable!("a python stage has a worker kind"),
                 },
-                StageSpec::Sort { .. } | StageSpec::Aggregate { .. } => Err(TaskError {
-                    class: "UNSUPPORTED".into(),
-                    message: format!("stage kind {} is not available in this build", spec.kind()),
-                }),
+                StageSpec::Sort {
+                    records_per_task,
+                    record_bytes,
+                    ..
+                } => crate::tasks::sort::run_sort_task(
+                    ctx,
+                    &crate::tasks::sort::SortSpec {
+                        records_per_task: *records_per_task,
+                        record_bytes: *record_bytes as usize,
+                        seed,
+                    },
+                )
+                .map(TaskOutput::from)
+                .map_err(TaskError::from),
+                StageSpec::Aggregate {
+                    records_per_task,
+                    record_bytes,
+                    distinct_keys,
+                    ..
+                } => crate::tasks::aggregate::run_aggregate_task(
+                    ctx,
+                    &crate::tasks::aggregate::AggregateSpec {
+                        records_per_task: *records_per_task,
+                        record_bytes: *record_bytes as usize,
+                        seed,
+                        distinct_keys: *distinct_keys,
+                    },
+                )
+                .map(TaskOutput::from)
+                .map_err(TaskError::from),
             };
             if let Ok(o) = &out {
                 user_peak.fetch_max(o.user_bytes, std::sync::atomic::Ordering::Relaxed);

@@ -25,15 +25,8 @@ impl std::fmt::Display for TaskError {
 
 impl From<TaskMemoryError> for TaskError {
     fn from(e: TaskMemoryError) -> Self {
-        let class = match &e {
-            TaskMemoryError::UnableToAcquire { .. } => "UNABLE_TO_ACQUIRE_MEMORY",
-            TaskMemoryError::SpillFailed { .. } => "SPILL_OUT_OF_MEMORY",
-            TaskMemoryError::TooLargePage(_) => "TooLargePageException",
-            TaskMemoryError::PageTableFull => "IllegalStateException",
-            TaskMemoryError::Leak { .. } => "MEMORY_LEAK",
-        };
         TaskError {
-            class: class.into(),
+            class: memory_error_class(&e).into(),
             message: e.to_string(),
         }
     }
@@ -79,6 +72,58 @@ pub struct TaskOutput {
     pub read_from: Option<ReadFrom>,
     /// User-memory bytes a UDF task held.
     pub user_bytes: u64,
+}
+
+impl From<crate::tasks::TaskError> for TaskError {
+    fn from(e: crate::tasks::TaskError) -> Self {
+        use crate::tasks::TaskError as E;
+        let class = match &e {
+            E::Memory(m) => memory_error_class(m),
+            E::Spill(SpillError::StorageFull { .. }) => "SPILL_DISK_FULL",
+            E::Spill(_) | E::TempFile(_) => "IOException",
+            E::Verification(_) => "VERIFICATION_FAILED",
+            E::InvalidSpec(_) => "INVALID_SPEC",
+        };
+        TaskError {
+            class: class.into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+fn memory_error_class(e: &TaskMemoryError) -> &'static str {
+    match e {
+        TaskMemoryError::UnableToAcquire { .. } => "UNABLE_TO_ACQUIRE_MEMORY",
+        TaskMemoryError::SpillFailed { .. } => "SPILL_OUT_OF_MEMORY",
+        TaskMemoryError::TooLargePage(_) => "TooLargePageException",
+        TaskMemoryError::PageTableFull => "IllegalStateException",
+        TaskMemoryError::Leak { .. } => "MEMORY_LEAK",
+    }
+}
+
+impl From<crate::tasks::TaskMetrics> for TaskOutput {
+    fn from(m: crate::tasks::TaskMetrics) -> Self {
+        let v = &m.verification;
+        TaskOutput {
+            memory_bytes_spilled: m.memory_bytes_spilled,
+            disk_bytes_spilled: m.disk_bytes_spilled,
+            spill_count: m.spill_count,
+            spill_write_ns: m.spill_write_ns,
+            spill_read_ns: m.spill_read_ns,
+            records_in: m.records_in,
+            records_out: m.records_out,
+            digest_in: RecordDigest {
+                records: v.input_records,
+                hash_sum: v.input_digest,
+            },
+            digest_out: RecordDigest {
+                records: v.output_records,
+                hash_sum: v.output_digest,
+            },
+            verified: v.ok,
+            ..TaskOutput::default()
+        }
+    }
 }
 
 /// An RDD cached by a scenario, kept so that a scan can recompute and verify it.

@@ -493,6 +493,7 @@ impl State {
         m.spill_count += 1;
         m.memory_bytes_spilled += self.len * ESTIMATE_BYTES_PER_ENTRY;
         m.disk_bytes_spilled += info.file_bytes;
+        crate::metrics::record_spill(info.file_bytes);
         m.spill_write_ns += started.elapsed().as_nanos() as u64;
         self.len = 0;
         self.threshold = INITIAL_MEMORY_THRESHOLD;

@@ -561,6 +561,7 @@ impl State {
         m.spill_count += 1;
         m.memory_bytes_spilled += page_bytes;
         m.disk_bytes_spilled += info.file_bytes;
+        crate::metrics::record_spill(info.file_bytes);
         m.sort_ns += (sorted_at - started).as_nanos() as u64;
         m.spill_write_ns += started.elapsed().as_nanos() as u64;
         Ok(page_bytes + array_bytes)
