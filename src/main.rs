@@ -52,6 +52,9 @@ struct OomArgs {
     /// Print the outcome as JSON.
     #[arg(long)]
     json: bool,
+    /// `container`: enforce the container with a kernel memory cgroup (`spillway run --cgroup`).
+    #[arg(long)]
+    cgroup: bool,
 }
 
 #[derive(Args)]
@@ -256,6 +259,7 @@ fn oom(args: OomArgs) -> Result<(), Failure> {
     let name = args.case.expect("checked above");
     let opts = spillway::oom::CaseOptions {
         conf_args: args.conf,
+        cgroup: args.cgroup,
     };
     let outcome =
         spillway::oom::run_case(&name, &opts).map_err(|e| Failure::BadInput(anyhow::anyhow!(e)))?;

@@ -29,6 +29,9 @@ pub struct Case {
 pub struct CaseOptions {
     /// Extra `--conf KEY=VALUE` applied after the case's own settings.
     pub conf_args: Vec<String>,
+    /// `container` only: let the kernel enforce the container in a memory cgroup (`--cgroup`)
+    /// instead of the YARN-style monitor.
+    pub cgroup: bool,
 }
 
 /// What a case produced.
@@ -43,7 +46,7 @@ pub struct Outcome {
     pub message: String,
     /// Which region ran out.
     pub region: String,
-    /// The numbers that explain it.
+    /// The numbers that explain it: bytes, or counts for names ending in `_count`.
     pub numbers: Vec<(String, u64)>,
     /// What would have avoided it.
     pub advice: String,
@@ -76,6 +79,16 @@ pub fn cases() -> Vec<Case> {
             name: "off-heap",
             summary: "the off-heap Tungsten arena exhausted: UNABLE_TO_ACQUIRE_MEMORY in OFF_HEAP mode",
             run: off_heap,
+        },
+        Case {
+            name: "container",
+            summary: "Python workers push the process tree past the container: YARN's kill (--cgroup: the kernel's OOM kill, exit 137)",
+            run: container,
+        },
+        Case {
+            name: "pyspark",
+            summary: "a Python UDF past RLIMIT_AS = spark.executor.pyspark.memory / cores: MemoryError",
+            run: pyspark,
         },
     ]
 }
@@ -349,9 +362,181 @@ impl Outcome {
             self.region
         );
         for (k, v) in &self.numbers {
-            s.push_str(&format!("  {k}: {v} bytes ({} MiB)\n", format_mib(*v)));
+            if k.ends_with("_count") {
+                s.push_str(&format!("  {k}: {v}\n"));
+            } else {
+                s.push_str(&format!("  {k}: {v} bytes ({} MiB)\n", format_mib(*v)));
+            }
         }
         s.push_str(&format!("avoid it: {}\n", self.advice));
         s
     }
+}
+
+/// Runs a scenario through `spillway run` (the library) in a temporary directory.
+fn run_scenario(toml: &str, opts: &CaseOptions) -> Result<crate::run::Report, String> {
+    let scenario =
+        crate::scenario::Scenario::parse(toml, "oom case", None).map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let run_opts = crate::run::RunOptions {
+        properties_file: None,
+        conf_args: opts.conf_args.clone(),
+        system_memory: None,
+        out_dir: Some(dir.path().to_path_buf()),
+        progress: false,
+    };
+    crate::run::run(&scenario, &run_opts)
+        .map(|(r, _)| r)
+        .map_err(|e| e.to_string())
+}
+
+/// A 512 MiB heap with a 64 MiB overhead asks for a 576 MiB container; the executor holds
+/// ~310 MiB (reserved is touched) and one Python worker's 400 MiB UDF takes the tree past it.
+const CONTAINER_SCENARIO: &str = r#"
+[conf]
+"spark.executor.memory" = "512m"
+"spark.executor.cores" = "1"
+"spark.executor.memoryOverhead" = "64m"
+"spillway.container.monitor" = "kill"
+[[stages]]
+kind = "python"
+tasks = 1
+bytes_per_task = "400m"
+worker = "spillway"
+"#;
+
+fn container(opts: &CaseOptions) -> Result<Outcome, String> {
+    if opts.cgroup {
+        return container_in_cgroup(opts);
+    }
+    let report = run_scenario(CONTAINER_SCENARIO, opts)?;
+    let failure = report
+        .failures
+        .iter()
+        .find(|f| f.error == "CONTAINER_KILLED_PHYSICAL_MEMORY");
+    let container = report.layout.container as u64;
+    Ok(Outcome {
+        case: "container",
+        reproduced: failure.is_some(),
+        error: "CONTAINER_KILLED_PHYSICAL_MEMORY".into(),
+        message: failure.map_or_else(
+            || "the process tree stayed inside the container".to_string(),
+            |f| f.message.clone(),
+        ),
+        region: "memory overhead: everything outside the heap (Python workers, native memory) \
+                 must fit in spark.executor.memoryOverhead; more heap does not help"
+            .into(),
+        numbers: vec![
+            ("container".into(), container),
+            ("overhead".into(), report.layout.overhead as u64),
+            ("heap".into(), report.layout.system_memory as u64),
+        ],
+        advice: "raise spark.executor.memoryOverhead (on Kubernetes Python apps get a 0.4 \
+                 factor), set spark.executor.pyspark.memory so workers fail with MemoryError \
+                 inside their budget instead, or make the UDF hold less"
+            .into(),
+    })
+}
+
+/// `spillway run --cgroup`: the same executor and worker under a kernel memory limit of the
+/// container size; the kernel's OOM killer ends it (SIGKILL, exit 137) and spillway reports it.
+fn container_in_cgroup(opts: &CaseOptions) -> Result<Outcome, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let scenario = dir.path().join("container.toml");
+    let text = CONTAINER_SCENARIO.replace(
+        "\"spillway.container.monitor\" = \"kill\"",
+        "\"spillway.container.monitor\" = \"off\"",
+    );
+    std::fs::write(&scenario, text).map_err(|e| e.to_string())?;
+    let exe = std::env::var_os("SPILLWAY_BIN")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::current_exe().ok())
+        .ok_or("cannot find the spillway binary")?;
+    let out = dir.path().join("out");
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("run")
+        .arg(&scenario)
+        .arg("--cgroup")
+        .arg("--out")
+        .arg(&out);
+    for a in &opts.conf_args {
+        cmd.arg("--conf").arg(a);
+    }
+    let status = cmd
+        .env("SPILLWAY_LOG", "off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_err(|e| e.to_string())?;
+    let report: serde_json::Value = std::fs::read(out.join("report.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let killed = status.code() == Some(3);
+    let cg = &report["cgroup"];
+    let num = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let message = report["failures"]
+        .as_array()
+        .and_then(|f| f.first())
+        .and_then(|f| f["message"].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| match status.code() {
+            Some(2) => "no writable memory cgroup here (spillway run --cgroup refused)".into(),
+            _ => format!("spillway run --cgroup ended with {status}"),
+        });
+    Ok(Outcome {
+        case: "container",
+        reproduced: killed,
+        error: "CONTAINER_OOM_KILLED".into(),
+        message,
+        region: "the container's memory cgroup: heap + overhead, enforced by the kernel".into(),
+        numbers: vec![
+            ("limit".into(), num(&cg["limit_bytes"])),
+            ("peak".into(), num(&cg["peak_usage_bytes"])),
+            ("oom_kill_count".into(), num(&cg["oom_kill"])),
+        ],
+        advice: "raise spark.executor.memoryOverhead (or the pod limit): the kernel kills the \
+                 largest process in the cgroup, whatever Spark's pools say"
+            .into(),
+    })
+}
+
+fn pyspark(opts: &CaseOptions) -> Result<Outcome, String> {
+    let report = run_scenario(
+        r#"
+[conf]
+"spark.executor.memory" = "1g"
+"spark.executor.cores" = "2"
+"spark.executor.pyspark.memory" = "512m"
+[[stages]]
+kind = "python"
+tasks = 1
+bytes_per_task = "400m"
+worker = "spillway"
+"#,
+        opts,
+    )?;
+    let failure = report.failures.first();
+    let message = failure.map_or_else(|| "the UDF fit".to_string(), |f| f.message.clone());
+    Ok(Outcome {
+        case: "pyspark",
+        reproduced: message.contains("MemoryError"),
+        error: failure.map_or_else(|| "PythonException".into(), |f| f.error.clone()),
+        message,
+        region: "a Python worker's address space: RLIMIT_AS = spark.executor.pyspark.memory / \
+                 spark.executor.cores (virtual memory, not RSS)"
+            .into(),
+        numbers: vec![
+            ("pyspark_memory".into(), report.layout.pyspark as u64),
+            (
+                "rlimit_as_per_worker".into(),
+                report.layout.pyspark as u64 / 2,
+            ),
+            ("udf_bytes".into(), 400 << 20),
+        ],
+        advice: "raise spark.executor.pyspark.memory (and the container with it), use fewer \
+                 cores per executor (each worker gets pyspark memory / cores), or process less \
+                 per Python task"
+            .into(),
+    })
 }

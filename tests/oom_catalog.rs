@@ -38,6 +38,8 @@ fn each_case_reproduces_and_explains_itself() {
         ("user-memory", "java.lang.OutOfMemoryError", "user_region"),
         ("cache-unroll", "Not enough space to cache", "unified"),
         ("off-heap", "UNABLE_TO_ACQUIRE_MEMORY", "pool"),
+        ("container", "CONTAINER_KILLED_PHYSICAL_MEMORY", "overhead"),
+        ("pyspark", "PythonException", "rlimit_as_per_worker"),
     ] {
         let out = spillway(&["oom", case, "--json"]);
         assert!(
@@ -48,11 +50,14 @@ fn each_case_reproduces_and_explains_itself() {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["reproduced"], true, "{case}: {v}");
         assert_eq!(v["error"], error, "{case}");
+        // The message carries Spark's own words for the failure.
+        let words = match case {
+            "container" => "Container killed by YARN for exceeding physical memory limits",
+            "pyspark" => "MemoryError",
+            _ => error.split(' ').next().unwrap(),
+        };
         assert!(
-            v["message"]
-                .as_str()
-                .unwrap()
-                .contains(error.split(' ').next().unwrap()),
+            v["message"].as_str().unwrap().contains(words),
             "{case}: {v}"
         );
         assert!(v.to_string().contains(number), "{case}: {v}");
@@ -68,4 +73,42 @@ fn a_case_that_does_not_fail_exits_non_zero() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("NOT reproduced"));
     let out = spillway(&["oom", "no-such-case"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// Whether this process may create a child memory cgroup (root on a v1 or delegated v2 host).
+fn writable_memory_cgroup() -> Result<(), String> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| e.to_string())?;
+    let path = own
+        .lines()
+        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()))
+        .ok_or("no cgroup v1 memory controller for this process")?;
+    let dir = std::path::Path::new("/sys/fs/cgroup/memory").join(path.trim_start_matches('/'));
+    let probe = dir.join(format!("spillway-probe-{}", std::process::id()));
+    std::fs::create_dir(&probe).map_err(|e| format!("cannot create {}: {e}", probe.display()))?;
+    std::fs::remove_dir(&probe).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+#[test]
+fn container_under_a_cgroup_is_the_kernels_oom_kill() {
+    if let Err(why) = writable_memory_cgroup() {
+        println!("SKIPPED: container --cgroup needs a writable memory cgroup: {why}");
+        return;
+    }
+    let out = spillway(&["oom", "container", "--cgroup", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"], "CONTAINER_OOM_KILLED");
+    assert!(v["message"].as_str().unwrap().contains("exit 137"), "{v}");
+    let oom_kills = v["numbers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n[0] == "oom_kill_count")
+        .map(|n| n[1].as_u64().unwrap());
+    assert!(oom_kills >= Some(1), "{v}");
 }
