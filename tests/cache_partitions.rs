@@ -2,10 +2,11 @@
 //! the numbers real Spark reports for this case.
 //!
 //! With two tasks unrolling at once, whether a partition fits can depend on how their unroll
-//! reservations interleave (Spark has the same race). Records of 1 MiB make the checks come at
-//! elements 1, 17 and 33 (1, 17 and 33 MiB), and then the outcome no longer depends on timing:
-//! two tasks together fit while 8 partitions are cached, and the 11th cannot reach its last
-//! reservation even alone.
+//! reservations interleave (Spark has the same race: a reservation runs up to 1.5x ahead of the
+//! size). With records of 8 MiB the only size check comes after the first record (reserving
+//! 12 MiB); the rest is reserved exactly at the end, so a block never reserves more than its
+//! size, and the outcome no longer depends on timing: with 9 blocks cached only one more fits,
+//! whichever task finishes first.
 
 use spillway::conf::SparkConf;
 use spillway::data::{PartitionData, stream_seed};
@@ -26,7 +27,7 @@ fn executor() -> Executor {
 }
 
 fn data(p: u32) -> PartitionData {
-    PartitionData::new(stream_seed(42, 1, p as u64), PARTITION_BYTES, 1 << 20)
+    PartitionData::new(stream_seed(42, 1, p as u64), PARTITION_BYTES, 8 << 20)
 }
 
 fn cache(executor: &Executor, level: StorageLevel) {

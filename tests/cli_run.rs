@@ -51,7 +51,7 @@ kind = "cache"
 rdd = 1
 partitions = 12
 partition_bytes = 41969980
-record_bytes = "1m"
+record_bytes = "8m"
 storage_level = "MEMORY_AND_DISK"
 [[stages]]
 kind = "scan"
@@ -123,7 +123,7 @@ fn memory_only_leaves_two_partitions_uncached_and_scan_recomputes_them() {
 kind = "cache"
 partitions = 12
 partition_bytes = 41969980
-record_bytes = "1m"
+record_bytes = "8m"
 [[stages]]
 kind = "scan"
 "#,
