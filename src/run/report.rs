@@ -456,8 +456,9 @@ fn memory_report(i: &Inputs) -> MemoryReport {
          (reserved + user + storage + execution, both modes), a gap of {} MiB. Of it, {} MiB \
          is the process itself before the heap was mapped (binary, libraries, malloc), {} MiB \
          are freed pages the allocators keep for reuse, and {} MiB is the rest: thread \
-         stacks, spill and merge buffers, verification state, and reservations (unroll) that \
-         run ahead of the bytes written. The bound is max(5% of the peak accounted {} MiB, \
+         stacks, spill and merge buffers, verification state, and unroll reservations, which \
+         run ahead of the bytes written or, between size checks (every 16 records), behind \
+         them. The bound is max(5% of the peak accounted {} MiB, \
          64 MiB) = {} MiB: {}. At any instant the largest gap was {} MiB at {:.0} ms, while a \
          bulk operation ran ({} MiB of pages being zeroed): a new page is accounted when it is \
          granted and resident once written, as in a JVM.",
