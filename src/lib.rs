@@ -7,6 +7,7 @@
 //! | JVM heap, `HeapMemoryAllocator`, `UnsafeMemoryAllocator` | [`region`] | mappings, ranges, page allocators |
 //! | `MemoryPool`, `UnifiedMemoryManager`, `TaskMemoryManager` | [`memory`] | pools and task memory |
 
+pub mod bench;
 pub mod conf;
 pub mod data;
 pub mod executor;
