@@ -176,10 +176,7 @@ fn main() {
             vs_fair.push(t[2] / t[0]);
         }
         println!("\n{threads} thread(s):");
-        println!(
-            "  {:<40} {:>9} {:>9} {:>9}",
-            "case", "median", "min", "max"
-        );
+        println!("  {:<40} {:>9} {:>9} {:>9}", "case", "median", "min", "max");
         for (c, case) in CASES.iter().enumerate() {
             let v = &mut times[c];
             let (lo, hi) = (
