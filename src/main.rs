@@ -37,6 +37,9 @@ enum Command {
     /// A PySpark-style worker on stdin/stdout (started by `run` for python stages).
     #[command(hide = true)]
     Worker,
+    /// Measure this machine's disk and memory limits and spillway's spill, merge and eviction
+    /// throughput as fractions of them.
+    Bench(BenchArgs),
 }
 
 #[derive(Args)]
@@ -55,6 +58,24 @@ struct OomArgs {
     /// `container`: enforce the container with a kernel memory cgroup (`spillway run --cgroup`).
     #[arg(long)]
     cgroup: bool,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    conf: ConfArgs,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Directory whose disk is measured (default: spark.local.dir, else the temp directory).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Bytes per measurement, split into 8 files (e.g. 512m).
+    #[arg(long, value_name = "SIZE", default_value = "512m")]
+    size: String,
+    /// Measurements of each pair (ratios are taken within each).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    repeats: usize,
 }
 
 #[derive(Args)]
@@ -145,6 +166,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Oom(args) => oom(args),
         Command::Worker => return spillway::external::worker::worker_main(),
+        Command::Bench(args) => bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -399,4 +421,59 @@ fn supervise_run(args: RunArgs) -> Result<ExitCode, Failure> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+fn bench(args: BenchArgs) -> Result<(), Failure> {
+    let (conf, _) = args.conf.load()?;
+    let size_bytes =
+        byte_string_as(&args.size, ByteUnit::Byte).map_err(|source| ConfError::ByteString {
+            key: "--size".into(),
+            value: args.size.clone(),
+            source,
+        })?;
+    if size_bytes <= 0 || args.repeats == 0 {
+        return Err(Failure::BadInput(anyhow::anyhow!(
+            "--size and --repeats must be positive"
+        )));
+    }
+    let buffer_kib = conf
+        .size(spillway::conf::keys::SHUFFLE_FILE_BUFFER)?
+        .unwrap_or(32);
+    let dir = args
+        .dir
+        .or_else(|| {
+            conf.get(spillway::conf::keys::LOCAL_DIR)
+                .and_then(|d| d.split(',').next().map(PathBuf::from))
+        })
+        .unwrap_or_else(std::env::temp_dir);
+    let opts = spillway::bench::BenchOptions {
+        dir,
+        size_bytes: size_bytes as u64,
+        runs: 8,
+        buffer_bytes: buffer_kib.max(1) as usize * 1024,
+        repeats: args.repeats,
+    };
+    let bar = (!args.json && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.enable_steady_tick(std::time::Duration::from_millis(120));
+        b
+    });
+    let report = spillway::bench::run(&opts, &|step| {
+        if let Some(b) = &bar {
+            b.set_message(step.to_string());
+        }
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let report = report?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("bench report serializes")
+        );
+    } else {
+        print!("{}", spillway::bench::render(&report));
+    }
+    Ok(())
 }

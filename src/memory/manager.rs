@@ -1,9 +1,12 @@
 //! `UnifiedMemoryManager`: Spark's four pools (execution and storage, on- and off-heap) behind one lock.
 
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::time::{Duration, Instant};
 
+use crossbeam::utils::CachePadded;
+
 use super::event::{EventSink, MemoryEvent, emit};
-use super::sync::{Condvar, Mutex, MutexGuard};
+use super::sync::{AtomicU64, AtomicUsize, Condvar, Mutex, MutexGuard};
 use super::types::{MemoryMode, MemorySnapshot, PoolSizes, PoolSnapshot, TaskAttemptId, WaitStats};
 use crate::storage::BlockId;
 
@@ -63,7 +66,139 @@ pub enum MemoryError {
 #[derive(Debug, Clone, Copy)]
 struct TaskSlot {
     task: TaskAttemptId,
+    /// Exact whenever the fast path is frozen (always, under the lock; see [`Locked`]).
     held_bytes: u64,
+    /// Index of the task's [`FastSlot`], if one was free when it registered.
+    fast: Option<usize>,
+    /// While the fast path is open: `held_bytes + room` at opening (the slot's `limit`).
+    limit_bytes: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fast path
+//
+// A lock-free path for the common case of spec §3.2: a registered task asks for bytes that fit
+// in free memory and keep it within 1/N, or releases bytes and stays registered, with nobody
+// waiting and no event sink. Whenever the lock is released with no waiter and no sink, every
+// registered task with a fast slot gets a *room*:
+//
+//     room = min(maxPoolSize / N − held, free / N, ROOM_MAX)     (floored at 0)
+//
+// so the rooms of all tasks add up to at most `free`. An acquire of `n <= room` is then exactly
+// what one pass of Spark's loop grants (registered, fits in free memory, `held + n <= maxPool /
+// N`: the whole request), and it is one compare-and-swap on the task's own word, `room -= n`.
+// A release of `n` that leaves the task registered (`held − n > 0`, with `held = limit − room`)
+// is `room += n`. N, the pool sizes and storage use change only under the lock, and every
+// lock acquisition first *freezes* the path: it clears each word's `OPEN` bit (so every later
+// CAS fails and falls back to the lock) and folds `held = limit − room` back into the map, so
+// everything under the lock sees exact numbers and runs Spark's rules unchanged. Each opening
+// bumps the word's generation, so a CAS prepared against an older opening (with its `limit`
+// or task id) cannot succeed in a newer one.
+
+/// Low 40 bits of a fast word: the room in bytes (capped: the fast path never needs more).
+const ROOM_BITS: u32 = 40;
+const ROOM_MAX: u64 = (1 << ROOM_BITS) - 1;
+/// Bit 40: the fast path is open for this slot.
+const OPEN: u64 = 1 << ROOM_BITS;
+/// Bits 41..64: the generation of the opening (wraps; a CAS would have to stall across 2^23
+/// openings of the same slot for a stale one to match).
+const GEN_SHIFT: u32 = ROOM_BITS + 1;
+/// No task in this slot.
+const NO_TASK: u64 = u64::MAX;
+
+/// Fast slots per mode: tasks beyond this many (an executor runs `spark.executor.cores`
+/// tasks at once) take the locked path only.
+#[cfg(not(loom))]
+const FAST_SLOTS: usize = 64;
+#[cfg(loom)]
+const FAST_SLOTS: usize = 4;
+
+/// One task's lock-free state, on its own cache line so that tasks on different cores never
+/// share one.
+struct FastSlot {
+    /// The task using this slot (written under the lock, while frozen).
+    task: AtomicU64,
+    /// `generation << 41 | OPEN | room`.
+    word: AtomicU64,
+    /// `held + room` at the opening (written under the lock, while frozen).
+    limit: AtomicU64,
+}
+
+/// The fast slots of one mode.
+struct FastTable {
+    slots: Box<[CachePadded<FastSlot>]>,
+    /// Slots `0..used_slots` may hold a task (only grows).
+    used_slots: AtomicUsize,
+}
+
+impl FastTable {
+    fn new() -> FastTable {
+        FastTable {
+            slots: (0..FAST_SLOTS)
+                .map(|_| {
+                    CachePadded::new(FastSlot {
+                        task: AtomicU64::new(NO_TASK),
+                        word: AtomicU64::new(0),
+                        limit: AtomicU64::new(0),
+                    })
+                })
+                .collect(),
+            used_slots: AtomicUsize::new(0),
+        }
+    }
+
+    #[inline]
+    fn find(&self, task: TaskAttemptId) -> Option<&FastSlot> {
+        let used = self.used_slots.load(Acquire);
+        self.slots[..used]
+            .iter()
+            .map(|s| &**s)
+            .find(|s| s.task.load(Relaxed) == task)
+    }
+
+    /// `room -= n` if the slot is open for `task` and `n <= room`.
+    #[inline]
+    fn try_acquire(&self, n: u64, task: TaskAttemptId) -> bool {
+        let Some(slot) = self.find(task) else {
+            return false;
+        };
+        let mut w = slot.word.load(Acquire);
+        loop {
+            // The task id is read after the word: if the CAS below succeeds, no freeze came
+            // in between, so the id is the one this opening was made for.
+            if w & OPEN == 0 || n > w & ROOM_MAX || slot.task.load(Relaxed) != task {
+                return false;
+            }
+            match slot.word.compare_exchange_weak(w, w - n, AcqRel, Acquire) {
+                Ok(_) => return true,
+                Err(now) => w = now,
+            }
+        }
+    }
+
+    /// `room += n` if the slot is open for `task` and the task keeps more than 0 bytes.
+    #[inline]
+    fn try_release(&self, n: u64, task: TaskAttemptId) -> bool {
+        let Some(slot) = self.find(task) else {
+            return false;
+        };
+        let mut w = slot.word.load(Acquire);
+        loop {
+            if w & OPEN == 0 || slot.task.load(Relaxed) != task {
+                return false;
+            }
+            let limit = slot.limit.load(Relaxed);
+            // held − n > 0  ⇔  room + n < limit.
+            match (w & ROOM_MAX).checked_add(n) {
+                Some(room) if room < limit && room <= ROOM_MAX => {}
+                _ => return false,
+            }
+            match slot.word.compare_exchange_weak(w, w + n, AcqRel, Acquire) {
+                Ok(_) => return true,
+                Err(now) => w = now,
+            }
+        }
+    }
 }
 
 /// The execution and storage pools of one mode, plus the constants they are sized from.
@@ -224,6 +359,106 @@ struct State {
     sink: Option<EventSink>,
     /// Per-task fair-share wait statistics; touched only on the blocking path.
     wait_stats: Vec<(TaskAttemptId, WaitStats)>,
+    /// The fast path is open: the fast words, not `tasks[..].held_bytes`, hold the truth.
+    fast_open: bool,
+}
+
+impl State {
+    /// Closes the fast path and folds each task's `held = limit − room` back into the map.
+    fn freeze(&mut self, fast: &[FastTable; 2]) {
+        if !self.fast_open {
+            return;
+        }
+        self.fast_open = false;
+        for (pools, table) in self.pools.iter_mut().zip(fast) {
+            for ts in &mut pools.tasks {
+                let Some(i) = ts.fast else { continue };
+                let w = table.slots[i].word.fetch_and(!OPEN, AcqRel);
+                debug_assert!(w & OPEN != 0, "TID {} fast slot {i} was not open", ts.task);
+                let held = ts.limit_bytes - (w & ROOM_MAX);
+                pools.execution_used_bytes = pools.execution_used_bytes - ts.held_bytes + held;
+                ts.held_bytes = held;
+            }
+            pools.check_invariants();
+        }
+    }
+
+    /// Opens the fast path, unless someone waits (releases must wake them) or a sink wants
+    /// to see every grant. Rooms add up to at most the free memory of each pool.
+    fn open(&mut self, fast: &[FastTable; 2]) {
+        if self.fast_open || self.waiters > 0 || self.sink.is_some() {
+            return;
+        }
+        for (pools, table) in self.pools.iter_mut().zip(fast) {
+            let n = pools.tasks.len() as u64;
+            if n == 0 {
+                continue;
+            }
+            let max_per_task = pools.max_execution_pool_bytes() / n;
+            let share = pools.execution_free() / n;
+            for ts in &mut pools.tasks {
+                let Some(i) = ts.fast else { continue };
+                let room = max_per_task
+                    .saturating_sub(ts.held_bytes)
+                    .min(share)
+                    .min(ROOM_MAX);
+                ts.limit_bytes = ts.held_bytes + room;
+                let slot = &table.slots[i];
+                slot.limit.store(ts.limit_bytes, Relaxed);
+                let generation = (slot.word.load(Relaxed) >> GEN_SHIFT).wrapping_add(1);
+                slot.word
+                    .store((generation << GEN_SHIFT) | OPEN | room, Release);
+            }
+        }
+        self.fast_open = true;
+    }
+}
+
+/// The manager's lock, with the fast path frozen while it is held and reopened on release.
+struct Locked<'a> {
+    guard: Option<MutexGuard<'a, State>>,
+    fast: &'a [FastTable; 2],
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        self.guard.as_ref().expect("locked")
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        self.guard.as_mut().expect("locked")
+    }
+}
+
+impl Locked<'_> {
+    /// `cond.wait` on the inner guard (the fast path stays closed: this thread is a waiter).
+    fn wait(&mut self, cond: &Condvar) {
+        let guard = self.guard.take().expect("locked");
+        let guard = cond
+            .wait(guard)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.guard = Some(guard);
+    }
+
+    /// Reopens the fast path and unlocks (also what dropping does).
+    fn unlock(mut self) {
+        self.reopen();
+    }
+
+    fn reopen(&mut self) {
+        if let Some(mut guard) = self.guard.take() {
+            guard.open(self.fast);
+        }
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.reopen();
+    }
 }
 
 /// Spark's `UnifiedMemoryManager`: execution and storage share a unified region per mode, with a
@@ -236,6 +471,8 @@ pub struct UnifiedMemoryManager {
     /// Tasks blocked below their 1/2N share wait here; every execution release, task arrival,
     /// task exit and storage release wakes them all (Spark's `lock.notifyAll()`).
     cond: Condvar,
+    /// The lock-free fast path of each mode (indexed by `MemoryMode::index`).
+    fast: [FastTable; 2],
 }
 
 impl std::fmt::Debug for UnifiedMemoryManager {
@@ -290,8 +527,10 @@ impl UnifiedMemoryManager {
                 evictor: None,
                 sink: None,
                 wait_stats: Vec::new(),
+                fast_open: false,
             }),
             cond: Condvar::new(),
+            fast: [FastTable::new(), FastTable::new()],
         })
     }
 
@@ -300,13 +539,20 @@ impl UnifiedMemoryManager {
         self.sizes
     }
 
+    /// Takes the lock and freezes the fast path; dropping the result reopens it and unlocks.
     #[inline]
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> Locked<'_> {
         // A panic under the lock (e.g. in an evictor or sink) leaves consistent pool numbers:
         // every mutation is a few arithmetic steps between calls out, so keep going.
-        self.state
+        let mut guard = self
+            .state
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard.freeze(&self.fast);
+        Locked {
+            guard: Some(guard),
+            fast: &self.fast,
+        }
     }
 
     /// Spark's `setMemoryStore`: install the block store that evicts cached blocks.
@@ -328,14 +574,30 @@ impl UnifiedMemoryManager {
     ///
     /// `num_bytes == 0` (an assertion error in Spark) returns 0 at once, without registering
     /// the task, and emits [`MemoryEvent::InvalidExecutionRequest`].
+    #[inline]
     pub fn acquire_execution_memory(
         &self,
         num_bytes: u64,
         task: TaskAttemptId,
         mode: MemoryMode,
     ) -> u64 {
+        // Lock-free fast path (see "Fast path" above): the task's room covers the request.
+        if num_bytes != 0 && self.fast[mode.index()].try_acquire(num_bytes, task) {
+            return num_bytes;
+        }
+        self.acquire_execution_locked(num_bytes, task, mode)
+    }
+
+    /// [`acquire_execution_memory`](Self::acquire_execution_memory) under the lock.
+    #[inline(never)]
+    fn acquire_execution_locked(
+        &self,
+        num_bytes: u64,
+        task: TaskAttemptId,
+        mode: MemoryMode,
+    ) -> u64 {
         let mut guard = self.lock();
-        // Fast path, exactly equivalent to one pass of the general loop: the task is already
+        // Locked fast path, exactly equivalent to one pass of the general loop: the task is already
         // registered (so no wake-up is due), the request fits in free memory (so
         // `maybeGrowPool` is a no-op), and `cur + num_bytes <= maxPool / N`, tested as
         // `(cur + num_bytes) × N <= maxPool` without dividing: the whole request is granted.
@@ -366,7 +628,7 @@ impl UnifiedMemoryManager {
     #[inline(never)]
     fn acquire_execution_slow(
         &self,
-        mut guard: MutexGuard<'_, State>,
+        mut guard: Locked<'_>,
         num_bytes: u64,
         task: TaskAttemptId,
         mode: MemoryMode,
@@ -388,9 +650,25 @@ impl UnifiedMemoryManager {
             let slot = match pools.find(task) {
                 Some(slot) => slot,
                 None => {
+                    let table = &self.fast[mode.index()];
+                    let fast = (task != NO_TASK)
+                        .then(|| {
+                            table
+                                .slots
+                                .iter()
+                                .position(|s| s.task.load(Relaxed) == NO_TASK)
+                        })
+                        .flatten();
+                    if let Some(i) = fast {
+                        // Frozen: the word is closed; it opens with a new generation.
+                        table.slots[i].task.store(task, Relaxed);
+                        table.used_slots.fetch_max(i + 1, Release);
+                    }
                     pools.tasks.push(TaskSlot {
                         task,
                         held_bytes: 0,
+                        fast,
+                        limit_bytes: 0,
                     });
                     if st.waiters > 0 {
                         // N changed: waiters must recompute their 1/2N and 1/N.
@@ -440,10 +718,8 @@ impl UnifiedMemoryManager {
                 emit(&st.sink, MemoryEvent::ExecutionWaiting { task, mode });
                 st.waiters += 1;
                 let started = Instant::now();
-                guard = self
-                    .cond
-                    .wait(guard)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                guard.wait(&self.cond);
+                debug_assert!(!guard.fast_open, "fast path open while a task waits");
                 guard.waiters -= 1;
                 *waited.get_or_insert(Duration::ZERO) += started.elapsed();
                 continue;
@@ -482,7 +758,20 @@ impl UnifiedMemoryManager {
     /// Spark's `releaseExecutionMemory` (§3.5): release `num_bytes` of `task`'s execution
     /// memory. More than held warns and releases the holding; a holding that reaches 0 removes
     /// the task from the pool (N drops). Wakes all waiters.
+    #[inline]
     pub fn release_execution_memory(&self, num_bytes: u64, task: TaskAttemptId, mode: MemoryMode) {
+        // Lock-free fast path: the task stays registered and nobody waits (the path is closed
+        // while anyone does), so there is no one to wake.
+        if self.fast[mode.index()].try_release(num_bytes, task) {
+            return;
+        }
+        self.release_execution_locked(num_bytes, task, mode);
+    }
+
+    /// [`release_execution_memory`](Self::release_execution_memory) under the lock.
+    #[inline(never)]
+    fn release_execution_locked(&self, num_bytes: u64, task: TaskAttemptId, mode: MemoryMode) {
+        let table = &self.fast[mode.index()];
         let mut guard = self.lock();
         let st = &mut *guard;
         let pools = &mut st.pools[mode.index()];
@@ -492,10 +781,10 @@ impl UnifiedMemoryManager {
                 pools.tasks[slot].held_bytes -= num_bytes;
                 pools.execution_used_bytes -= num_bytes;
             }
-            _ => release_execution(pools, num_bytes, task, &st.sink),
+            _ => release_execution(pools, table, num_bytes, task, &st.sink),
         }
         let wake = st.waiters > 0;
-        drop(guard);
+        guard.unlock();
         if wake {
             self.cond.notify_all();
         }
@@ -507,13 +796,13 @@ impl UnifiedMemoryManager {
         let mut guard = self.lock();
         let st = &mut *guard;
         let mut freed = 0;
-        for pools in &mut st.pools {
+        for (pools, table) in st.pools.iter_mut().zip(&self.fast) {
             let held = pools.find(task).map_or(0, |s| pools.tasks[s].held_bytes);
-            release_execution(pools, held, task, &st.sink);
+            release_execution(pools, table, held, task, &st.sink);
             freed += held;
         }
         let wake = st.waiters > 0;
-        drop(guard);
+        guard.unlock();
         if wake {
             self.cond.notify_all();
         }
@@ -551,7 +840,7 @@ impl UnifiedMemoryManager {
         st.pools[mode.index()].release_storage(unroll_bytes, &st.sink);
         let ok = Self::acquire_storage_locked(st, block, size, mode);
         let wake = st.waiters > 0 && unroll_bytes > size;
-        drop(guard);
+        guard.unlock();
         if wake {
             self.cond.notify_all();
         }
@@ -612,7 +901,7 @@ impl UnifiedMemoryManager {
         let st = &mut *guard;
         st.pools[mode.index()].release_storage(num_bytes, &st.sink);
         let wake = st.waiters > 0;
-        drop(guard);
+        guard.unlock();
         if wake {
             self.cond.notify_all();
         }
@@ -630,7 +919,7 @@ impl UnifiedMemoryManager {
             pools.storage_used_bytes = 0;
         }
         let wake = guard.waiters > 0;
-        drop(guard);
+        guard.unlock();
         if wake {
             self.cond.notify_all();
         }
@@ -719,6 +1008,7 @@ impl UnifiedMemoryManager {
 #[cold]
 fn release_execution(
     pools: &mut ModePools,
+    table: &FastTable,
     num_bytes: u64,
     task: TaskAttemptId,
     sink: &Option<EventSink>,
@@ -743,6 +1033,10 @@ fn release_execution(
         let held = cur - to_free;
         pools.execution_used_bytes -= to_free;
         if held == 0 {
+            if let Some(i) = pools.tasks[s].fast {
+                // Frozen: the word is closed; the slot is free for the next task.
+                table.slots[i].task.store(NO_TASK, Relaxed);
+            }
             pools.tasks.swap_remove(s);
         } else {
             pools.tasks[s].held_bytes = held;

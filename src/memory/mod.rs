@@ -50,7 +50,12 @@
 //! a release that sees none skips `notify_all` (a futex syscall) without risk of a lost
 //! wake-up. The per-task map is a small vector scanned linearly. A request that fits in free
 //! memory and within `maxPoolSize / N` is granted without dividing (`(held + n) × N <=
-//! maxPoolSize` is the same test). The evictor and the event sink are called with the lock
+//! maxPoolSize` is the same test). Before the lock, a lock-free fast path grants a registered
+//! task a request that fits in its *room* (`min(maxPoolSize / N − held, free / N)`, set under
+//! the lock whenever it is released with nobody waiting and no event sink) and takes back a
+//! partial release, each one CAS on the task's own cache line; every lock acquisition freezes
+//! it first, so everything under the lock sees exact numbers (see `manager.rs`, "Fast path",
+//! and the loom models). The evictor and the event sink are called with the lock
 //! held, as Spark calls the `MemoryStore` and its logger; neither may call back in.
 //!
 //! # Testing

@@ -1,0 +1,573 @@
+//! `spillway bench`: this machine's physical limits, and spillway's spill and eviction
+//! throughput as fractions of them, measured in the same run.
+//!
+//! Limits:
+//! - **disk write**: files of the spill's size written through a `spark.shuffle.file.buffer`
+//!   (32 KiB) buffer, then `fsync`, timed to the end of the `fsync`;
+//! - **disk read**: the same bytes read back sequentially in 1 MiB reads (the spill reader's
+//!   frame size) after `posix_fadvise(DONTNEED)` dropped them from the page cache;
+//! - **first touch**: one write per OS page of a fresh anonymous mapping (page faults and
+//!   zeroing), right after a warm-up touch of the same size (so the VM's host has memory ready:
+//!   the warm case);
+//! - **memcpy**: copying a buffer into another, both already written (warm), bytes copied / s.
+//!
+//! spillway's own, each against its limit, with the same files, sizes and sync policy:
+//! - **spill write**: `SpillWriter` of 56-byte records, `sync_on_finish` (fsync), vs disk write;
+//! - **spill read-merge**: `SpillReader`s + `SortedMerge` over the sorted runs, page cache
+//!   dropped first, vs disk read of the same files;
+//! - **eviction**: MEMORY_AND_DISK blocks of 56-byte records evicted by one execution acquire
+//!   through the real memory store and block manager, then the block files `fsync`ed, vs disk
+//!   write.
+//!
+//! Throughputs count the bytes of the files on disk (framing and checksums included: what the
+//! disk has to move). Each pair (limit, spillway) is measured back to back, `repeats` times,
+//! and the ratio is taken within each repeat; the report gives the median and the range.
+//! Every file is written under a private directory inside `dir`, removed at the end.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::num::NonZeroU64;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::data::PartitionData;
+use crate::memory::{MemoryMode, PoolSizes, UnifiedMemoryManager};
+use crate::region::{Mapping, PageAllocator, ReleasePolicy};
+use crate::spill::{SortedMerge, SpillKind, SpillReader, SpillWriter, SpillWriterOptions};
+use crate::storage::block_manager::BlockManager;
+use crate::storage::disk::DiskBlockManager;
+use crate::storage::memory_store::{MemoryStore, UnrollConf};
+use crate::storage::{BlockId, StorageLevel};
+
+/// Bytes of a record in every spillway measurement (a 56-byte UnsafeRow-like record).
+pub const RECORD_BYTES: usize = 56;
+const MIB: u64 = 1 << 20;
+/// The read size of the disk-read limit: the spill reader reads one frame (≤ 1 MiB) at a time.
+const READ_BYTES: usize = 1 << 20;
+
+/// What to measure and where.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Directory whose disk is measured (a private sub-directory is created and removed).
+    pub dir: PathBuf,
+    /// Bytes written/read per measurement (split into `runs` files).
+    pub size_bytes: u64,
+    /// Files per measurement: the sorted runs of the merge.
+    pub runs: usize,
+    /// `spark.shuffle.file.buffer` in bytes.
+    pub buffer_bytes: usize,
+    /// Measurements of each pair; ratios are taken within each.
+    pub repeats: usize,
+}
+
+/// Bytes per second, with the spread over repeats.
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct Rate {
+    pub median_bytes_per_sec: f64,
+    pub min_bytes_per_sec: f64,
+    pub max_bytes_per_sec: f64,
+}
+
+/// A ratio (spillway / limit) taken within each repeat.
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct Ratio {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    /// The acceptance target of issue 7.
+    pub target: f64,
+    pub meets_target: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Limits {
+    pub disk_write: Rate,
+    pub disk_read: Rate,
+    pub first_touch: Rate,
+    pub memcpy: Rate,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SpillwayRates {
+    pub spill_write: Rate,
+    pub spill_read_merge: Rate,
+    pub evict: Rate,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratios {
+    pub spill_write_vs_disk_write: Ratio,
+    pub spill_read_vs_disk_read: Ratio,
+    pub evict_vs_disk_write: Ratio,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchConfig {
+    pub dir: PathBuf,
+    pub size_bytes: u64,
+    pub runs: usize,
+    pub file_bytes: u64,
+    pub buffer_bytes: usize,
+    pub record_bytes: usize,
+    pub repeats: usize,
+    pub sync: &'static str,
+    pub first_touch_case: &'static str,
+}
+
+/// The report `spillway bench --json` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub limits: Limits,
+    pub spillway: SpillwayRates,
+    pub ratios: Ratios,
+    pub config: BenchConfig,
+    pub cpu: String,
+    pub elapsed_ms: u64,
+}
+
+fn rate(samples: &[f64]) -> Rate {
+    let mut v = samples.to_vec();
+    v.sort_by(f64::total_cmp);
+    Rate {
+        median_bytes_per_sec: v[v.len() / 2],
+        min_bytes_per_sec: v[0],
+        max_bytes_per_sec: v[v.len() - 1],
+    }
+}
+
+fn ratio(num: &[f64], den: &[f64], target: f64) -> Ratio {
+    let mut v: Vec<f64> = num.iter().zip(den).map(|(a, b)| a / b).collect();
+    v.sort_by(f64::total_cmp);
+    let median = v[v.len() / 2];
+    Ratio {
+        median,
+        min: v[0],
+        max: v[v.len() - 1],
+        target,
+        meets_target: median >= target,
+    }
+}
+
+fn per_sec(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64().max(1e-9)
+}
+
+/// Drops a file's pages from the page cache (they are clean: the file was fsynced).
+fn drop_cache(path: &Path) -> std::io::Result<()> {
+    let f = File::open(path)?;
+    rustix::fs::fadvise(&f, 0, None::<NonZeroU64>, rustix::fs::Advice::DontNeed)?;
+    Ok(())
+}
+
+/// The CPU model from /proc/cpuinfo.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// `n` 56-byte records whose 8-byte big-endian keys are `key(i)`; the rest is filler.
+fn records(n: usize, key: impl Fn(u64) -> u64) -> Vec<u8> {
+    let mut out = vec![0u8; n * RECORD_BYTES];
+    for (i, r) in out.chunks_exact_mut(RECORD_BYTES).enumerate() {
+        let k = key(i as u64);
+        r[..8].copy_from_slice(&k.to_be_bytes());
+        let mut x = k | 1;
+        for b in &mut r[8..] {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+    }
+    out
+}
+
+/// Runs the benchmark. `progress` is told each step's name.
+pub fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> anyhow::Result<BenchReport> {
+    anyhow::ensure!(
+        opts.runs >= 1 && opts.repeats >= 1,
+        "runs and repeats must be >= 1"
+    );
+    let started = Instant::now();
+    let work = tempfile::Builder::new()
+        .prefix("spillway-bench-")
+        .tempdir_in(&opts.dir)
+        .map_err(|e| anyhow::anyhow!("cannot create a directory in {}: {e}", opts.dir.display()))?;
+    let file_bytes = (opts.size_bytes / opts.runs as u64).max(RECORD_BYTES as u64 * 16);
+    let records_per_file = (file_bytes as usize / RECORD_BYTES).max(1);
+    // Source data of the writes: one file's worth of records, generated once (not timed).
+    let write_data = records(records_per_file, |i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+
+    let mut disk_write = Vec::new();
+    let mut spill_write = Vec::new();
+    let mut disk_read = Vec::new();
+    let mut merge = Vec::new();
+    let mut evict_limit = Vec::new();
+    let mut evict = Vec::new();
+    let mut touch = Vec::new();
+    let mut memcpy = Vec::new();
+    let runs_dir = work.path().join("runs");
+    std::fs::create_dir(&runs_dir)?;
+    let sorted_runs = write_sorted_runs(&runs_dir, opts, records_per_file)?;
+
+    for rep in 1..=opts.repeats {
+        let step = |s: &str| progress(&format!("[{rep}/{}] {s}", opts.repeats));
+        step("disk write (32 KiB writes + fsync)");
+        disk_write.push(raw_write(work.path(), opts, &write_data)?);
+        step("spill write (SpillWriter, 56-byte records, fsync)");
+        spill_write.push(spill_write_rate(work.path(), opts, &write_data)?);
+        step("disk read (1 MiB reads, page cache dropped)");
+        disk_read.push(raw_read(&sorted_runs)?);
+        step("spill read-merge (SpillReader + SortedMerge, page cache dropped)");
+        merge.push(merge_rate(&sorted_runs)?);
+        step("disk write (for eviction)");
+        evict_limit.push(raw_write(work.path(), opts, &write_data)?);
+        step("eviction to disk (MEMORY_AND_DISK blocks, block manager, fsync)");
+        evict.push(evict_rate(work.path(), opts)?);
+        step("first touch of fresh anonymous memory");
+        touch.push(first_touch(opts.size_bytes)?);
+        step("memcpy of warm memory");
+        memcpy.push(memcpy_rate(opts.size_bytes));
+    }
+    drop(sorted_runs);
+    work.close()?;
+
+    Ok(BenchReport {
+        limits: Limits {
+            disk_write: rate(&[disk_write.clone(), evict_limit.clone()].concat()),
+            disk_read: rate(&disk_read),
+            first_touch: rate(&touch),
+            memcpy: rate(&memcpy),
+        },
+        spillway: SpillwayRates {
+            spill_write: rate(&spill_write),
+            spill_read_merge: rate(&merge),
+            evict: rate(&evict),
+        },
+        ratios: Ratios {
+            spill_write_vs_disk_write: ratio(&spill_write, &disk_write, 0.8),
+            spill_read_vs_disk_read: ratio(&merge, &disk_read, 0.7),
+            evict_vs_disk_write: ratio(&evict, &evict_limit, 0.8),
+        },
+        config: BenchConfig {
+            dir: opts.dir.clone(),
+            size_bytes: opts.size_bytes,
+            runs: opts.runs,
+            file_bytes,
+            buffer_bytes: opts.buffer_bytes,
+            record_bytes: RECORD_BYTES,
+            repeats: opts.repeats,
+            sync: "writes: fsync before the clock stops; reads: fsync then \
+                   posix_fadvise(DONTNEED) before reading",
+            first_touch_case: "warm host: right after touching and unmapping as much memory",
+        },
+        cpu: cpu_model(),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// `runs` files of `file_bytes` through a `buffer_bytes` buffer, each fsynced; the rate of
+/// the whole. The files are removed (not timed).
+fn raw_write(dir: &Path, opts: &BenchOptions, data: &[u8]) -> anyhow::Result<f64> {
+    let mut bytes = 0;
+    let mut elapsed = Duration::ZERO;
+    for i in 0..opts.runs {
+        let path = dir.join(format!("raw-{i}"));
+        let t = Instant::now();
+        let mut f = File::create_new(&path)?;
+        for chunk in data.chunks(opts.buffer_bytes) {
+            f.write_all(chunk)?;
+        }
+        f.sync_all()?;
+        drop(f);
+        elapsed += t.elapsed();
+        bytes += data.len() as u64;
+        drop_cache(&path)?;
+        std::fs::remove_file(&path)?;
+    }
+    Ok(per_sec(bytes, elapsed))
+}
+
+fn spill_options(opts: &BenchOptions) -> SpillWriterOptions {
+    let mut o = SpillWriterOptions::new(SpillKind::SortRun);
+    o.buffer_bytes = opts.buffer_bytes;
+    o.sync_on_finish = true;
+    o
+}
+
+/// The same records through `SpillWriter` (variable-size framing, as sorts spill), fsynced.
+fn spill_write_rate(dir: &Path, opts: &BenchOptions, data: &[u8]) -> anyhow::Result<f64> {
+    let mut bytes = 0;
+    let mut elapsed = Duration::ZERO;
+    for i in 0..opts.runs {
+        let path = dir.join(format!("spill-{i}"));
+        let t = Instant::now();
+        let mut w = SpillWriter::create(&path, spill_options(opts))?;
+        for r in data.chunks_exact(RECORD_BYTES) {
+            w.write_record(r)?;
+        }
+        let info = w.finish()?;
+        elapsed += t.elapsed();
+        bytes += info.file_bytes;
+        drop_cache(&path)?;
+        std::fs::remove_file(&path)?;
+    }
+    Ok(per_sec(bytes, elapsed))
+}
+
+/// Sorted runs for the merge: run `j` holds keys `i × runs + j`, so the merge takes one
+/// record from each run in turn (the worst case for read locality).
+struct SortedRuns {
+    paths: Vec<PathBuf>,
+    file_bytes: u64,
+}
+
+impl Drop for SortedRuns {
+    fn drop(&mut self) {
+        for p in &self.paths {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn write_sorted_runs(
+    dir: &Path,
+    opts: &BenchOptions,
+    records_per_file: usize,
+) -> anyhow::Result<SortedRuns> {
+    let mut runs = SortedRuns {
+        paths: Vec::new(),
+        file_bytes: 0,
+    };
+    let n = opts.runs as u64;
+    for j in 0..n {
+        let path = dir.join(format!("run-{j}"));
+        let data = records(records_per_file, |i| i * n + j);
+        let mut w = SpillWriter::create(&path, spill_options(opts))?;
+        for r in data.chunks_exact(RECORD_BYTES) {
+            w.write_record(r)?;
+        }
+        runs.file_bytes += w.finish()?.file_bytes;
+        runs.paths.push(path);
+    }
+    Ok(runs)
+}
+
+fn raw_read(runs: &SortedRuns) -> anyhow::Result<f64> {
+    for p in &runs.paths {
+        drop_cache(p)?;
+    }
+    let mut buf = vec![0u8; READ_BYTES];
+    let mut bytes = 0u64;
+    let t = Instant::now();
+    for p in &runs.paths {
+        let mut f = File::open(p)?;
+        loop {
+            let k = f.read(&mut buf)?;
+            if k == 0 {
+                break;
+            }
+            bytes += k as u64;
+        }
+    }
+    let elapsed = t.elapsed();
+    anyhow::ensure!(
+        bytes == runs.file_bytes,
+        "read {bytes} of {} bytes",
+        runs.file_bytes
+    );
+    Ok(per_sec(bytes, elapsed))
+}
+
+fn merge_rate(runs: &SortedRuns) -> anyhow::Result<f64> {
+    for p in &runs.paths {
+        drop_cache(p)?;
+    }
+    let t = Instant::now();
+    let readers = runs
+        .paths
+        .iter()
+        .map(SpillReader::open)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut merge = SortedMerge::new(readers, |r: &[u8]| {
+        u64::from_be_bytes(r[..8].try_into().expect("8-byte key"))
+    })?;
+    let mut last = 0u64;
+    let mut count = 0u64;
+    while let Some(r) = merge.next_record()? {
+        let k = u64::from_be_bytes(r[..8].try_into().expect("8-byte key"));
+        debug_assert!(count == 0 || k > last);
+        last = k;
+        count += 1;
+    }
+    let elapsed = t.elapsed();
+    std::hint::black_box((last, count));
+    Ok(per_sec(runs.file_bytes, elapsed))
+}
+
+/// Caches `size` bytes as MEMORY_AND_DISK blocks of 56-byte records (one per run), then one
+/// execution acquire of the whole unified region evicts them all to disk through the block
+/// manager; the block files are fsynced before the clock stops.
+fn evict_rate(dir: &Path, opts: &BenchOptions) -> anyhow::Result<f64> {
+    let blocks = opts.runs as u64;
+    let block_bytes = (opts.size_bytes / blocks).max(RECORD_BYTES as u64 * 16);
+    // Room for the blocks and their unroll reservations; storage region 0, so execution may
+    // evict every cached byte.
+    let unified = block_bytes * blocks + block_bytes + 4 * MIB;
+    let manager = Arc::new(UnifiedMemoryManager::new(PoolSizes::symmetric(unified, 0)));
+    let mapping = Mapping::anonymous(2 * unified + 64 * MIB, "bench-unified")?;
+    let alloc = Arc::new(PageAllocator::new(
+        mapping.whole().with_name("unified"),
+        ReleasePolicy::ReturnToKernel,
+    )?);
+    let store = MemoryStore::new(Arc::clone(&manager), alloc, None, UnrollConf::default());
+    let dirs = Arc::new(DiskBlockManager::new(
+        &[dir.to_path_buf()],
+        opts.buffer_bytes,
+    )?);
+    let bm = BlockManager::new(Arc::clone(&store), Arc::clone(&dirs));
+    for i in 0..blocks {
+        let block = BlockId::Rdd {
+            rdd_id: 1,
+            split_index: i as u32,
+        };
+        let data = PartitionData::new(i + 1, block_bytes, RECORD_BYTES as u64);
+        let report = bm.put_partition(&block, StorageLevel::MEMORY_AND_DISK, 0, &data)?;
+        anyhow::ensure!(report.in_memory, "block {block} did not fit in memory");
+        store.release_all_unroll_memory_for_task(0);
+    }
+    let task = 1;
+    let t = Instant::now();
+    let got = manager.acquire_execution_memory(unified, task, MemoryMode::OnHeap);
+    let on_disk = bm.disk_store().blocks();
+    for (_, b) in &on_disk {
+        File::open(&b.path)?.sync_all()?;
+    }
+    let elapsed = t.elapsed();
+    anyhow::ensure!(
+        on_disk.len() as u64 == blocks && got == unified,
+        "eviction dropped {} of {blocks} blocks to disk (granted {got} of {unified})",
+        on_disk.len()
+    );
+    let bytes: u64 = on_disk.iter().map(|(_, b)| b.info.file_bytes).sum();
+    for (_, b) in &on_disk {
+        drop_cache(&b.path)?;
+    }
+    manager.release_all_execution_memory_for_task(task);
+    for (id, _) in &on_disk {
+        bm.remove(id);
+    }
+    drop(bm);
+    drop(store);
+    // The block manager's private directory goes with the last reference.
+    drop(dirs);
+    Ok(per_sec(bytes, elapsed))
+}
+
+/// First touch of a fresh anonymous mapping, after a warm-up mapping of the same size.
+fn first_touch(size: u64) -> anyhow::Result<f64> {
+    let size = size.max(MIB);
+    Mapping::anonymous(size, "bench-warmup")?.whole().touch()?;
+    let m = Mapping::anonymous(size, "bench-touch")?;
+    let r = m.whole();
+    let t = Instant::now();
+    r.touch()?;
+    Ok(per_sec(size, t.elapsed()))
+}
+
+/// memcpy of warm memory: bytes copied per second (each byte read once and written once).
+fn memcpy_rate(size: u64) -> f64 {
+    let n = size.clamp(MIB, 256 * MIB) as usize;
+    let src = vec![0x5au8; n];
+    let mut dst = vec![0xa5u8; n];
+    dst.copy_from_slice(&src); // warm both
+    let passes = 4;
+    let t = Instant::now();
+    for _ in 0..passes {
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+    }
+    per_sec(n as u64 * passes, t.elapsed())
+}
+
+/// The human-readable table.
+pub fn render(r: &BenchReport) -> String {
+    fn gbs(x: f64) -> String {
+        if x >= 1e9 {
+            format!("{:.2} GB/s", x / 1e9)
+        } else {
+            format!("{:.0} MB/s", x / 1e6)
+        }
+    }
+    fn line(name: &str, x: &Rate) -> String {
+        format!(
+            "  {name:<44} {:>11}  ({} .. {})\n",
+            gbs(x.median_bytes_per_sec),
+            gbs(x.min_bytes_per_sec),
+            gbs(x.max_bytes_per_sec)
+        )
+    }
+    fn ratio(name: &str, x: &Ratio) -> String {
+        format!(
+            "  {name:<44} {:>10.0}%  ({:.0}% .. {:.0}%)  target {:.0}%: {}\n",
+            x.median * 100.0,
+            x.min * 100.0,
+            x.max * 100.0,
+            x.target * 100.0,
+            if x.meets_target { "met" } else { "NOT met" }
+        )
+    }
+    let c = &r.config;
+    let mut s = format!(
+        "spillway bench: {} on {}, {} MiB in {} files of {} KiB, {} KiB buffer, {} repeats\n\
+         median (min .. max over repeats)\n\nlimits\n",
+        c.dir.display(),
+        r.cpu,
+        c.size_bytes / MIB,
+        c.runs,
+        c.file_bytes / 1024,
+        c.buffer_bytes / 1024,
+        c.repeats
+    );
+    s += &line("disk write (32 KiB writes, fsync)", &r.limits.disk_write);
+    s += &line(
+        "disk read (1 MiB reads, cache dropped)",
+        &r.limits.disk_read,
+    );
+    s += &line("first touch (fresh anonymous pages)", &r.limits.first_touch);
+    s += &line("memcpy (warm)", &r.limits.memcpy);
+    s += "\nspillway\n";
+    s += &line(
+        "spill write (56-byte records, fsync)",
+        &r.spillway.spill_write,
+    );
+    s += &line(
+        "spill read-merge (cache dropped)",
+        &r.spillway.spill_read_merge,
+    );
+    s += &line(
+        "eviction to disk (MEMORY_AND_DISK, fsync)",
+        &r.spillway.evict,
+    );
+    s += "\nratios (within each repeat)\n";
+    s += &ratio(
+        "spill write / disk write",
+        &r.ratios.spill_write_vs_disk_write,
+    );
+    s += &ratio(
+        "spill read-merge / disk read",
+        &r.ratios.spill_read_vs_disk_read,
+    );
+    s += &ratio("eviction / disk write", &r.ratios.evict_vs_disk_write);
+    s
+}

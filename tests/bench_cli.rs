@@ -1,0 +1,55 @@
+//! `spillway bench --json --size 8m`: runs, prints every key of the report, and leaves no file
+//! behind. Structure only: speeds are never asserted (the machine is shared).
+
+use std::process::Command;
+
+#[test]
+fn bench_json_has_every_key_and_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(["bench", "--json", "--size", "8m", "--repeats", "1", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["disk_write", "disk_read", "first_touch", "memcpy"] {
+        let rate = &v["limits"][key];
+        assert!(
+            rate["median_bytes_per_sec"].is_number(),
+            "limits.{key}: {v}"
+        );
+    }
+    for key in ["spill_write", "spill_read_merge", "evict"] {
+        assert!(
+            v["spillway"][key]["median_bytes_per_sec"].is_number(),
+            "spillway.{key}"
+        );
+    }
+    for key in [
+        "spill_write_vs_disk_write",
+        "spill_read_vs_disk_read",
+        "evict_vs_disk_write",
+    ] {
+        let r = &v["ratios"][key];
+        assert!(r["median"].is_number(), "ratios.{key}: {v}");
+        assert!(r["meets_target"].is_boolean(), "ratios.{key}");
+    }
+    assert_eq!(v["config"]["size_bytes"], 8 << 20);
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "files left behind: {left:?}");
+}
+
+#[test]
+fn bench_rejects_a_bad_size() {
+    let out = Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(["bench", "--size", "lots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
