@@ -70,10 +70,14 @@ impl Sample {
     }
 
     /// Whether memory was at rest at this sample: the accounted total unchanged since the
-    /// previous sample and no page being zeroed. Bulk operations (zeroing a 128 MiB array,
-    /// freeing a task's pages) open a transient gap as wide as the operation while they run.
+    /// previous sample, resident memory steady (within 8 MiB), and no page being zeroed. Bulk
+    /// operations (zeroing a 128 MiB array, freeing a task's pages) open a transient gap as wide
+    /// as the operation while they run.
     pub fn settled_after(&self, previous: &Sample) -> bool {
-        self.zeroing == 0 && previous.zeroing == 0 && self.accounted() == previous.accounted()
+        self.zeroing == 0
+            && previous.zeroing == 0
+            && self.accounted() == previous.accounted()
+            && self.rss.abs_diff(previous.rss) <= 8 << 20
     }
 }
 

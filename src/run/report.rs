@@ -451,8 +451,8 @@ fn memory_report(i: &Inputs) -> MemoryReport {
     let unexplained = settled.gap() - i.baseline_rss as i64 - settled.pooled_free_pages as i64;
     let within = settled.gap().unsigned_abs() <= bound;
     let explanation = format!(
-        "With memory at rest (accounted total unchanged between two samples, no page being \
-         zeroed), the largest gap was at {:.0} ms: {} MiB resident against {} MiB accounted \
+        "With memory at rest (accounted total unchanged between two samples, resident memory \
+         steady, no page being zeroed), the largest gap was at {:.0} ms: {} MiB resident against {} MiB accounted \
          (reserved + user + storage + execution, both modes), a gap of {} MiB. Of it, {} MiB \
          is the process itself before the heap was mapped (binary, libraries, malloc), {} MiB \
          are freed pages the allocators keep for reuse, and {} MiB is the rest: thread \
