@@ -9,7 +9,7 @@
 pub mod bytes;
 mod error;
 pub mod keys;
-mod properties;
+pub mod properties;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -365,7 +365,38 @@ impl Layout {
         };
         let pyspark_mib = c.pyspark_memory_mib.unwrap_or(0);
         let pyspark_counted = if c.is_python_app { pyspark_mib } else { 0 };
-        let container_mib = heap_mib + overhead_mib + off_heap_mib + pyspark_counted;
+        // Spark adds these as JVM longs and would wrap; a size or a container request past
+        // i64::MAX bytes cannot exist, so refuse it by name rather than overflow.
+        let overhead_key = match overhead_rule {
+            OverheadRule::Explicit => keys::EXECUTOR_MEMORY_OVERHEAD,
+            _ => keys::EXECUTOR_MIN_MEMORY_OVERHEAD,
+        };
+        for (key, mib) in [
+            (keys::EXECUTOR_MEMORY, heap_mib),
+            (overhead_key, overhead_mib),
+            (keys::PYSPARK_EXECUTOR_MEMORY, pyspark_mib),
+        ] {
+            if mib.checked_mul(MIB).is_none() {
+                return Err(ConfError::Unsupported {
+                    key: key.to_string(),
+                    value: format!("{mib}m"),
+                    reason: format!("more than {} bytes", i64::MAX),
+                });
+            }
+        }
+        let container_mib = [overhead_mib, off_heap_mib, pyspark_counted]
+            .into_iter()
+            .try_fold(heap_mib, i64::checked_add)
+            .filter(|mib| mib.checked_mul(MIB).is_some())
+            .ok_or_else(|| ConfError::Unsupported {
+                key: keys::EXECUTOR_MEMORY.to_string(),
+                value: format!("{heap_mib}m"),
+                reason: format!(
+                    "the container request (heap {heap_mib} MiB + overhead {overhead_mib} MiB + \
+                     off-heap {off_heap_mib} MiB + pyspark {pyspark_counted} MiB) exceeds {} bytes",
+                    i64::MAX
+                ),
+            })?;
 
         let layout = Layout {
             heap_bytes,
@@ -632,7 +663,7 @@ impl Layout {
              the execution pool; minimum system memory {} B\n",
             self.page_size,
             self.cores,
-            2 * self.cores,
+            2 * i64::from(self.cores),
             self.cores,
             self.min_system_memory
         ));

@@ -455,3 +455,36 @@ proptest! {
         prop_assert!(l.container_mib >= l.heap_mib + 384);
     }
 }
+
+// Regressions found by `fuzz/` (conf_layout): sizes whose bytes pass i64::MAX, and a core
+// count whose double overflowed i32 while printing the fair share, panicked instead of
+// giving a layout or a typed error.
+#[test]
+fn sizes_past_i64_max_bytes_are_refused_by_name() {
+    let e = err(&[("spark.executor.memory", "53688888888888888")]);
+    assert!(
+        e.contains("spark.executor.memory") && e.contains("bytes"),
+        "{e}"
+    );
+    let e = err(&[
+        ("spark.executor.memory", "1g"),
+        ("spark.executor.pyspark.memory", "9000000000000t"),
+        ("spark.yarn.isPython", "false"),
+    ]);
+    assert!(e.contains("spark.executor.pyspark.memory"), "{e}");
+    let e = err(&[
+        ("spark.executor.memory", "5000000000000"),
+        ("spark.executor.memoryOverhead", "5000000000000"),
+    ]);
+    assert!(e.contains("container request"), "{e}");
+}
+
+#[test]
+fn a_huge_core_count_renders() {
+    let l = layout(&[("spark.executor.cores", "1521344389")]).unwrap();
+    assert!(
+        l.render_tree().contains("1/3042688778"),
+        "{}",
+        l.render_tree()
+    );
+}
