@@ -533,3 +533,36 @@ fn chunk_allocation_failure_loses_no_record() {
     }
     assert_eq!(manager.storage_memory_used(), 0);
 }
+
+/// Spark's `BlockManager.doPut`: a block that is already stored is not re-added (found by the
+/// soak test: a second DISK_ONLY put of the same block failed with "File exists").
+#[test]
+fn putting_a_stored_block_again_keeps_the_first_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = spillway::conf::SparkConf::new()
+        .with("spark.executor.memory", "512m")
+        .with("spark.local.dir", dir.path().to_str().unwrap());
+    let layout = spillway::layout::Layout::from_conf(&conf, None).unwrap();
+    let ex = spillway::executor::Executor::start(&layout, &conf).unwrap();
+    let data = spillway::data::PartitionData::new(7, 1 << 20, 100);
+    let block = spillway::storage::BlockId::Rdd {
+        rdd_id: 9,
+        split_index: 0,
+    };
+    for level in [
+        spillway::storage::StorageLevel::DISK_ONLY,
+        spillway::storage::StorageLevel::MEMORY_ONLY,
+    ] {
+        let first = ex
+            .block_manager()
+            .put_partition(&block, level, 1, &data)
+            .unwrap();
+        let again = ex
+            .block_manager()
+            .put_partition(&block, level, 2, &data)
+            .unwrap();
+        assert_eq!(first, again, "{level:?}");
+        assert_eq!(ex.block_manager().rdd_storage(9).num_cached_partitions, 1);
+        ex.block_manager().remove(&block);
+    }
+}

@@ -161,6 +161,22 @@ impl BlockManager {
         data: &PartitionData,
     ) -> Result<PutReport, StorageError> {
         let mut source = DigestingSource::new(data.iter());
+        let in_memory = self.memory.contains(block);
+        let on_disk = self.disk.contains(block);
+        if in_memory || on_disk {
+            // Spark's doPut: "Block <id> already exists on this machine; not re-adding it".
+            // The task still computes its values (here: they are generated and digested).
+            crate::log::info(
+                "BlockManager",
+                &format!("Block {block} already exists on this machine; not re-adding it"),
+            );
+            while source.next_record().is_some() {}
+            return Ok(PutReport {
+                in_memory,
+                on_disk,
+                digest: source.digest,
+            });
+        }
         let record_bytes = data.record_bytes();
         self.put_source(block, level, task, record_bytes, &mut source)
     }
