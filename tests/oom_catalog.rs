@@ -21,6 +21,7 @@ fn list_names_every_case_with_a_description() {
         "user-memory",
         "cache-unroll",
         "off-heap",
+        "spill-disk-full",
     ] {
         let line = text
             .lines()
@@ -38,6 +39,8 @@ fn each_case_reproduces_and_explains_itself() {
         ("user-memory", "java.lang.OutOfMemoryError", "user_region"),
         ("cache-unroll", "Not enough space to cache", "unified"),
         ("off-heap", "UNABLE_TO_ACQUIRE_MEMORY", "pool"),
+        // As root a real 8 MiB tmpfs (mounted and unmounted by the case); else a failpoint.
+        ("spill-disk-full", "SPILL_OUT_OF_MEMORY", "local_dir_bytes"),
     ] {
         let out = spillway(&["oom", case, "--json"]);
         assert!(

@@ -114,6 +114,10 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
     let exception_on_leak = conf.bool(keys::EXCEPTION_ON_MEMORY_LEAK)?.unwrap_or(false);
 
     let baseline_rss = crate::region::process_rss_bytes().unwrap_or(0);
+    // What a run killed before it could clean up left in the local directories (crate::sweep).
+    crate::sweep::sweep_local_dirs(&crate::storage::disk::DiskBlockManager::configured_roots(
+        &conf,
+    ));
     let executor = Executor::start(&layout, &conf)?;
     let start = Instant::now();
     let sampler = Sampler::new(&executor, Duration::from_millis(interval_ms), start);
