@@ -270,6 +270,14 @@ impl DiskBlockManager {
         self.dirs.iter().map(|d| d.path()).collect()
     }
 
+    /// Indexes of the directories where a file creation or write failed with a directory
+    /// fault (tried last from then on).
+    pub fn failed_dirs(&self) -> Vec<usize> {
+        (0..self.dirs.len())
+            .filter(|&d| self.failed[d].load(Ordering::Relaxed))
+            .collect()
+    }
+
     /// `spark.shuffle.file.buffer` in bytes.
     pub fn buffer_bytes(&self) -> usize {
         self.buffer_bytes
