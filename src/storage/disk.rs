@@ -228,7 +228,9 @@ impl DiskBlockManager {
         let mut last_error = String::from("no directory given");
         for root in roots {
             let made = std::fs::create_dir_all(root).and_then(|()| {
+                // 0700 explicitly: tempfile creates directories 0777 & umask (0755).
                 tempfile::Builder::new()
+                    .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
                     .prefix(&format!("{PRIVATE_DIR_PREFIX}{}-", std::process::id()))
                     .tempdir_in(root)
             });
