@@ -108,7 +108,9 @@ fn children_of(pid: u32) -> Vec<u32> {
 fn gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(s) => s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')),
+        Ok(s) => s
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z')),
     }
 }
 
@@ -174,7 +176,10 @@ fn sigkill_at_random_points_leaves_nothing_read_as_complete_and_the_next_run_swe
             std::thread::sleep(Duration::from_millis(50));
         }
         let lingering: Vec<u32> = workers.iter().copied().filter(|&w| !gone(w)).collect();
-        assert!(lingering.is_empty(), "workers outlived their executor: {lingering:?}");
+        assert!(
+            lingering.is_empty(),
+            "workers outlived their executor: {lingering:?}"
+        );
 
         // What the dead run left: every spill or block file either verifies completely or is
         // refused with a typed error (a killed writer never wrote its footer).
@@ -204,7 +209,10 @@ fn sigkill_at_random_points_leaves_nothing_read_as_complete_and_the_next_run_swe
         }
     }
     println!("{t:?}");
-    assert!(t.left_dirs > 0, "SIGKILL leaves the private directory behind");
+    assert!(
+        t.left_dirs > 0,
+        "SIGKILL leaves the private directory behind"
+    );
 
     // A live owner's directory is never swept: a decoy named after a live process.
     let mut live = Command::new("sleep").arg("30").spawn().unwrap();
@@ -217,7 +225,11 @@ fn sigkill_at_random_points_leaves_nothing_read_as_complete_and_the_next_run_swe
         .unwrap();
     assert!(out.success());
     let left: Vec<PathBuf> = private_dirs(&local);
-    assert_eq!(left, vec![decoy.clone()], "only the live owner's directory stays");
+    assert_eq!(
+        left,
+        vec![decoy.clone()],
+        "only the live owner's directory stays"
+    );
 
     live.kill().unwrap();
     live.wait().unwrap();
@@ -227,7 +239,11 @@ fn sigkill_at_random_points_leaves_nothing_read_as_complete_and_the_next_run_swe
             .unwrap()
             .success()
     );
-    assert!(private_dirs(&local).is_empty(), "{:?}", private_dirs(&local));
+    assert!(
+        private_dirs(&local).is_empty(),
+        "{:?}",
+        private_dirs(&local)
+    );
 }
 
 #[test]

@@ -72,7 +72,8 @@ fn assert_fails_over(ex: &Executor, bad_dir: usize) {
 fn enospc_failpoint_in_one_dir_fails_over_and_the_sort_verifies() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let ex = executor(&[a.path(), b.path()], &[]);
-    ex.local_dirs().set_fault(fault(libc::ENOSPC, Some(1 << 20), Some(0)));
+    ex.local_dirs()
+        .set_fault(fault(libc::ENOSPC, Some(1 << 20), Some(0)));
     assert_fails_over(&ex, 0);
 }
 
@@ -96,10 +97,14 @@ fn enospc_failpoint_with_one_dir_is_spill_out_of_memory_naming_the_file() {
 fn eio_is_typed_and_not_retried_elsewhere() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let ex = executor(&[a.path(), b.path()], &[]);
-    ex.local_dirs().set_fault(fault(libc::EIO, Some(1 << 20), None));
+    ex.local_dirs()
+        .set_fault(fault(libc::EIO, Some(1 << 20), None));
     let (class, msg) = sort(&ex).unwrap_err();
     assert_eq!(class, "SPILL_OUT_OF_MEMORY", "{msg}");
-    assert!(msg.contains("temp_local_0") && msg.contains("Uncategorized"), "{msg}");
+    assert!(
+        msg.contains("temp_local_0") && msg.contains("Uncategorized"),
+        "{msg}"
+    );
     assert!(
         ex.local_dirs().failed_dirs().is_empty(),
         "EIO is not a directory fault"
@@ -122,7 +127,10 @@ fn a_local_dir_deleted_mid_run_is_not_recreated_and_the_next_is_used() {
     std::fs::remove_dir_all(ex.local_dirs().dirs()[0]).unwrap();
     let (class, msg) = sort(&ex).unwrap_err();
     assert_eq!(class, "SPILL_OUT_OF_MEMORY", "{msg}");
-    assert!(msg.contains("temp_local_0") && msg.contains("NotFound"), "{msg}");
+    assert!(
+        msg.contains("temp_local_0") && msg.contains("NotFound"),
+        "{msg}"
+    );
     assert_clean(&ex);
 }
 
@@ -191,7 +199,11 @@ fn a_full_tmpfs_fails_over_and_its_space_comes_back() {
     let ex = executor(&[tmpfs.path(), other.path()], &[]);
     assert_fails_over(&ex, 0);
     drop(ex);
-    assert_eq!(tmpfs.free_bytes(), baseline, "the partial spill's blocks are freed");
+    assert_eq!(
+        tmpfs.free_bytes(),
+        baseline,
+        "the partial spill's blocks are freed"
+    );
     assert!(files_under(tmpfs.path()).is_empty());
     assert!(private_dirs(tmpfs.path()).is_empty());
 }
@@ -311,9 +323,14 @@ fn rlimit_fsize_kills_by_sigxfsz_or_is_file_too_large_when_ignored() {
     let fsize = "--fsize=4194304";
     // Default disposition: the kernel kills the process with SIGXFSZ at the first write past
     // the limit. Not an OOM: no cgroup, no SIGKILL, the signal says which limit.
-    let out = spillway_run(&["prlimit", fsize, "--"], &scenario, &local, &tmp.path().join("o1"))
-        .output()
-        .unwrap();
+    let out = spillway_run(
+        &["prlimit", fsize, "--"],
+        &scenario,
+        &local,
+        &tmp.path().join("o1"),
+    )
+    .output()
+    .unwrap();
     assert_eq!(
         out.status.signal(),
         Some(libc::SIGXFSZ),
@@ -323,9 +340,14 @@ fn rlimit_fsize_kills_by_sigxfsz_or_is_file_too_large_when_ignored() {
     );
     // SIGXFSZ ignored (inherited across exec): a short write, then EFBIG = FileTooLarge.
     let sh = format!("trap '' XFSZ; exec prlimit {fsize} -- \"$@\"");
-    let out = spillway_run(&["sh", "-c", &sh, "sh"], &scenario, &local, &tmp.path().join("o2"))
-        .output()
-        .unwrap();
+    let out = spillway_run(
+        &["sh", "-c", &sh, "sh"],
+        &scenario,
+        &local,
+        &tmp.path().join("o2"),
+    )
+    .output()
+    .unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -341,7 +363,11 @@ fn rlimit_fsize_kills_by_sigxfsz_or_is_file_too_large_when_ignored() {
     assert!(report.contains("SPILL_OUT_OF_MEMORY"), "{report}");
     // The killed run left its private directory; the second run swept it at start, and
     // removed its own.
-    assert!(private_dirs(&local).is_empty(), "{:?}", private_dirs(&local));
+    assert!(
+        private_dirs(&local).is_empty(),
+        "{:?}",
+        private_dirs(&local)
+    );
 }
 
 #[test]
@@ -381,5 +407,9 @@ fn too_few_file_descriptors_is_an_error_not_a_panic() {
             assert!(!report.contains("Too many open files"), "{report}");
         }
     }
-    assert!(private_dirs(&local).is_empty(), "{:?}", private_dirs(&local));
+    assert!(
+        private_dirs(&local).is_empty(),
+        "{:?}",
+        private_dirs(&local)
+    );
 }

@@ -51,8 +51,12 @@ fn private_dirs_are_0700_and_spill_and_block_files_0600() {
         1,
         false,
         |ctx| {
-            ex.block_manager()
-                .put_partition(&block, StorageLevel::DISK_ONLY, ctx.task_attempt_id, &data)
+            ex.block_manager().put_partition(
+                &block,
+                StorageLevel::DISK_ONLY,
+                ctx.task_attempt_id,
+                &data,
+            )
         },
         |_| {},
     );

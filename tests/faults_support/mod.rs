@@ -74,7 +74,10 @@ impl Tmpfs {
             .output()
             .unwrap();
         let text = String::from_utf8(out.stdout).unwrap();
-        let v: Vec<u64> = text.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        let v: Vec<u64> = text
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
         v[0] * v[1]
     }
 }
