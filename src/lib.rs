@@ -28,5 +28,6 @@ pub mod scenario;
 pub mod scheduler;
 pub mod spill;
 pub mod storage;
+pub mod sweep;
 pub mod tasks;
 pub mod timeline;

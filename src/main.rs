@@ -333,6 +333,7 @@ fn supervise_run(args: RunArgs) -> Result<ExitCode, Failure> {
     };
     let conf = spillway::run::scenario_conf(&scenario, &opts)?;
     let layout = Layout::from_conf(&conf, system_memory)?;
+    spillway::run::validate_sizes(&scenario, &layout).map_err(RunError::from)?;
     let (limit_bytes, limit_source) = match args.cgroup.clone().flatten() {
         Some(size) => {
             let v =

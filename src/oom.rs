@@ -90,6 +90,11 @@ pub fn cases() -> Vec<Case> {
             summary: "a Python UDF past RLIMIT_AS = spark.executor.pyspark.memory / cores: MemoryError",
             run: pyspark,
         },
+        Case {
+            name: "spill-disk-full",
+            summary: "a sort spills into a local dir too small for the run: SPILL_OUT_OF_MEMORY, partial file removed",
+            run: spill_disk_full,
+        },
     ]
 }
 
@@ -333,6 +338,147 @@ fn cache_unroll(opts: &CaseOptions) -> Result<Outcome, String> {
         numbers: vec![("partition".into(), partition), ("unified".into(), unified)],
         advice: "use MEMORY_AND_DISK (the partition goes to disk instead), a serialized level, \
                  more partitions (smaller blocks), or a larger heap / spark.memory.fraction"
+            .into(),
+    })
+}
+
+/// Size of the local directory the `spill-disk-full` case spills into.
+const SPILL_DISK_BYTES: u64 = 8 << 20;
+
+/// A small tmpfs mounted for the `spill-disk-full` case (root only); unmounted and removed on
+/// drop.
+struct TinyTmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl TinyTmpfs {
+    /// `None` when not root or when `mount` fails (no CAP_SYS_ADMIN, e.g. in a container).
+    fn mount(bytes: u64) -> Option<TinyTmpfs> {
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata("/proc/self").ok()?.uid() != 0 {
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("spillway-oom-tmpfs-")
+            .tempdir()
+            .ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={bytes},mode=0700"))
+            .arg("spillway-oom")
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(TinyTmpfs { dir })
+    }
+}
+
+impl Drop for TinyTmpfs {
+    fn drop(&mut self) {
+        let unmounted = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            // Busy: detach it so the directory can go; the kernel frees it when unused.
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+}
+
+/// A sort whose first spill (asked for by the task memory manager when the sorter needs a page)
+/// does not fit in its local directory. Spark wraps the spill's `IOException` as
+/// SPILL_OUT_OF_MEMORY because the task memory manager requested the spill
+/// (`TaskMemoryManager.acquireExecutionMemory`); the writer deletes its partial file.
+fn spill_disk_full(opts: &CaseOptions) -> Result<Outcome, String> {
+    let tmpfs = TinyTmpfs::mount(SPILL_DISK_BYTES);
+    let mut pairs = vec![
+        ("spark.executor.memory", "512m".to_string()),
+        ("spark.executor.cores", "1".to_string()),
+    ];
+    let how = match &tmpfs {
+        Some(t) => {
+            pairs.push(("spark.local.dir", t.dir.path().display().to_string()));
+            format!(
+                "spark.local.dir is a {} MiB tmpfs mounted for this case",
+                SPILL_DISK_BYTES >> 20
+            )
+        }
+        None => format!(
+            "not root (or mount refused): a failpoint makes every spill file fail with ENOSPC              after {} MiB, as a {} MiB disk would",
+            SPILL_DISK_BYTES >> 20,
+            SPILL_DISK_BYTES >> 20
+        ),
+    };
+    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let conf = conf_with(&pairs, opts)?;
+    let ex = executor(&conf)?;
+    if tmpfs.is_none() {
+        ex.local_dirs()
+            .set_fault(Some(crate::storage::disk::DiskFault {
+                errno: libc::ENOSPC,
+                after_bytes: Some(SPILL_DISK_BYTES),
+                dir: None,
+            }));
+    }
+    let unified = ex.layout().unified as u64;
+    // 1.5x the unified pool in 56-byte records: the sorter must spill about one pool's worth.
+    let spec = crate::tasks::sort::SortSpec {
+        records_per_task: unified * 3 / 2 / 56,
+        record_bytes: 56,
+        seed: 42,
+    };
+    let runs = run_stage(
+        &ex,
+        0,
+        1,
+        false,
+        |ctx| crate::tasks::sort::run_sort_task(ctx, &spec),
+        |_| {},
+    );
+    let execution_after = ex.memory_manager().execution_memory_used();
+    let files_left = ex.local_dirs().file_count() as u64;
+    let (class, message) = match &runs[0].result {
+        Err(TaskFailure::Task(e)) => (
+            e.error_class().unwrap_or("unclassified").to_string(),
+            e.to_string(),
+        ),
+        Err(e) => ("unexpected".into(), e.to_string()),
+        Ok(_) => ("none".into(), "the sort finished".into()),
+    };
+    let reproduced = class == "SPILL_OUT_OF_MEMORY"
+        && message.contains("no space left on device")
+        && files_left == 0
+        && execution_after == 0;
+    drop(ex);
+    drop(tmpfs);
+    Ok(Outcome {
+        case: "spill-disk-full",
+        reproduced,
+        error: "SPILL_OUT_OF_MEMORY".into(),
+        message: format!(
+            "{message}\n({how}; the partial spill file was deleted: {files_left} files left in \
+             the local directories, execution memory back to {execution_after} bytes)"
+        ),
+        region: "the local directories (spark.local.dir / SPARK_LOCAL_DIRS), not memory: the \
+                 sorter needed a page, the task memory manager asked it to spill, and the \
+                 spill could not be written"
+            .into(),
+        numbers: vec![
+            ("local_dir_bytes".into(), SPILL_DISK_BYTES),
+            ("unified".into(), unified),
+            ("sort_input".into(), spec.records_per_task * 56),
+            ("files_left".into(), files_left),
+            ("execution_memory_after".into(), execution_after),
+        ],
+        advice: "give spark.local.dir (or SPARK_LOCAL_DIRS) room for a task's spills — about \
+                 its share of execution memory per spill, times the spills in flight — or list \
+                 several disks (spillway then writes the spill again in the next one); never a \
+                 small tmpfs, whose spills also count as memory"
             .into(),
     })
 }

@@ -21,6 +21,9 @@ fn list_names_every_case_with_a_description() {
         "user-memory",
         "cache-unroll",
         "off-heap",
+        "container",
+        "pyspark",
+        "spill-disk-full",
     ] {
         let line = text
             .lines()
@@ -40,6 +43,8 @@ fn each_case_reproduces_and_explains_itself() {
         ("off-heap", "UNABLE_TO_ACQUIRE_MEMORY", "pool"),
         ("container", "CONTAINER_KILLED_PHYSICAL_MEMORY", "overhead"),
         ("pyspark", "PythonException", "rlimit_as_per_worker"),
+        // As root a real 8 MiB tmpfs (mounted and unmounted by the case); else a failpoint.
+        ("spill-disk-full", "SPILL_OUT_OF_MEMORY", "local_dir_bytes"),
     ] {
         let out = spillway(&["oom", case, "--json"]);
         assert!(

@@ -171,7 +171,7 @@ impl fmt::Display for MemoryEvent {
 pub(crate) fn emit(sink: &Option<EventSink>, event: MemoryEvent) {
     match sink {
         Some(sink) => sink(&event),
-        None if event.is_warning() => eprintln!("WARN spillway::memory: {event}"),
+        None if event.is_warning() => crate::log::warn("MemoryManager", &event.to_string()),
         None => {}
     }
 }

@@ -549,9 +549,9 @@ impl TaskMemoryManager {
     }
 }
 
-/// Spark logs these with log4j at WARN; spillway prints them to stderr.
+/// Spark logs these with log4j at WARN.
 fn warn(message: &str) {
-    eprintln!("WARN TaskMemoryManager: {message}");
+    crate::log::warn("TaskMemoryManager", message);
 }
 
 impl fmt::Debug for TaskMemoryManager {

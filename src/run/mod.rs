@@ -99,6 +99,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
         crate::log::warn("SparkConf", &w);
     }
     let layout = Layout::from_conf(&conf, opts.system_memory)?;
+    validate_sizes(scenario, &layout)?;
     let out_dir = match &opts.out_dir {
         Some(d) => d.clone(),
         None => default_out_dir(&scenario.name),
@@ -114,6 +115,10 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
     let exception_on_leak = conf.bool(keys::EXCEPTION_ON_MEMORY_LEAK)?.unwrap_or(false);
 
     let baseline_rss = crate::region::process_rss_bytes().unwrap_or(0);
+    // What a run killed before it could clean up left in the local directories (crate::sweep).
+    crate::sweep::sweep_local_dirs(&crate::storage::disk::DiskBlockManager::configured_roots(
+        &conf,
+    ));
     let executor = Executor::start(&layout, &conf)?;
     let start = Instant::now();
     let sampler = Sampler::new(&executor, Duration::from_millis(interval_ms), start);
@@ -183,6 +188,38 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
         source,
     })?;
     Ok((report, out_dir))
+}
+
+/// The largest record a stage may ask for: the largest default Tungsten page (64 MiB). Each
+/// record is generated in a buffer outside the heap model, and a sorter needs it in one page.
+pub const MAX_RECORD_BYTES: u64 = 64 << 20;
+
+/// Checks every size a scenario will allocate or write against the layout before anything runs
+/// (bad input, exit 2): records no larger than [`MAX_RECORD_BYTES`] nor the heap.
+pub fn validate_sizes(scenario: &Scenario, layout: &Layout) -> Result<(), ScenarioError> {
+    let limit = MAX_RECORD_BYTES.min(layout.system_memory.max(0) as u64);
+    for (index, stage) in scenario.stages.iter().enumerate() {
+        let record_bytes = match stage {
+            StageSpec::Cache { record_bytes, .. }
+            | StageSpec::Broadcast { record_bytes, .. }
+            | StageSpec::Sort { record_bytes, .. }
+            | StageSpec::Aggregate { record_bytes, .. } => *record_bytes,
+            _ => continue,
+        };
+        if record_bytes > limit {
+            return Err(ScenarioError::BadValue {
+                origin: scenario.name.clone(),
+                index,
+                key: "record_bytes".into(),
+                value: record_bytes.to_string(),
+                reason: format!(
+                    "a record may be at most {limit} bytes (the largest Tungsten page, and no \
+                     more than the heap)"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A new folder under `./spillway-runs/` named after the time and the scenario.

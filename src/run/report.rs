@@ -664,12 +664,16 @@ pub fn summary_table(report: &Report, out_dir: &Path) -> String {
         }
     }
     for f in &report.failures {
+        let first_line = f.message.lines().next().unwrap_or("");
+        // Spark's messages often start with their error class already.
+        let text = if first_line.starts_with(&format!("[{}]", f.error)) {
+            first_line.to_string()
+        } else {
+            format!("[{}] {first_line}", f.error)
+        };
         out.push_str(&format!(
-            "\nFAILED stage {} task {}: [{}] {}\n",
-            f.stage_id,
-            f.task_id,
-            f.error,
-            f.message.lines().next().unwrap_or("")
+            "\nFAILED stage {} task {}: {text}\n",
+            f.stage_id, f.task_id
         ));
     }
     let m = &report.memory;
@@ -701,7 +705,7 @@ pub fn summary_table(report: &Report, out_dir: &Path) -> String {
         ));
     }
     out.push_str(&format!(
-        "verification: {} ({} records in, {} out); wall time {:.0} ms\n",
+        "verification: {} ({} records in, {} out, over the tasks that completed; {} tasks failed); wall time {:.0} ms\n",
         if report.verification.ok {
             "ok"
         } else {
@@ -709,6 +713,7 @@ pub fn summary_table(report: &Report, out_dir: &Path) -> String {
         },
         report.verification.records_in,
         report.verification.records_out,
+        report.failures.len(),
         report.wall_time_ms
     ));
     out.push_str(&format!(

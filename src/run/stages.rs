@@ -6,7 +6,7 @@ use crate::data::{PartitionData, RecordSource, stream_seed};
 use crate::memory::TaskMemoryError;
 use crate::region::UserMemoryError;
 use crate::scheduler::TaskContext;
-use crate::spill::{RecordDigest, SpillError};
+use crate::spill::RecordDigest;
 use crate::storage::block_manager::{ReadFrom, StorageError};
 use crate::storage::{BlockId, StorageLevel};
 
@@ -35,7 +35,6 @@ impl From<TaskMemoryError> for TaskError {
 impl From<StorageError> for TaskError {
     fn from(e: StorageError) -> Self {
         let class = match &e {
-            StorageError::Spill(SpillError::StorageFull { .. }) => "SPILL_DISK_FULL",
             StorageError::Spill(_) => "IOException",
             StorageError::Mismatch { .. } => "VERIFICATION_FAILED",
         };
@@ -79,7 +78,6 @@ impl From<crate::tasks::TaskError> for TaskError {
         use crate::tasks::TaskError as E;
         let class = match &e {
             E::Memory(m) => memory_error_class(m),
-            E::Spill(SpillError::StorageFull { .. }) => "SPILL_DISK_FULL",
             E::Spill(_) | E::TempFile(_) => "IOException",
             E::Verification(_) => "VERIFICATION_FAILED",
             E::InvalidSpec(_) => "INVALID_SPEC",

@@ -5,16 +5,42 @@
 //! `hash = nonNegativeHash(name)`, directory `hash % dirs`, sub-directory
 //! `(hash / dirs) % 64`. Everything under it is removed when the manager drops, on success or
 //! failure. Blocks and spills are written in spillway's checksummed format ([`crate::spill`]).
+//!
+//! # When a local directory fails
+//!
+//! Spark places a file by the hash of its name and does not fail over: a spill that hits a full
+//! disk throws an `IOException` and the task is retried, and since temporary blocks are named by
+//! a random UUID the retry usually lands in another directory. spillway makes that second
+//! chance deterministic and keeps it inside the task:
+//!
+//! - creating a file ([`DiskBlockManager::create_file`], used by the disk store) tries the
+//!   hashed directory first, then the others in order, when creation fails because the
+//!   directory is unusable (ENOSPC, EDQUOT, EROFS, EACCES, or ENOENT — the private directory
+//!   was deleted under the run);
+//! - writing a temporary spill ([`DiskBlockManager::write_temp_file`], used by the sorter and
+//!   the aggregation, whose records are still in memory until the spill succeeds) does the
+//!   same for a failure at any point of the write: the partial file is deleted and the whole
+//!   spill is written again in the next directory.
+//!
+//! A directory that failed that way is tried last from then on. EIO, EFBIG (`RLIMIT_FSIZE`,
+//! process-wide) and EMFILE are not directory faults and fail at once. When every directory
+//! fails, the error is the typed [`SpillError`] of the last attempt, naming its file.
+//!
+//! Sub-directories are created with mode 0700 and never with their parents, so a private
+//! directory deleted mid-run is a typed `NotFound` error, not silently re-created.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::conf::{ConfError, SparkConf, keys};
 use crate::data::RecordSource;
 use crate::spill::{
-    SpillError, SpillFileInfo, SpillKind, SpillReader, SpillWriter, SpillWriterOptions,
+    SpillError, SpillFileInfo, SpillKind, SpillReader, SpillSink, SpillWriter, SpillWriterOptions,
 };
 
 use super::BlockId;
@@ -32,11 +58,118 @@ pub enum LocalDirError {
     NoLocalDir { tried: String, reason: String },
 }
 
+/// The prefix of every private local directory: `spillway-blockmgr-<pid>-<random>`.
+pub const PRIVATE_DIR_PREFIX: &str = "spillway-blockmgr-";
+
+/// Environment variable injecting a [`DiskFault`] into every `DiskBlockManager` built by
+/// [`DiskBlockManager::from_conf`] (tests and the `spill-disk-full` case without root):
+/// `ERRNO[@BYTES][:DIR]`, ERRNO one of `enospc`, `eio`, `erofs`, `edquot`; BYTES the bytes a
+/// file may take before writes fail (absent: creating the file fails); DIR the index of the
+/// local directory it applies to (absent: all).
+pub const DISK_FAULT_ENV: &str = "SPILLWAY_DISK_FAULT";
+
+/// An injected disk fault: a failpoint in front of the files a [`DiskBlockManager`] creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskFault {
+    /// The error returned, e.g. `libc::ENOSPC`.
+    pub errno: i32,
+    /// `Some(n)`: each file accepts `n` bytes, then its writes fail (after a short write, as
+    /// a filling disk does). `None`: creating the file fails.
+    pub after_bytes: Option<u64>,
+    /// Only files in this local directory (index into [`DiskBlockManager::dirs`]); `None`: all.
+    pub dir: Option<usize>,
+}
+
+impl DiskFault {
+    /// Parses the [`DISK_FAULT_ENV`] syntax.
+    pub fn parse(text: &str) -> Result<DiskFault, String> {
+        let (rest, dir) = match text.split_once(':') {
+            Some((r, d)) => (
+                r,
+                Some(
+                    d.parse()
+                        .map_err(|_| format!("bad directory index in {text:?}"))?,
+                ),
+            ),
+            None => (text, None),
+        };
+        let (name, after_bytes) = match rest.split_once('@') {
+            Some((n, b)) => (
+                n,
+                Some(
+                    b.parse()
+                        .map_err(|_| format!("bad byte count in {text:?}"))?,
+                ),
+            ),
+            None => (rest, None),
+        };
+        let errno = match name.to_ascii_lowercase().as_str() {
+            "enospc" => libc::ENOSPC,
+            "eio" => libc::EIO,
+            "erofs" => libc::EROFS,
+            "edquot" => libc::EDQUOT,
+            _ => return Err(format!("unknown errno {name:?} in {text:?}")),
+        };
+        Ok(DiskFault {
+            errno,
+            after_bytes,
+            dir,
+        })
+    }
+}
+
+/// The sink of every file a [`DiskBlockManager`] creates: the file, behind an optional
+/// [`DiskFault`].
+pub struct DiskSink {
+    file: File,
+    /// `Some((budget, errno))`: bytes still accepted, then the error.
+    fault: Option<(u64, i32)>,
+}
+
+impl SpillSink for DiskSink {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match &mut self.fault {
+            None => SpillSink::write_all(&mut self.file, buf),
+            Some((budget, errno)) => {
+                let fits = (buf.len() as u64).min(*budget) as usize;
+                SpillSink::write_all(&mut self.file, &buf[..fits])?;
+                *budget -= fits as u64;
+                if fits < buf.len() {
+                    return Err(io::Error::from_raw_os_error(*errno));
+                }
+                Ok(())
+            }
+        }
+    }
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_all()
+    }
+}
+
+/// Whether an I/O error says the directory is unusable (full, read-only, gone, not ours), so
+/// that another local directory may succeed.
+fn is_dir_fault(kind: io::ErrorKind) -> bool {
+    matches!(
+        kind,
+        io::ErrorKind::StorageFull
+            | io::ErrorKind::QuotaExceeded
+            | io::ErrorKind::ReadOnlyFilesystem
+            | io::ErrorKind::PermissionDenied
+            | io::ErrorKind::NotFound
+    )
+}
+
 /// The directories a run writes blocks and spills into (Spark's `DiskBlockManager`).
 pub struct DiskBlockManager {
     dirs: Vec<tempfile::TempDir>,
+    /// Per directory: a file creation or write failed there with a directory fault.
+    failed: Vec<AtomicBool>,
     counter: AtomicU64,
     buffer_bytes: usize,
+    fault: Mutex<Option<DiskFault>>,
 }
 
 impl DiskBlockManager {
@@ -44,17 +177,7 @@ impl DiskBlockManager {
     /// `SPARK_EXECUTOR_DIRS`, else `SPARK_LOCAL_DIRS`, else `spark.local.dir`, else the temp
     /// directory; comma-separated. A directory that cannot be used is skipped with a warning.
     pub fn from_conf(conf: &SparkConf) -> Result<DiskBlockManager, LocalDirError> {
-        let configured = std::env::var("SPARK_EXECUTOR_DIRS")
-            .ok()
-            .or_else(|| std::env::var("SPARK_LOCAL_DIRS").ok())
-            .or_else(|| conf.get(keys::LOCAL_DIR).map(str::to_string))
-            .unwrap_or_else(|| std::env::temp_dir().display().to_string());
-        let roots: Vec<PathBuf> = configured
-            .split([',', ':'])
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-            .collect();
+        let roots = Self::configured_roots(conf);
         let buffer_kib = conf.size(keys::SHUFFLE_FILE_BUFFER)?.unwrap_or(32);
         if buffer_kib <= 0 || buffer_kib > (i32::MAX as i64 - 15) / 1024 {
             return Err(ConfError::CheckFailed {
@@ -64,7 +187,39 @@ impl DiskBlockManager {
             }
             .into());
         }
-        Self::new(&roots, buffer_kib as usize * 1024)
+        let dbm = Self::new(&roots, buffer_kib as usize * 1024)?;
+        if let Ok(text) = std::env::var(DISK_FAULT_ENV) {
+            let fault = DiskFault::parse(&text).map_err(|reason| LocalDirError::NoLocalDir {
+                tried: format!("{DISK_FAULT_ENV}={text}"),
+                reason,
+            })?;
+            crate::log::warn(
+                "DiskBlockManager",
+                &format!("injecting disk fault {fault:?} ({DISK_FAULT_ENV})"),
+            );
+            dbm.set_fault(Some(fault));
+        }
+        Ok(dbm)
+    }
+
+    /// The configured local directories (`Utils.getConfiguredLocalDirs`), before any is created.
+    pub fn configured_roots(conf: &SparkConf) -> Vec<PathBuf> {
+        let configured = std::env::var("SPARK_EXECUTOR_DIRS")
+            .ok()
+            .or_else(|| std::env::var("SPARK_LOCAL_DIRS").ok())
+            .or_else(|| conf.get(keys::LOCAL_DIR).map(str::to_string))
+            .unwrap_or_else(|| std::env::temp_dir().display().to_string());
+        configured
+            .split([',', ':'])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect()
+    }
+
+    /// Injects (or clears) a fault in front of every file created from now on.
+    pub fn set_fault(&self, fault: Option<DiskFault>) {
+        *self.fault.lock().unwrap_or_else(|e| e.into_inner()) = fault;
     }
 
     /// Creates a private directory in each of `roots`.
@@ -73,8 +228,10 @@ impl DiskBlockManager {
         let mut last_error = String::from("no directory given");
         for root in roots {
             let made = std::fs::create_dir_all(root).and_then(|()| {
+                // 0700 explicitly: tempfile creates directories 0777 & umask (0755).
                 tempfile::Builder::new()
-                    .prefix(&format!("spillway-blockmgr-{}-", std::process::id()))
+                    .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                    .prefix(&format!("{PRIVATE_DIR_PREFIX}{}-", std::process::id()))
                     .tempdir_in(root)
             });
             match made {
@@ -102,9 +259,11 @@ impl DiskBlockManager {
             });
         }
         Ok(DiskBlockManager {
+            failed: dirs.iter().map(|_| AtomicBool::new(false)).collect(),
             dirs,
             counter: AtomicU64::new(0),
             buffer_bytes,
+            fault: Mutex::new(None),
         })
     }
 
@@ -113,25 +272,167 @@ impl DiskBlockManager {
         self.dirs.iter().map(|d| d.path()).collect()
     }
 
+    /// Indexes of the directories where a file creation or write failed with a directory
+    /// fault (tried last from then on).
+    pub fn failed_dirs(&self) -> Vec<usize> {
+        (0..self.dirs.len())
+            .filter(|&d| self.failed[d].load(Ordering::Relaxed))
+            .collect()
+    }
+
     /// `spark.shuffle.file.buffer` in bytes.
     pub fn buffer_bytes(&self) -> usize {
         self.buffer_bytes
     }
 
     /// `getFile(filename)`: where a file of this name lives (its sub-directory is created).
-    pub fn file(&self, name: &str) -> std::io::Result<PathBuf> {
+    pub fn file(&self, name: &str) -> io::Result<PathBuf> {
+        self.file_in(self.home_dir(name), name)
+    }
+
+    /// The index of the directory a name hashes to (Spark's placement).
+    fn home_dir(&self, name: &str) -> usize {
+        non_negative_hash(name) as usize % self.dirs.len()
+    }
+
+    /// `name`'s path in directory `dir` (its hashed sub-directory created, mode 0700, but never
+    /// the private directory itself: a deleted one stays deleted and this fails `NotFound`).
+    fn file_in(&self, dir: usize, name: &str) -> io::Result<PathBuf> {
         let hash = non_negative_hash(name) as usize;
-        let dir = hash % self.dirs.len();
         let sub = (hash / self.dirs.len()) % SUB_DIRS_PER_LOCAL_DIR;
         let sub_dir = self.dirs[dir].path().join(format!("{sub:02x}"));
-        std::fs::create_dir_all(&sub_dir)?;
+        match std::fs::DirBuilder::new().mode(0o700).create(&sub_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && sub_dir.is_dir() => {}
+            Err(e) => return Err(e),
+        }
         Ok(sub_dir.join(name))
     }
 
+    /// Directories in the order to try for `name`: its hashed one, then the others in order;
+    /// those that failed before go last.
+    fn try_order(&self, name: &str) -> Vec<usize> {
+        let n = self.dirs.len();
+        let home = self.home_dir(name);
+        let mut order: Vec<usize> = (0..n).map(|i| (home + i) % n).collect();
+        order.sort_by_key(|&d| self.failed[d].load(Ordering::Relaxed));
+        order
+    }
+
     /// A fresh file name for a spill (`createTempLocalBlock`: `temp_local_<n>`).
-    pub fn temp_file(&self, prefix: &str) -> std::io::Result<PathBuf> {
+    pub fn temp_file(&self, prefix: &str) -> io::Result<PathBuf> {
+        self.file(&self.temp_name(prefix))
+    }
+
+    fn temp_name(&self, prefix: &str) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        self.file(&format!("{prefix}_{n}"))
+        format!("{prefix}_{n}")
+    }
+
+    /// Creates the file `name` (mode 0600) in directory `dir`, behind the injected fault.
+    fn create_in(
+        &self,
+        dir: usize,
+        name: &str,
+        opts: &SpillWriterOptions,
+    ) -> Result<SpillWriter<DiskSink>, SpillError> {
+        let fault = *self.fault.lock().unwrap_or_else(|e| e.into_inner());
+        let fault = fault.filter(|f| f.dir.is_none_or(|d| d == dir));
+        let path = match self.file_in(dir, name) {
+            Ok(p) => p,
+            Err(e) => {
+                let at = self.dirs[dir].path().join(name);
+                return Err(SpillError::io(&at, "create sub-directory", 0, e));
+            }
+        };
+        if let Some(DiskFault {
+            errno,
+            after_bytes: None,
+            ..
+        }) = fault
+        {
+            return Err(SpillError::io(
+                &path,
+                "create",
+                0,
+                io::Error::from_raw_os_error(errno),
+            ));
+        }
+        SpillWriter::create_with_sink(&path, opts.clone(), |file| {
+            Ok(DiskSink {
+                file,
+                fault: fault.and_then(|f| f.after_bytes.map(|b| (b, f.errno))),
+            })
+        })
+    }
+
+    fn note_failure(&self, dir: usize, err: &SpillError, remaining: usize) {
+        if err.io_kind().is_some_and(is_dir_fault) {
+            self.failed[dir].store(true, Ordering::Relaxed);
+            if remaining > 0 {
+                crate::log::warn(
+                    "DiskBlockManager",
+                    &format!("{err}; trying the next local directory"),
+                );
+            }
+        }
+    }
+
+    /// Creates the file `name` for writing, failing over to the next local directory when
+    /// creation fails with a directory fault (see the module docs).
+    pub fn create_file(
+        &self,
+        name: &str,
+        opts: &SpillWriterOptions,
+    ) -> Result<SpillWriter<DiskSink>, SpillError> {
+        let order = self.try_order(name);
+        let mut last = None;
+        for (i, &dir) in order.iter().enumerate() {
+            match self.create_in(dir, name, opts) {
+                Ok(w) => return Ok(w),
+                Err(e) => {
+                    self.note_failure(dir, &e, order.len() - i - 1);
+                    let retry = e.io_kind().is_some_and(is_dir_fault);
+                    last = Some(e);
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last.expect("at least one local directory"))
+    }
+
+    /// Writes a new temporary file (`createTempLocalBlock`, named `<prefix>_<n>`): `feed`
+    /// writes every record, and may be called again for another directory if the write fails
+    /// with a directory fault (the partial file is deleted first). Returns the finished file.
+    pub fn write_temp_file(
+        &self,
+        prefix: &str,
+        opts: &SpillWriterOptions,
+        feed: &mut dyn FnMut(&mut SpillWriter<DiskSink>) -> Result<(), SpillError>,
+    ) -> Result<SpillFileInfo, SpillError> {
+        let name = self.temp_name(prefix);
+        let order = self.try_order(&name);
+        let mut last = None;
+        for (i, &dir) in order.iter().enumerate() {
+            let attempt = self.create_in(dir, &name, opts).and_then(|mut w| {
+                feed(&mut w)?;
+                w.finish()
+            });
+            match attempt {
+                Ok(info) => return Ok(info),
+                Err(e) => {
+                    self.note_failure(dir, &e, order.len() - i - 1);
+                    let retry = e.io_kind().is_some_and(is_dir_fault);
+                    last = Some(e);
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last.expect("at least one local directory"))
     }
 
     /// Files currently under the private directories (for clean-up checks).
@@ -200,13 +501,10 @@ impl DiskStore {
         source: Option<&mut dyn RecordSource>,
     ) -> Result<DiskBlock, SpillError> {
         let name = block.to_string();
-        let path = self
-            .dirs
-            .file(&name)
-            .map_err(|e| SpillError::io(Path::new(&name), "create directory", 0, e))?;
         let mut opts = SpillWriterOptions::new(SpillKind::Block);
         opts.buffer_bytes = self.dirs.buffer_bytes();
-        let mut writer = SpillWriter::create(&path, opts)?;
+        let mut writer = self.dirs.create_file(&name, &opts)?;
+        let path = writer.path().to_path_buf();
         prefix(&mut |r| writer.write_record(r))?;
         if let Some(src) = source {
             while let Some(r) = src.next_record() {

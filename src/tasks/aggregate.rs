@@ -45,8 +45,7 @@ use crate::data::{splitmix64, stream_seed};
 use crate::memory::{Consumer, ConsumerId, MemoryConsumer, MemoryMode, Page, TaskMemoryError};
 use crate::scheduler::TaskContext;
 use crate::spill::{
-    RecordDigest, SortedMerge, SortedRun, SpillError, SpillKind, SpillReader, SpillWriter,
-    SpillWriterOptions,
+    RecordDigest, SortedMerge, SortedRun, SpillError, SpillKind, SpillReader, SpillWriterOptions,
 };
 use crate::storage::disk::DiskBlockManager;
 
@@ -463,29 +462,17 @@ impl State {
         let len = self.len as usize;
         let entries = as_entries(table.as_mut_slice());
         compact_and_sort(entries, len);
-        let path = self
-            .dirs
-            .temp_file("temp_local")
-            .map_err(|e| SpillError::Io {
-                path: self
-                    .dirs
-                    .dirs()
-                    .first()
-                    .map(|p| p.to_path_buf())
-                    .unwrap_or_default(),
-                op: "create temp_local",
-                offset: 0,
-                kind: e.kind(),
-                source: e,
-            })?;
         let mut opts = SpillWriterOptions::new(SpillKind::AggregationSpill);
         opts.fixed_record_bytes = Some(ENTRY_BYTES as u32);
         opts.buffer_bytes = self.dirs.buffer_bytes();
-        let mut w = SpillWriter::create(&path, opts)?;
-        for e in &entries[..len] {
-            w.write_record(e.as_bytes())?;
-        }
-        let info = w.finish()?;
+        // The table is freed only once the spill is on disk, so a spill that fails in one
+        // local directory is written again in the next (`write_temp_file`).
+        let info = self.dirs.write_temp_file("temp_local", &opts, &mut |w| {
+            for e in &entries[..len] {
+                w.write_record(e.as_bytes())?;
+            }
+            Ok(())
+        })?;
         self.runs.push(RunFile::new(info.path.clone()));
         let freed = table.len();
         drop(table);

@@ -128,6 +128,9 @@ impl TaskError {
                 Some("UNABLE_TO_ACQUIRE_MEMORY")
             }
             TaskError::Memory(TaskMemoryError::SpillFailed { .. }) => Some("SPILL_OUT_OF_MEMORY"),
+            // A spill the sorter starts on its own (its pointer array too large for a page)
+            // is not wrapped by the task memory manager: Spark throws the IOException itself.
+            TaskError::Spill(_) | TaskError::TempFile(_) => Some("IOException"),
             _ => None,
         }
     }

@@ -53,8 +53,7 @@ use crate::memory::{
 };
 use crate::scheduler::TaskContext;
 use crate::spill::{
-    RecordDigest, SortedMerge, SortedRun, SpillError, SpillKind, SpillReader, SpillWriter,
-    SpillWriterOptions,
+    RecordDigest, SortedMerge, SortedRun, SpillError, SpillKind, SpillReader, SpillWriterOptions,
 };
 use crate::storage::disk::DiskBlockManager;
 
@@ -523,31 +522,19 @@ impl State {
         let array = self.array.as_mut().expect("records imply an array");
         let sorted = sort_pairs(array, records);
         let sorted_at = Instant::now();
-        let path = self
-            .dirs
-            .temp_file("temp_local")
-            .map_err(|e| SpillError::Io {
-                path: self
-                    .dirs
-                    .dirs()
-                    .first()
-                    .map(|p| p.to_path_buf())
-                    .unwrap_or_default(),
-                op: "create temp_local",
-                offset: 0,
-                kind: e.kind(),
-                source: e,
-            })?;
         let mut opts = SpillWriterOptions::new(SpillKind::SortRun);
         opts.fixed_record_bytes = Some(self.record_bytes as u32);
         opts.buffer_bytes = self.dirs.buffer_bytes();
-        let mut w = SpillWriter::create(&path, opts)?;
         let table = page_table(&self.pages);
-        let mut run = MemRun::new(sorted, &table);
-        while run.advance()? {
-            w.write_record(run.current())?;
-        }
-        let info = w.finish()?;
+        // The records stay in their pages until the run is on disk, so a spill that fails in
+        // one local directory is written again in the next (`write_temp_file`).
+        let info = self.dirs.write_temp_file("temp_local", &opts, &mut |w| {
+            let mut run = MemRun::new(sorted, &table);
+            while run.advance()? {
+                w.write_record(run.current())?;
+            }
+            Ok(())
+        })?;
         drop(table);
         let run_file = RunFile::new(info.path.clone());
         let page_bytes: u64 = self.pages.iter().map(Page::len).sum();
