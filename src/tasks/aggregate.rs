@@ -36,7 +36,9 @@
 //! regenerated input ([`expected_aggregates`]).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::Arc;
+
+use super::SharedState;
 use std::time::Instant;
 
 use zerocopy::{FromBytes, IntoBytes};
@@ -212,23 +214,15 @@ struct State {
     metrics: TaskMetrics,
 }
 
-struct Shared {
-    state: Mutex<State>,
-}
+/// The callback half: what the task memory manager holds.
+type Shared = SharedState<State>;
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl MemoryConsumer for Shared {
+impl MemoryConsumer for SharedState<State> {
     /// `Spillable.spill(size, trigger)`: only for another consumer, and only ON_HEAP.
     fn spill(&self, _size: u64, trigger: ConsumerId) -> Result<u64, crate::memory::SpillError> {
-        let mut st = match self.state.try_lock() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => return Ok(0),
+        // The owner holds the state (merging): nothing can be released now.
+        let Some(mut st) = self.try_lock() else {
+            return Ok(0);
         };
         if st.merging || st.own_id == Some(trigger) || !st.on_heap || st.len == 0 {
             return Ok(0);
@@ -252,19 +246,17 @@ pub struct SpillableAggregator {
 impl SpillableAggregator {
     /// A map registered with the task's memory manager.
     pub fn new(ctx: &TaskContext) -> SpillableAggregator {
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                table: None,
-                len: 0,
-                threshold: INITIAL_MEMORY_THRESHOLD,
-                runs: Vec::new(),
-                merging: false,
-                own_id: None,
-                on_heap: ctx.memory.tungsten_mode() == MemoryMode::OnHeap,
-                dirs: Arc::clone(ctx.executor.local_dirs()),
-                metrics: TaskMetrics::default(),
-            }),
-        });
+        let shared = Arc::new(SharedState::new(State {
+            table: None,
+            len: 0,
+            threshold: INITIAL_MEMORY_THRESHOLD,
+            runs: Vec::new(),
+            merging: false,
+            own_id: None,
+            on_heap: ctx.memory.tungsten_mode() == MemoryMode::OnHeap,
+            dirs: Arc::clone(ctx.executor.local_dirs()),
+            metrics: TaskMetrics::default(),
+        }));
         let consumer = ctx
             .memory
             .register("ExternalAppendOnlyMap", Arc::clone(&shared) as _);

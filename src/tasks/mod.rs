@@ -159,3 +159,33 @@ impl Drop for RunFile {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+/// A task's state, shared between its owner and its spill callback (the `MemoryConsumer` the
+/// task memory manager holds). The owner never holds it across a call into its `Consumer`.
+pub(crate) struct SharedState<S> {
+    state: std::sync::Mutex<S>,
+}
+
+impl<S> SharedState<S> {
+    pub(crate) fn new(state: S) -> Self {
+        SharedState {
+            state: std::sync::Mutex::new(state),
+        }
+    }
+
+    /// The owner's access. A panic while spilling leaves the task failed; what is left is still
+    /// freed on drop, so a poisoned lock is taken as it is.
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, S> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The spill callback's access: `None` while the owner holds the state (e.g. merging), when
+    /// nothing can be released.
+    pub(crate) fn try_lock(&self) -> Option<std::sync::MutexGuard<'_, S>> {
+        match self.state.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+}

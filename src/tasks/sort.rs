@@ -41,7 +41,9 @@
 //!
 //! The consumer/callback design is in the [module doc](super).
 
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::Arc;
+
+use super::SharedState;
 use std::time::Instant;
 
 use zerocopy::FromBytes;
@@ -186,24 +188,13 @@ struct State {
 }
 
 /// The callback half: what the task memory manager holds.
-struct Shared {
-    state: Mutex<State>,
-}
+type Shared = SharedState<State>;
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while spilling leaves the task failed; what is left is still freed on drop.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl MemoryConsumer for Shared {
+impl MemoryConsumer for SharedState<State> {
     fn spill(&self, _size: u64, trigger: ConsumerId) -> Result<u64, crate::memory::SpillError> {
-        let mut st = match self.state.try_lock() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            // The owner holds the state (merging): nothing can be released now.
-            Err(TryLockError::WouldBlock) => return Ok(0),
+        // The owner holds the state (merging): nothing can be released now.
+        let Some(mut st) = self.try_lock() else {
+            return Ok(0);
         };
         if st.merging {
             return Ok(0);
@@ -242,20 +233,18 @@ impl ExternalSorter {
                 "record_bytes = {record_bytes}: records carry an 8-byte key"
             )));
         }
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                record_bytes,
-                pages: Vec::new(),
-                cursor: 0,
-                array: None,
-                records: 0,
-                runs: Vec::new(),
-                merging: false,
-                own_id: None,
-                dirs: Arc::clone(ctx.executor.local_dirs()),
-                metrics: TaskMetrics::default(),
-            }),
-        });
+        let shared = Arc::new(SharedState::new(State {
+            record_bytes,
+            pages: Vec::new(),
+            cursor: 0,
+            array: None,
+            records: 0,
+            runs: Vec::new(),
+            merging: false,
+            own_id: None,
+            dirs: Arc::clone(ctx.executor.local_dirs()),
+            metrics: TaskMetrics::default(),
+        }));
         let consumer = ctx
             .memory
             .register("UnsafeExternalSorter", Arc::clone(&shared) as _);
