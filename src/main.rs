@@ -170,14 +170,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::BadInput(e)) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Run(e)) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
+        Err(f) => f.report(),
     }
 }
 
@@ -185,6 +178,18 @@ fn main() -> ExitCode {
 enum Failure {
     BadInput(anyhow::Error),
     Run(anyhow::Error),
+}
+
+impl Failure {
+    /// Prints the error and gives its exit code: 2 for bad input, 1 for a failed run.
+    fn report(self) -> ExitCode {
+        let (e, code) = match self {
+            Failure::BadInput(e) => (e, 2),
+            Failure::Run(e) => (e, 1),
+        };
+        eprintln!("error: {e:#}");
+        ExitCode::from(code)
+    }
 }
 
 impl From<ConfError> for Failure {
@@ -306,14 +311,7 @@ fn oom(args: OomArgs) -> Result<(), Failure> {
 fn run_in_cgroup(args: RunArgs) -> ExitCode {
     match supervise_run(args) {
         Ok(code) => code,
-        Err(Failure::BadInput(e)) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Run(e)) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
+        Err(f) => f.report(),
     }
 }
 

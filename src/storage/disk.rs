@@ -385,11 +385,21 @@ impl DiskBlockManager {
         name: &str,
         opts: &SpillWriterOptions,
     ) -> Result<SpillWriter<DiskSink>, SpillError> {
+        self.with_failover(name, |dir| self.create_in(dir, name, opts))
+    }
+
+    /// Runs `attempt` in the local directories in `try_order`, moving to the next one only
+    /// when it fails with a directory fault; returns the first success or the last error.
+    fn with_failover<T>(
+        &self,
+        name: &str,
+        mut attempt: impl FnMut(usize) -> Result<T, SpillError>,
+    ) -> Result<T, SpillError> {
         let order = self.try_order(name);
         let mut last = None;
         for (i, &dir) in order.iter().enumerate() {
-            match self.create_in(dir, name, opts) {
-                Ok(w) => return Ok(w),
+            match attempt(dir) {
+                Ok(v) => return Ok(v),
                 Err(e) => {
                     self.note_failure(dir, &e, order.len() - i - 1);
                     let retry = e.io_kind().is_some_and(is_dir_fault);
@@ -413,26 +423,11 @@ impl DiskBlockManager {
         feed: &mut dyn FnMut(&mut SpillWriter<DiskSink>) -> Result<(), SpillError>,
     ) -> Result<SpillFileInfo, SpillError> {
         let name = self.temp_name(prefix);
-        let order = self.try_order(&name);
-        let mut last = None;
-        for (i, &dir) in order.iter().enumerate() {
-            let attempt = self.create_in(dir, &name, opts).and_then(|mut w| {
-                feed(&mut w)?;
-                w.finish()
-            });
-            match attempt {
-                Ok(info) => return Ok(info),
-                Err(e) => {
-                    self.note_failure(dir, &e, order.len() - i - 1);
-                    let retry = e.io_kind().is_some_and(is_dir_fault);
-                    last = Some(e);
-                    if !retry {
-                        break;
-                    }
-                }
-            }
-        }
-        Err(last.expect("at least one local directory"))
+        self.with_failover(&name, |dir| {
+            let mut w = self.create_in(dir, &name, opts)?;
+            feed(&mut w)?;
+            w.finish()
+        })
     }
 
     /// Files currently under the private directories (for clean-up checks).
