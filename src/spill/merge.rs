@@ -1,15 +1,12 @@
-//! k-way merge of sorted runs (spill files and in-memory runs) through a binary heap.
+//! k-way merge of sorted runs (spill files and in-memory runs) through a tournament tree.
 //!
-//! The heap holds one `(key, run index)` entry per run that has a current record; records stay
-//! in their run's buffer (zero-copy). Ties on the key go to the lower run index, so records
-//! with equal keys come out in run order, and in their order within a run: the merge is stable
-//! as if the runs were concatenated in order and stably sorted. Per record: one `advance` of
-//! the run just consumed, one key computation and one sift of the heap top (`PeekMut`); no
-//! allocation unless the key function allocates.
+//! The tree orders the runs by `(key of the current record, run index)`; records stay in their
+//! run's buffer (zero-copy). Ties on the key go to the lower run index, so records with equal
+//! keys come out in run order, and in their order within a run: the merge is stable as if the
+//! runs were concatenated in order and stably sorted. Per record: one `advance` of the run
+//! just consumed, one key computation and ⌈log₂ k⌉ comparisons; no allocation unless the key
+//! function allocates.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
-use std::collections::binary_heap::PeekMut;
 use std::fmt;
 
 use super::error::SpillError;
@@ -91,63 +88,95 @@ impl<'a, I: Iterator<Item = &'a [u8]>> SortedRun for MemoryRun<'a, I> {
     }
 }
 
-struct Entry<K> {
-    key: K,
-    run: usize,
-}
-
-// Reversed, so that std's max-heap pops the smallest (key, run).
-impl<K: Ord> Ord for Entry<K> {
-    #[inline]
-    fn cmp(&self, other: &Self) -> Ordering {
-        other
-            .key
-            .cmp(&self.key)
-            .then_with(|| other.run.cmp(&self.run))
-    }
-}
-impl<K: Ord> PartialOrd for Entry<K> {
-    #[inline]
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl<K: Ord> PartialEq for Entry<K> {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl<K: Ord> Eq for Entry<K> {}
-
 /// A merging iterator over sorted runs, ordered by `key(record)` and then by run index.
+///
+/// A tournament tree of losers (Knuth, TAOCP 5.4.1): `losers[1..k]` hold the run that lost
+/// the match at each internal node, `winner` the overall winner. When the winner's run
+/// advances, only the matches on its path to the root are replayed: ⌈log₂ k⌉ key comparisons
+/// per record, against up to twice that for a binary heap's sift-down, and each run's key is
+/// computed once per record and cached.
 pub struct SortedMerge<R, K, F> {
     runs: Vec<R>,
-    heap: BinaryHeap<Entry<K>>,
+    /// Each run's current key; `None` once the run is exhausted (it loses every match).
+    keys: Vec<Option<K>>,
+    /// `losers[node]` for internal nodes `1..k`; run `i` is leaf `k + i`.
+    losers: Vec<usize>,
+    /// The run holding the smallest current record (meaningless when every key is `None`).
+    winner: usize,
     key: F,
-    /// The run whose current record was returned last; it advances on the next call.
-    last: Option<usize>,
+    /// A record was returned from `winner`; its run advances on the next call.
+    pending: bool,
     failed: bool,
 }
 
 impl<R: SortedRun, K: Ord, F: Fn(&[u8]) -> K> SortedMerge<R, K, F> {
     /// Reads the first record of every run.
     pub fn new(mut runs: Vec<R>, key: F) -> Result<Self, SpillError> {
-        let mut heap = BinaryHeap::with_capacity(runs.len());
-        for (run, r) in runs.iter_mut().enumerate() {
-            if r.advance()? {
-                heap.push(Entry {
-                    key: key(r.current()),
-                    run,
-                });
-            }
+        let mut keys = Vec::with_capacity(runs.len());
+        for r in runs.iter_mut() {
+            keys.push(if r.advance()? {
+                Some(key(r.current()))
+            } else {
+                None
+            });
         }
-        Ok(Self {
+        let k = runs.len();
+        let mut merge = Self {
             runs,
-            heap,
+            keys,
+            losers: vec![0; k.max(1)],
+            winner: 0,
             key,
-            last: None,
+            pending: false,
             failed: false,
-        })
+        };
+        // Play every match bottom-up: `won[node]` is the winner below `node`.
+        let mut won = vec![0usize; 2 * k];
+        for (i, w) in won[k..].iter_mut().enumerate() {
+            *w = i;
+        }
+        for node in (1..k).rev() {
+            let (a, b) = (won[2 * node], won[2 * node + 1]);
+            let (w, l) = if merge.beats(b, a) { (b, a) } else { (a, b) };
+            won[node] = w;
+            merge.losers[node] = l;
+        }
+        merge.winner = if k > 1 { won[1] } else { 0 };
+        Ok(merge)
+    }
+
+    /// Whether run `a`'s current record comes before run `b`'s: smaller key, or equal keys
+    /// and the earlier run; an exhausted run comes after everything.
+    #[inline(always)]
+    fn beats(&self, a: usize, b: usize) -> bool {
+        match (&self.keys[a], &self.keys[b]) {
+            (Some(x), Some(y)) => {
+                // Bitwise, not short-circuit: the outcome is unpredictable in a merge, so no
+                // branch on it.
+                let c = x.cmp(y);
+                c.is_lt() | (c.is_eq() & (a < b))
+            }
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => a < b,
+        }
+    }
+
+    /// Replays the matches from run `run`'s leaf to the root after its key changed.
+    #[inline]
+    fn replay(&mut self, run: usize) {
+        let k = self.runs.len();
+        let mut w = run;
+        let mut node = (k + run) / 2;
+        while node > 0 {
+            let other = self.losers[node];
+            let swap = self.beats(other, w);
+            // Selects rather than a branch (see `beats`).
+            self.losers[node] = if swap { w } else { other };
+            w = if swap { other } else { w };
+            node /= 2;
+        }
+        self.winner = w;
     }
 
     /// The next record in merged order, borrowed from its run; `None` when all runs are
@@ -160,32 +189,32 @@ impl<R: SortedRun, K: Ord, F: Fn(&[u8]) -> K> SortedMerge<R, K, F> {
                 role: "merge",
             });
         }
-        if let Some(run) = self.last.take() {
-            let mut top = self.heap.peek_mut().expect("the last run is on the heap");
-            debug_assert_eq!(top.run, run);
+        if self.runs.is_empty() {
+            return Ok(None);
+        }
+        if self.pending {
+            self.pending = false;
+            let run = self.winner;
             match self.runs[run].advance() {
-                Ok(true) => top.key = (self.key)(self.runs[run].current()),
-                Ok(false) => {
-                    PeekMut::pop(top);
-                }
+                Ok(true) => self.keys[run] = Some((self.key)(self.runs[run].current())),
+                Ok(false) => self.keys[run] = None,
                 Err(e) => {
                     self.failed = true;
                     return Err(e);
                 }
             }
+            self.replay(run);
         }
-        match self.heap.peek() {
-            Some(top) => {
-                self.last = Some(top.run);
-                Ok(Some(self.runs[top.run].current()))
-            }
-            None => Ok(None),
+        if self.keys[self.winner].is_none() {
+            return Ok(None);
         }
+        self.pending = true;
+        Ok(Some(self.runs[self.winner].current()))
     }
 
     /// The index of the run the last returned record came from.
     pub fn last_run(&self) -> Option<usize> {
-        self.last
+        self.pending.then_some(self.winner)
     }
 
     /// Gives the runs back (e.g. to read their verified infos).

@@ -93,6 +93,36 @@ impl SpillWriterOptions {
     }
 }
 
+/// `dst.copy_from_slice(src)` without a call to `memcpy` for short slices (a 56-byte record
+/// is four 16-byte moves), which is most of a spill's records.
+#[inline(always)]
+fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    debug_assert_eq!(dst.len(), n);
+    if n > 64 {
+        dst.copy_from_slice(src);
+    } else if n >= 16 {
+        let mut i = 0;
+        while i + 16 <= n {
+            dst[i..i + 16].copy_from_slice(&src[i..i + 16]);
+            i += 16;
+        }
+        if i < n {
+            dst[n - 16..].copy_from_slice(&src[n - 16..]);
+        }
+    } else if n >= 8 {
+        dst[..8].copy_from_slice(&src[..8]);
+        dst[n - 8..].copy_from_slice(&src[n - 8..]);
+    } else if n >= 4 {
+        dst[..4].copy_from_slice(&src[..4]);
+        dst[n - 4..].copy_from_slice(&src[n - 4..]);
+    } else {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
+        }
+    }
+}
+
 /// Where a [`SpillWriter`]'s bytes go: the file it created, or a wrapper around it (a
 /// failpoint, a throttle). Appends are sequential; `write_all_at` patches an earlier offset.
 pub trait SpillSink {
@@ -125,8 +155,9 @@ pub struct SpillWriter<S: SpillSink = File> {
     opts: SpillWriterOptions,
     fixed: u32,
     header_crc: u32,
-    /// Never grows past its capacity (`buffer_bytes`).
-    buf: Vec<u8>,
+    /// `buffer_bytes` long; `buf[..len]` is filled.
+    buf: Box<[u8]>,
+    len: usize,
     /// File offset of `buf[0]`.
     buf_offset: u64,
     // The open frame (`frame_records == 0`: none).
@@ -189,7 +220,8 @@ impl<S: SpillSink> SpillWriter<S> {
             done: false,
             fixed,
             header_crc,
-            buf: Vec::with_capacity(opts.buffer_bytes),
+            buf: vec![0u8; opts.buffer_bytes].into_boxed_slice(),
+            len: 0,
             opts,
             buf_offset: 0,
             frame_offset: 0,
@@ -221,7 +253,7 @@ impl<S: SpillSink> SpillWriter<S> {
 
     /// Bytes in the file once everything written so far reaches it (footer excluded).
     pub fn bytes_written(&self) -> u64 {
-        self.buf_offset + self.buf.len() as u64
+        self.buf_offset + self.len as u64
     }
 
     /// Appends one record. On error the file is already deleted and the writer is unusable.
@@ -332,15 +364,15 @@ impl<S: SpillSink> SpillWriter<S> {
         self.frame_offset = self.bytes_written();
         self.crc_active = false;
         self.put(&[0u8; FRAME_HEADER_BYTES])?;
-        self.crc_from = self.buf.len();
+        self.crc_from = self.len;
         self.crc_active = true;
         Ok(())
     }
 
     fn end_frame(&mut self) -> Result<(), SpillError> {
         self.payload_crc32c =
-            crc32c::crc32c_append(self.payload_crc32c, &self.buf[self.crc_from..]);
-        self.crc_from = self.buf.len();
+            crc32c::crc32c_append(self.payload_crc32c, &self.buf[self.crc_from..self.len]);
+        self.crc_from = self.len;
         self.crc_active = false;
         let stored = frame_crc(
             self.payload_crc32c,
@@ -361,14 +393,28 @@ impl<S: SpillSink> SpillWriter<S> {
 
     /// Appends bytes to the buffer, writing it out each time it fills.
     #[inline]
-    fn put(&mut self, mut bytes: &[u8]) -> Result<(), SpillError> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), SpillError> {
+        let end = self.len + bytes.len();
+        if end < self.buf.len() {
+            copy_short(&mut self.buf[self.len..end], bytes);
+            self.len = end;
+            return Ok(());
+        }
+        self.put_slow(bytes)
+    }
+
+    /// `put` when the bytes reach the end of the buffer.
+    #[inline(never)]
+    fn put_slow(&mut self, mut bytes: &[u8]) -> Result<(), SpillError> {
         loop {
-            let free = self.opts.buffer_bytes - self.buf.len();
+            let free = self.buf.len() - self.len;
             if bytes.len() < free {
-                self.buf.extend_from_slice(bytes);
+                self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+                self.len += bytes.len();
                 return Ok(());
             }
-            self.buf.extend_from_slice(&bytes[..free]);
+            self.buf[self.len..].copy_from_slice(&bytes[..free]);
+            self.len += free;
             bytes = &bytes[free..];
             self.flush_buf()?;
         }
@@ -376,12 +422,12 @@ impl<S: SpillSink> SpillWriter<S> {
 
     /// Writes the buffer to the sink (after adding its payload bytes to the frame CRC).
     fn flush_buf(&mut self) -> Result<(), SpillError> {
-        if self.buf.is_empty() {
+        if self.len == 0 {
             return Ok(());
         }
         if self.crc_active {
             self.payload_crc32c =
-                crc32c::crc32c_append(self.payload_crc32c, &self.buf[self.crc_from..]);
+                crc32c::crc32c_append(self.payload_crc32c, &self.buf[self.crc_from..self.len]);
         }
         self.crc_from = 0;
         let t = Instant::now();
@@ -389,13 +435,13 @@ impl<S: SpillSink> SpillWriter<S> {
             .sink
             .as_mut()
             .expect("sink present")
-            .write_all(&self.buf);
+            .write_all(&self.buf[..self.len]);
         self.write_ns += t.elapsed().as_nanos() as u64;
         if let Err(e) = r {
             return Err(self.fail(SpillError::io(&self.path, "write", self.buf_offset, e)));
         }
-        self.buf_offset += self.buf.len() as u64;
-        self.buf.clear();
+        self.buf_offset += self.len as u64;
+        self.len = 0;
         Ok(())
     }
 
