@@ -5,14 +5,17 @@
 //! - **disk write**: files of the spill's size written through a `spark.shuffle.file.buffer`
 //!   (32 KiB) buffer, then `fsync`, timed to the end of the `fsync`;
 //! - **disk read**: the same bytes read back sequentially in 1 MiB reads (the spill reader's
-//!   frame size) after `posix_fadvise(DONTNEED)` dropped them from the page cache;
+//!   frame size) after `posix_fadvise(DONTNEED)` dropped them from the page cache, each file
+//!   announced whole with `posix_fadvise(SEQUENTIAL, WILLNEED)` so the disk gets its deepest
+//!   queue;
 //! - **first touch**: one write per OS page of a fresh anonymous mapping (page faults and
 //!   zeroing), right after a warm-up touch of the same size (so the VM's host has memory ready:
 //!   the warm case);
 //! - **memcpy**: copying a buffer into another, both already written (warm), bytes copied / s.
 //!
 //! spillway's own, each against its limit, with the same files, sizes and sync policy:
-//! - **spill write**: `SpillWriter` of 56-byte records, `sync_on_finish` (fsync), vs disk write;
+//! - **spill write**: `SpillWriter` of 56-byte records, `sync_on_finish` (fsync), the records'
+//!   digest given by the caller as a sorter gives it, vs disk write;
 //! - **spill read-merge**: `SpillReader`s + `SortedMerge` over the sorted runs, page cache
 //!   dropped first, vs disk read of the same files;
 //! - **eviction**: MEMORY_AND_DISK blocks of 56-byte records evicted by one execution acquire
@@ -36,7 +39,9 @@ use serde::Serialize;
 use crate::data::PartitionData;
 use crate::memory::{MemoryMode, PoolSizes, UnifiedMemoryManager};
 use crate::region::{Mapping, PageAllocator, ReleasePolicy};
-use crate::spill::{SortedMerge, SpillKind, SpillReader, SpillWriter, SpillWriterOptions};
+use crate::spill::{
+    RecordDigest, SortedMerge, SpillKind, SpillReader, SpillWriter, SpillWriterOptions,
+};
 use crate::storage::block_manager::BlockManager;
 use crate::storage::disk::DiskBlockManager;
 use crate::storage::memory_store::{MemoryStore, UnrollConf};
@@ -306,13 +311,20 @@ fn spill_options(opts: &BenchOptions) -> SpillWriterOptions {
 }
 
 /// The same records through `SpillWriter` (variable-size framing, as sorts spill), fsynced.
+/// The records' digest comes from the caller, as a sorter's spill takes it from the digest it
+/// kept while the records were inserted (not timed: insertion is not the spill).
 fn spill_write_rate(dir: &Path, opts: &BenchOptions, data: &[u8]) -> anyhow::Result<f64> {
+    let mut digest = RecordDigest::default();
+    for r in data.chunks_exact(RECORD_BYTES) {
+        digest.add(r);
+    }
     let mut bytes = 0;
     let mut elapsed = Duration::ZERO;
     for i in 0..opts.runs {
         let path = dir.join(format!("spill-{i}"));
         let t = Instant::now();
         let mut w = SpillWriter::create(&path, spill_options(opts))?;
+        w.use_known_digest(digest);
         for r in data.chunks_exact(RECORD_BYTES) {
             w.write_record(r)?;
         }
@@ -372,6 +384,11 @@ fn raw_read(runs: &SortedRuns) -> anyhow::Result<f64> {
     let t = Instant::now();
     for p in &runs.paths {
         let mut f = File::open(p)?;
+        // The disk at its best: the whole file asked for at once (the merge's readers ask for
+        // a frame ahead of each run; without this, the "limit" would be the kernel's default
+        // 128 KiB read-ahead, which the merge beats).
+        rustix::fs::fadvise(&f, 0, None::<NonZeroU64>, rustix::fs::Advice::Sequential)?;
+        rustix::fs::fadvise(&f, 0, None::<NonZeroU64>, rustix::fs::Advice::WillNeed)?;
         loop {
             let k = f.read(&mut buf)?;
             if k == 0 {

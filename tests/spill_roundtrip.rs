@@ -268,3 +268,59 @@ proptest! {
         round_trip(o, &recs);
     }
 }
+
+/// A digest given by the caller replaces the writer's own hashing; a wrong one never reaches a
+/// finished file unnoticed.
+#[test]
+fn known_digest_is_carried_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let recs = records(5_000, 80, 7);
+    let mut digest = RecordDigest::default();
+    for r in &recs {
+        digest.add(r);
+    }
+    let write_with = |name: &str, given: RecordDigest| {
+        let path = dir.path().join(name);
+        let mut w = SpillWriter::create(&path, opts(SpillKind::SortRun)).unwrap();
+        w.use_known_digest(given);
+        for r in &recs {
+            w.write_record(r).unwrap();
+        }
+        (path, w.finish())
+    };
+
+    // The right digest: the footer carries it and the file reads back verified.
+    let (path, info) = write_with("right", digest);
+    let info = info.unwrap();
+    assert_eq!(
+        (info.records, info.record_hash_sum),
+        (digest.records, digest.hash_sum)
+    );
+    assert_eq!(verify_file(&path).unwrap().record_hash_sum, digest.hash_sum);
+
+    // A wrong count fails `finish` in every build, and the file is gone.
+    let short = RecordDigest {
+        records: digest.records - 1,
+        ..digest
+    };
+    let (path, info) = write_with("count", short);
+    let e = info.unwrap_err();
+    assert!(matches!(e, SpillError::ChecksumMismatch { .. }), "{e}");
+    assert!(!path.exists());
+
+    // A wrong hash sum: builds with debug assertions catch it at `finish`; others write the
+    // claimed digest, which the first read then refuses.
+    let wrong = RecordDigest {
+        hash_sum: digest.hash_sum ^ 1,
+        ..digest
+    };
+    let (path, info) = write_with("hash", wrong);
+    if cfg!(debug_assertions) {
+        assert!(matches!(info, Err(SpillError::ChecksumMismatch { .. })));
+        assert!(!path.exists());
+    } else {
+        info.unwrap();
+        let e = verify_file(&path).unwrap_err();
+        assert!(matches!(e, SpillError::ChecksumMismatch { .. }), "{e}");
+    }
+}

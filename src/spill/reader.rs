@@ -443,15 +443,15 @@ impl SpillReader {
 
     /// Walks the frame just loaded (`buf[..n]`, `records` records): checks that its records
     /// fill it exactly and adds their hashes to the running sum. Hashing a whole frame in one
-    /// tight loop lets the CPU overlap one record's hash with the next; hashing each record as
-    /// it is handed out put the hash's multiply chain between a merge's heap operations.
+    /// tight loop lets the CPU overlap one record's hash with the next, instead of putting each
+    /// hash's multiply chain between a merge's comparisons.
     fn frame_hash_sum(&mut self, n: usize, records: u32) -> Result<(), SpillError> {
         let fixed = self.info.fixed_record_bytes as usize;
         let mut sum = 0u64;
         let mut pos = 0usize;
-        if fixed != 0 {
+        if let Some(fit) = n.checked_div(fixed) {
             let frame = &self.buf[..n];
-            let whole = (records as usize).min(n / fixed);
+            let whole = (records as usize).min(fit);
             for r in frame[..whole * fixed].chunks_exact(fixed) {
                 sum = sum.wrapping_add(record_hash(r));
             }

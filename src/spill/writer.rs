@@ -15,7 +15,7 @@ use std::time::Instant;
 use super::error::SpillError;
 use super::format::{
     FOOTER_BYTES, FRAME_HEADER_BYTES, Footer, HEADER_BYTES, Header, RECORD_PREFIX_BYTES,
-    SpillFileInfo, SpillKind, encode_frame_header, frame_crc, record_hash,
+    RecordDigest, SpillFileInfo, SpillKind, encode_frame_header, frame_crc, record_hash,
 };
 
 /// `spark.shuffle.file.buffer` default, 32 KiB.
@@ -173,6 +173,8 @@ pub struct SpillWriter<S: SpillSink = File> {
     frames: u64,
     payload_crc32c: u32,
     record_hash_sum: u64,
+    /// The caller's digest of the records to come ([`Self::use_known_digest`]).
+    known: Option<RecordDigest>,
     max_frame_payload: u32,
     write_ns: u64,
 }
@@ -234,6 +236,7 @@ impl<S: SpillSink> SpillWriter<S> {
             frames: 0,
             payload_crc32c: 0,
             record_hash_sum: 0,
+            known: None,
             max_frame_payload: 0,
             write_ns: 0,
         };
@@ -254,6 +257,18 @@ impl<S: SpillSink> SpillWriter<S> {
     /// Bytes in the file once everything written so far reaches it (footer excluded).
     pub fn bytes_written(&self) -> u64 {
         self.buf_offset + self.len as u64
+    }
+
+    /// Takes the digest of the records about to be written from the caller, who computed it
+    /// when they were produced (a sorter as records are inserted, the memory store as a block
+    /// is cached): the writer then does not hash each record again, and the footer carries
+    /// this digest. Call before the first record. Nothing is trusted blindly: the count is
+    /// checked at [`finish`](Self::finish), every reader checks the records against the digest,
+    /// so a record that changed in memory since fails its read, and builds with debug
+    /// assertions (the tests) hash anyway and check the sum at `finish`.
+    pub fn use_known_digest(&mut self, digest: RecordDigest) {
+        assert_eq!(self.records, 0, "use_known_digest before the first record");
+        self.known = Some(digest);
     }
 
     /// Appends one record. On error the file is already deleted and the writer is unusable.
@@ -299,7 +314,9 @@ impl<S: SpillSink> SpillWriter<S> {
         self.frame_records += 1;
         self.frame_payload += record_bytes as u32;
         self.records += 1;
-        self.record_hash_sum = self.record_hash_sum.wrapping_add(record_hash(record));
+        if self.known.is_none() || cfg!(debug_assertions) {
+            self.record_hash_sum = self.record_hash_sum.wrapping_add(record_hash(record));
+        }
         Ok(())
     }
 
@@ -311,6 +328,33 @@ impl<S: SpillSink> SpillWriter<S> {
         }
         if self.frame_records > 0 {
             self.end_frame()?;
+        }
+        if let Some(known) = self.known {
+            let computed = RecordDigest {
+                records: self.records,
+                hash_sum: self.record_hash_sum,
+            };
+            let hashed = cfg!(debug_assertions);
+            if computed.records != known.records || (hashed && computed.hash_sum != known.hash_sum)
+            {
+                let err = SpillError::ChecksumMismatch {
+                    path: self.path.clone(),
+                    offset: self.bytes_written(),
+                    what: "records against the digest given by the caller",
+                    stored: if computed.records != known.records {
+                        known.records
+                    } else {
+                        known.hash_sum
+                    },
+                    computed: if computed.records != known.records {
+                        computed.records
+                    } else {
+                        computed.hash_sum
+                    },
+                };
+                return Err(self.fail(err));
+            }
+            self.record_hash_sum = known.hash_sum;
         }
         let footer_offset = self.bytes_written();
         let footer = Footer {

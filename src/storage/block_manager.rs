@@ -23,9 +23,9 @@ use serde::Serialize;
 
 use crate::data::{PartitionData, RecordSource};
 use crate::memory::TaskAttemptId;
-use crate::spill::{RECORD_PREFIX_BYTES, RecordDigest, SpillError, SpillReader};
+use crate::spill::{RECORD_PREFIX_BYTES, RecordDigest, SpillError, SpillReader, SpillWriter};
 
-use super::disk::{DiskBlockManager, DiskStore};
+use super::disk::{DiskBlockManager, DiskSink, DiskStore};
 use super::memory_store::{DropHandler, MemoryEntry, MemoryStore, PutOutcome};
 use super::{BlockId, StorageLevel};
 
@@ -216,8 +216,10 @@ impl BlockManager {
                         // memory goes back once the unrolled prefix is written, before the
                         // rest of the partition is computed.
                         let mut partial = Some(partial);
-                        let mut prefix = |w: &mut dyn FnMut(&[u8]) -> Result<(), SpillError>| {
-                            partial.take().map_or(Ok(()), |p| p.try_for_each_record(w))
+                        let mut prefix = |w: &mut SpillWriter<DiskSink>| {
+                            partial
+                                .take()
+                                .map_or(Ok(()), |p| p.try_for_each_record(|r| w.write_record(r)))
                         };
                         self.disk.put(block, &mut prefix, Some(source))?;
                         report.on_disk = true;
@@ -399,8 +401,11 @@ impl DropHandler for BlockManager {
         c.blocks_evicted.fetch_add(1, Ordering::Relaxed);
         c.bytes_evicted.fetch_add(entry.size, Ordering::Relaxed);
         if entry.level.use_disk && !self.disk.contains(&entry.block) {
-            let mut prefix =
-                |w: &mut dyn FnMut(&[u8]) -> Result<(), SpillError>| entry.try_for_each_record(w);
+            let mut prefix = |w: &mut SpillWriter<DiskSink>| {
+                // Digested when the block was cached: no second hash per record.
+                w.use_known_digest(entry.digest);
+                entry.try_for_each_record(|r| w.write_record(r))
+            };
             match self.disk.put(&entry.block, &mut prefix, None) {
                 Ok(_) => {
                     c.blocks_dropped_to_disk.fetch_add(1, Ordering::Relaxed);

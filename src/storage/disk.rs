@@ -457,9 +457,10 @@ fn non_negative_hash(s: &str) -> u32 {
     if h == i32::MIN { 0 } else { h.unsigned_abs() }
 }
 
-/// Feeds records to a writer: called with a function that writes one record.
-pub type RecordFeeder<'a> =
-    dyn FnMut(&mut dyn FnMut(&[u8]) -> Result<(), SpillError>) -> Result<(), SpillError> + 'a;
+/// Feeds records to a block's writer. It gets the writer itself, not a callback per record,
+/// so that its loop over the records inlines `write_record` (one indirect call per record was
+/// a tenth of an eviction's CPU time).
+pub type RecordFeeder<'a> = dyn FnMut(&mut SpillWriter<DiskSink>) -> Result<(), SpillError> + 'a;
 
 /// A block on disk.
 #[derive(Debug, Clone)]
@@ -500,7 +501,7 @@ impl DiskStore {
         opts.buffer_bytes = self.dirs.buffer_bytes();
         let mut writer = self.dirs.create_file(&name, &opts)?;
         let path = writer.path().to_path_buf();
-        prefix(&mut |r| writer.write_record(r))?;
+        prefix(&mut writer)?;
         if let Some(src) = source {
             while let Some(r) = src.next_record() {
                 writer.write_record(r)?;

@@ -180,6 +180,9 @@ struct State {
     /// The pointer array: pairs in the first half, radix buffer in the second.
     array: Option<Page>,
     records: usize,
+    /// Digest of the `records` in memory (taken as they are inserted): a spill's run carries
+    /// it, so the spill writer does not hash each record again.
+    in_memory: RecordDigest,
     runs: Vec<RunFile>,
     merging: bool,
     own_id: Option<ConsumerId>,
@@ -239,6 +242,7 @@ impl ExternalSorter {
             cursor: 0,
             array: None,
             records: 0,
+            in_memory: RecordDigest::default(),
             runs: Vec::new(),
             merging: false,
             own_id: None,
@@ -429,6 +433,7 @@ impl ExternalSorter {
         st.pages.clear();
         st.array = None;
         st.records = 0;
+        st.in_memory = RecordDigest::default();
         st.metrics.spill_read_ns += started.elapsed().as_nanos() as u64;
         st.metrics.records_out = digest.records;
         Ok(SortOutput {
@@ -467,6 +472,7 @@ impl State {
         let len_prefix = (rb as u32).to_le_bytes();
         let mut cursor = self.cursor;
         let mut records = self.records;
+        let mut added = RecordDigest::default();
         let need = loop {
             if *next >= count {
                 break Need::Done;
@@ -481,7 +487,7 @@ impl State {
             slot[..RECORD_LENGTH_BYTES].copy_from_slice(&len_prefix);
             let rec = &mut slot[RECORD_LENGTH_BYTES..];
             produce(*next, rec);
-            digest.add(rec);
+            added.add(rec);
             pairs[records] = [record_key(rec), encode_address(page_number, cursor as u64)];
             records += 1;
             cursor += stride;
@@ -489,6 +495,8 @@ impl State {
         };
         self.cursor = cursor;
         self.records = records;
+        *digest = digest.combine(added);
+        self.in_memory = self.in_memory.combine(added);
         need
     }
 
@@ -517,7 +525,9 @@ impl State {
         let table = page_table(&self.pages);
         // The records stay in their pages until the run is on disk, so a spill that fails in
         // one local directory is written again in the next (`write_temp_file`).
+        let known = self.in_memory;
         let info = self.dirs.write_temp_file("temp_local", &opts, &mut |w| {
+            w.use_known_digest(known);
             let mut run = MemRun::new(sorted, &table);
             while run.advance()? {
                 w.write_record(run.current())?;
@@ -532,6 +542,7 @@ impl State {
         self.array = None;
         self.cursor = 0;
         self.records = 0;
+        self.in_memory = RecordDigest::default();
         self.runs.push(run_file);
         let m = &mut self.metrics;
         m.spill_count += 1;
