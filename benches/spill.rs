@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use spillway::spill::{
-    DEFAULT_BUFFER_BYTES, SpillKind, SpillReader, SpillSink, SpillWriter, SpillWriterOptions,
-    merge_sorted_runs,
+    DEFAULT_BUFFER_BYTES, RecordDigest, SpillKind, SpillReader, SpillSink, SpillWriter,
+    SpillWriterOptions, merge_sorted_runs,
 };
 
 const MIB: usize = 1 << 20;
@@ -131,18 +131,30 @@ fn bench(c: &mut Criterion) {
 
     // The writer's own CPU: framing, copies, CRC and hashes, into a sink that drops the
     // bytes (the file is created but stays empty).
-    g.bench_function("write_56B_var_null_sink", |b| {
-        b.iter_custom(|iters| {
-            time_writes(&out, iters, |p| {
-                let mut w =
-                    SpillWriter::create_with_sink(p, options(false), |_| Ok(NullSink)).unwrap();
-                for r in data.chunks_exact(RECORD_BYTES) {
-                    w.write_record(r).unwrap();
-                }
-                black_box(w.finish().unwrap().file_bytes);
+    let mut digest = RecordDigest::default();
+    for r in data.chunks_exact(RECORD_BYTES) {
+        digest.add(r);
+    }
+    for (name, known) in [
+        ("write_56B_var_null_sink", None),
+        ("write_56B_var_null_sink_known_digest", Some(digest)),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                time_writes(&out, iters, |p| {
+                    let mut w =
+                        SpillWriter::create_with_sink(p, options(false), |_| Ok(NullSink)).unwrap();
+                    if let Some(d) = known {
+                        w.use_known_digest(d);
+                    }
+                    for r in data.chunks_exact(RECORD_BYTES) {
+                        w.write_record(r).unwrap();
+                    }
+                    black_box(w.finish().unwrap().file_bytes);
+                })
             })
-        })
-    });
+        });
+    }
 
     // Reads (page-cache-hot: the file was just written).
     let file = dir.path().join("r.spill");

@@ -25,7 +25,12 @@ fn bench_json_has_every_key_and_leaves_no_file() {
             "limits.{key}: {v}"
         );
     }
-    for key in ["spill_write", "spill_read_merge", "evict"] {
+    for key in [
+        "spill_write",
+        "spill_read_merge",
+        "evict",
+        "evict_and_release",
+    ] {
         assert!(
             v["spillway"][key]["median_bytes_per_sec"].is_number(),
             "spillway.{key}"
@@ -39,7 +44,11 @@ fn bench_json_has_every_key_and_leaves_no_file() {
         let r = &v["ratios"][key];
         assert!(r["median"].is_number(), "ratios.{key}: {v}");
         assert!(r["meets_target"].is_boolean(), "ratios.{key}");
+        assert!(r["target"].is_number(), "ratios.{key}");
     }
+    // Reported without a target.
+    let r = &v["ratios"]["evict_and_release_vs_disk_write"];
+    assert!(r["median"].is_number() && r["target"].is_null(), "{r}");
     assert_eq!(v["config"]["size_bytes"], 8 << 20);
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "files left behind: {left:?}");

@@ -98,7 +98,7 @@ impl SpillWriterOptions {
 #[inline(always)]
 fn copy_short(dst: &mut [u8], src: &[u8]) {
     let n = src.len();
-    debug_assert_eq!(dst.len(), n);
+    assert_eq!(dst.len(), n, "copy_short: lengths differ");
     if n > 64 {
         dst.copy_from_slice(src);
     } else if n >= 16 {
@@ -274,6 +274,42 @@ impl<S: SpillSink> SpillWriter<S> {
     /// Appends one record. On error the file is already deleted and the writer is unusable.
     #[inline]
     pub fn write_record(&mut self, record: &[u8]) -> Result<(), SpillError> {
+        // Fast path, most records: the open frame takes one more and the buffer has room for
+        // it whole, so no frame starts or ends and nothing is written out.
+        let len = record.len();
+        let prefix = if self.fixed == 0 {
+            RECORD_PREFIX_BYTES
+        } else {
+            0
+        };
+        let framed = len + prefix;
+        let end = self.len + framed;
+        if self.frame_records != 0
+            && self.frame_records < self.opts.batch_records
+            && self.frame_payload as usize + framed <= self.opts.max_frame_payload_bytes as usize
+            && end < self.buf.len()
+            && (self.fixed == 0 || len == self.fixed as usize)
+            && self.sink.is_some()
+        {
+            let dst = &mut self.buf[self.len..end];
+            if prefix != 0 {
+                dst[..RECORD_PREFIX_BYTES].copy_from_slice(&(len as u32).to_le_bytes());
+            }
+            copy_short(&mut dst[prefix..], record);
+            self.len = end;
+            self.frame_records += 1;
+            self.frame_payload += framed as u32;
+            self.records += 1;
+            if self.known.is_none() || cfg!(debug_assertions) {
+                self.record_hash_sum = self.record_hash_sum.wrapping_add(record_hash(record));
+            }
+            return Ok(());
+        }
+        self.write_record_slow(record)
+    }
+
+    #[inline(never)]
+    fn write_record_slow(&mut self, record: &[u8]) -> Result<(), SpillError> {
         if self.sink.is_none() {
             return Err(self.poisoned());
         }
