@@ -4,12 +4,8 @@
 //! The files live in the temp dir and stay in the page cache: these are page-cache-hot numbers,
 //! an upper bound of the format's CPU cost, not disk bandwidth.
 //!
-//! `cargo bench --bench spill -- --warm-up-time 1 --measurement-time 4`, 2-core AMD EPYC VM,
-//! ext4 on virtio, Rust 1.95, one run (medians): raw_write_32KiB 2.86 GiB/s, write_56B_var
-//! 1.75 GiB/s (0.61×), write_56B_fixed 1.88 GiB/s (0.66×); raw_read_1MiB 11.7 GiB/s,
-//! read_verify_56B_var 1.92 GiB/s (0.16×); merge_8way_56B_var 1.37 GiB/s,
-//! merge_8way_into_spill_writer 570 MiB/s. For scale: `dd bs=1M count=1024 conv=fdatasync` to
-//! the same disk ran at 435 MB/s, below every spill case.
+//! `cargo bench --bench spill -- --warm-up-time 1 --measurement-time 4`; results and what they
+//! mean in `benches/README.md` (`spill` criterion bench).
 
 use std::fs::File;
 use std::hint::black_box;
