@@ -573,7 +573,7 @@ pub fn render(r: &BenchReport) -> String {
     let c = &r.config;
     let mut s = format!(
         "spillway bench: {} on {}, {} MiB in {} files of {} KiB, {} KiB buffer, {} repeats\n\
-         median (min .. max over repeats)\n\nlimits\n",
+         median (min .. max over repeats)\n\n",
         c.dir.display(),
         r.cpu,
         c.size_bytes / MIB,
@@ -582,43 +582,59 @@ pub fn render(r: &BenchReport) -> String {
         c.buffer_bytes / 1024,
         c.repeats
     );
-    s += &line("disk write (32 KiB writes, fsync)", &r.limits.disk_write);
-    s += &line(
-        "disk read (1 MiB reads, cache dropped)",
-        &r.limits.disk_read,
-    );
-    s += &line("first touch (fresh anonymous pages)", &r.limits.first_touch);
-    s += &line("memcpy (warm)", &r.limits.memcpy);
-    s += "\nspillway\n";
-    s += &line(
-        "spill write (56-byte records, fsync)",
-        &r.spillway.spill_write,
-    );
-    s += &line(
-        "spill read-merge (cache dropped)",
-        &r.spillway.spill_read_merge,
-    );
-    s += &line(
-        "eviction to disk (MEMORY_AND_DISK, fsync)",
-        &r.spillway.evict,
-    );
-    s += &line(
-        "eviction + pages given back (madvise)",
-        &r.spillway.evict_and_release,
-    );
+    let sections: [(&str, Vec<(&str, &Rate)>); 2] = [
+        (
+            "limits",
+            vec![
+                ("disk write (32 KiB writes, fsync)", &r.limits.disk_write),
+                (
+                    "disk read (1 MiB reads, cache dropped)",
+                    &r.limits.disk_read,
+                ),
+                ("first touch (fresh anonymous pages)", &r.limits.first_touch),
+                ("memcpy (warm)", &r.limits.memcpy),
+            ],
+        ),
+        (
+            "spillway",
+            vec![
+                (
+                    "spill write (56-byte records, fsync)",
+                    &r.spillway.spill_write,
+                ),
+                (
+                    "spill read-merge (cache dropped)",
+                    &r.spillway.spill_read_merge,
+                ),
+                (
+                    "eviction to disk (MEMORY_AND_DISK, fsync)",
+                    &r.spillway.evict,
+                ),
+                (
+                    "eviction + pages given back (madvise)",
+                    &r.spillway.evict_and_release,
+                ),
+            ],
+        ),
+    ];
+    for (i, (title, rates)) in sections.iter().enumerate() {
+        s += &format!("{}{title}\n", if i == 0 { "" } else { "\n" });
+        for (name, x) in rates {
+            s += &line(name, x);
+        }
+    }
     s += "\nratios (within each repeat)\n";
-    s += &ratio(
-        "spill write / disk write",
-        &r.ratios.spill_write_vs_disk_write,
-    );
-    s += &ratio(
-        "spill read-merge / disk read",
-        &r.ratios.spill_read_vs_disk_read,
-    );
-    s += &ratio("eviction / disk write", &r.ratios.evict_vs_disk_write);
-    s += &ratio(
-        "eviction + giving pages back / disk write",
-        &r.ratios.evict_and_release_vs_disk_write,
-    );
+    let q = &r.ratios;
+    for (name, x) in [
+        ("spill write / disk write", &q.spill_write_vs_disk_write),
+        ("spill read-merge / disk read", &q.spill_read_vs_disk_read),
+        ("eviction / disk write", &q.evict_vs_disk_write),
+        (
+            "eviction + giving pages back / disk write",
+            &q.evict_and_release_vs_disk_write,
+        ),
+    ] {
+        s += &ratio(name, x);
+    }
     s
 }
