@@ -129,6 +129,10 @@ pub struct BenchConfig {
     pub repeats: usize,
     pub sync: &'static str,
     pub first_touch_case: &'static str,
+    /// Where the spill write's record digest comes from.
+    pub spill_write_digest: &'static str,
+    /// What happens to the pages an eviction frees, in each eviction measurement.
+    pub evict_pages: &'static str,
 }
 
 /// The report `spillway bench --json` prints.
@@ -293,6 +297,10 @@ pub fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Bench
             sync: "writes: fsync before the clock stops; reads: fsync then \
                    posix_fadvise(DONTNEED) before reading",
             first_touch_case: "warm host: right after touching and unmapping as much memory",
+            spill_write_digest: "given by the caller, as a sorter's spill gives the digest it \
+                                 took at insert (computed before the clock starts)",
+            evict_pages: "evict: kept mapped (as a JVM keeps its heap); evict_and_release: \
+                          returned to the kernel with madvise(DONTNEED)",
         },
         cpu: cpu_model(),
         elapsed_ms: started.elapsed().as_millis() as u64,
