@@ -135,6 +135,34 @@ pub struct BenchConfig {
     pub evict_pages: &'static str,
 }
 
+/// How busy the machine was: the limits cost little user CPU and spillway's side costs a lot,
+/// so other work on the same CPUs lowers every ratio.
+#[derive(Debug, Clone, Serialize)]
+pub struct MachineLoad {
+    /// `/proc/loadavg`, 1 minute, when the run started and ended.
+    pub load_average_1m_start: Option<f64>,
+    pub load_average_1m_end: Option<f64>,
+    /// Share of the run's wall time in which some task waited for a CPU
+    /// (`/proc/pressure/cpu` "some" total, over the run); `None` without PSI.
+    pub cpu_pressure_some: Option<f64>,
+}
+
+/// Above this CPU pressure the report warns that the ratios understate spillway.
+const BUSY_CPU_PRESSURE: f64 = 0.10;
+
+fn load_average_1m() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn cpu_stall_us() -> Option<u64> {
+    crate::pressure::read_psi(Path::new("/proc/pressure/cpu")).map(|p| p.some_total_us)
+}
+
 /// The report `spillway bench --json` prints.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
@@ -143,6 +171,7 @@ pub struct BenchReport {
     pub ratios: Ratios,
     pub config: BenchConfig,
     pub cpu: String,
+    pub machine: MachineLoad,
     pub elapsed_ms: u64,
 }
 
@@ -217,6 +246,8 @@ pub fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Bench
         "runs and repeats must be >= 1"
     );
     let started = Instant::now();
+    let load_start = load_average_1m();
+    let stall_start = cpu_stall_us();
     let work = tempfile::Builder::new()
         .prefix("spillway-bench-")
         .tempdir_in(&opts.dir)
@@ -303,6 +334,13 @@ pub fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Bench
                           returned to the kernel with madvise(DONTNEED)",
         },
         cpu: cpu_model(),
+        machine: MachineLoad {
+            load_average_1m_start: load_start,
+            load_average_1m_end: load_average_1m(),
+            cpu_pressure_some: stall_start.zip(cpu_stall_us()).map(|(a, b)| {
+                b.saturating_sub(a) as f64 / (started.elapsed().as_micros().max(1) as f64)
+            }),
+        },
         elapsed_ms: started.elapsed().as_millis() as u64,
     })
 }
@@ -630,6 +668,21 @@ pub fn render(r: &BenchReport) -> String {
         for (name, x) in rates {
             s += &line(name, x);
         }
+    }
+    let m = &r.machine;
+    let fmt_load = |x: Option<f64>| x.map_or("?".to_string(), |v| format!("{v:.2}"));
+    s += &format!(
+        "\nmachine: load average {} -> {}",
+        fmt_load(m.load_average_1m_start),
+        fmt_load(m.load_average_1m_end)
+    );
+    if let Some(p) = m.cpu_pressure_some {
+        s += &format!(", CPU pressure {:.0}% of the run", p * 100.0);
+    }
+    s += "\n";
+    if m.cpu_pressure_some.is_some_and(|p| p > BUSY_CPU_PRESSURE) {
+        s += "  other work competed for the CPUs: spillway's side of each ratio paid for it, \
+              so the ratios understate what an idle machine gives\n";
     }
     s += "\nratios (within each repeat)\n";
     let q = &r.ratios;

@@ -50,6 +50,14 @@ fn bench_json_has_every_key_and_leaves_no_file() {
     let r = &v["ratios"]["evict_and_release_vs_disk_write"];
     assert!(r["median"].is_number() && r["target"].is_null(), "{r}");
     assert_eq!(v["config"]["size_bytes"], 8 << 20);
+    // How busy the machine was, where the system tells (PSI may be absent: null).
+    let m = &v["machine"];
+    assert!(m["load_average_1m_start"].is_number(), "{m}");
+    let p = &m["cpu_pressure_some"];
+    assert!(
+        p.is_null() || (0.0..=2.0).contains(&p.as_f64().unwrap()),
+        "{m}"
+    );
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "files left behind: {left:?}");
 }
