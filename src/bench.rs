@@ -256,6 +256,11 @@ pub fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Bench
     let records_per_file = (file_bytes as usize / RECORD_BYTES).max(1);
     // Source data of the writes: one file's worth of records, generated once (not timed).
     let write_data = records(records_per_file, |i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    // Its digest, as a sorter takes it while inserting (not timed: insertion is not the spill).
+    let mut write_digest = RecordDigest::default();
+    for r in write_data.chunks_exact(RECORD_BYTES) {
+        write_digest.add(r);
+    }
 
     let mut disk_write = Vec::new();
     let mut spill_write = Vec::new();
@@ -275,7 +280,12 @@ pub fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Bench
         step("disk write (32 KiB writes + fsync)");
         disk_write.push(raw_write(work.path(), opts, &write_data)?);
         step("spill write (SpillWriter, 56-byte records, fsync)");
-        spill_write.push(spill_write_rate(work.path(), opts, &write_data)?);
+        spill_write.push(spill_write_rate(
+            work.path(),
+            opts,
+            &write_data,
+            write_digest,
+        )?);
         step("disk read (1 MiB reads, page cache dropped)");
         disk_read.push(raw_read(&sorted_runs)?);
         step("spill read-merge (SpillReader + SortedMerge, page cache dropped)");
@@ -375,13 +385,13 @@ fn spill_options(opts: &BenchOptions) -> SpillWriterOptions {
 }
 
 /// The same records through `SpillWriter` (variable-size framing, as sorts spill), fsynced.
-/// The records' digest comes from the caller, as a sorter's spill takes it from the digest it
-/// kept while the records were inserted (not timed: insertion is not the spill).
-fn spill_write_rate(dir: &Path, opts: &BenchOptions, data: &[u8]) -> anyhow::Result<f64> {
-    let mut digest = RecordDigest::default();
-    for r in data.chunks_exact(RECORD_BYTES) {
-        digest.add(r);
-    }
+/// `digest` is the records', handed over as a sorter's spill hands over the one it kept.
+fn spill_write_rate(
+    dir: &Path,
+    opts: &BenchOptions,
+    data: &[u8],
+    digest: RecordDigest,
+) -> anyhow::Result<f64> {
     let mut bytes = 0;
     let mut elapsed = Duration::ZERO;
     for i in 0..opts.runs {

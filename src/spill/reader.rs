@@ -330,23 +330,15 @@ impl SpillReader {
     fn step(&mut self) -> Result<bool, SpillError> {
         loop {
             if self.frame_records_left > 0 {
-                let (start, end) = self.record_bounds()?;
+                let (start, end) = self.record_bounds();
                 self.frame_records_left -= 1;
                 self.pos = end;
                 self.current = (start, end);
                 self.records += 1;
                 return Ok(true);
             }
-            if self.pos != self.payload_end {
-                return Err(self.corrupt(
-                    self.frame_offset + (FRAME_HEADER_BYTES + self.pos) as u64,
-                    format!(
-                        "{} bytes after the last record of the frame at offset {}",
-                        self.payload_end - self.pos,
-                        self.frame_offset
-                    ),
-                ));
-            }
+            // `frame_hash_sum` checked that the frame's records fill it exactly.
+            debug_assert_eq!(self.pos, self.payload_end);
             if self.next_frame_offset == self.footer_offset {
                 self.check_totals()?;
                 self.state = State::Verified;
@@ -356,27 +348,19 @@ impl SpillReader {
         }
     }
 
-    /// Bounds of the next record in the current frame, checked to stay inside it.
+    /// Bounds of the next record in the current frame (whose layout `frame_hash_sum` checked
+    /// when it was loaded).
     #[inline]
-    fn record_bounds(&self) -> Result<(usize, usize), SpillError> {
+    fn record_bounds(&self) -> (usize, usize) {
         let fixed = self.info.fixed_record_bytes as usize;
         let (start, len) = if fixed != 0 {
             (self.pos, fixed)
         } else {
-            if self.payload_end - self.pos < RECORD_PREFIX_BYTES {
-                return Err(self.record_overrun());
-            }
             let len = le32(&self.buf[self.pos..]) as usize;
             (self.pos + RECORD_PREFIX_BYTES, len)
         };
-        if self.payload_end - start < len {
-            return Err(self.record_overrun());
-        }
-        Ok((start, start + len))
-    }
-
-    fn record_overrun(&self) -> SpillError {
-        self.frame_overrun(self.pos, self.frame_records_left, self.payload_end)
+        debug_assert!(start + len <= self.payload_end);
+        (start, start + len)
     }
 
     /// Reads the frame at `next_frame_offset` (and the header after it) and checks its CRC.

@@ -297,12 +297,7 @@ impl<S: SpillSink> SpillWriter<S> {
             }
             copy_short(&mut dst[prefix..], record);
             self.len = end;
-            self.frame_records += 1;
-            self.frame_payload += framed as u32;
-            self.records += 1;
-            if self.known.is_none() || cfg!(debug_assertions) {
-                self.record_hash_sum = self.record_hash_sum.wrapping_add(record_hash(record));
-            }
+            self.count(record, framed as u32);
             return Ok(());
         }
         self.write_record_slow(record)
@@ -347,13 +342,20 @@ impl<S: SpillSink> SpillWriter<S> {
             self.put(&(len as u32).to_le_bytes())?;
         }
         self.put(record)?;
+        self.count(record, record_bytes as u32);
+        Ok(())
+    }
+
+    /// Counts a record just buffered (`framed` bytes with its prefix) in its frame and the
+    /// totals, and hashes it unless the caller gave the digest.
+    #[inline(always)]
+    fn count(&mut self, record: &[u8], framed: u32) {
         self.frame_records += 1;
-        self.frame_payload += record_bytes as u32;
+        self.frame_payload += framed;
         self.records += 1;
         if self.known.is_none() || cfg!(debug_assertions) {
             self.record_hash_sum = self.record_hash_sum.wrapping_add(record_hash(record));
         }
-        Ok(())
     }
 
     /// Ends the last frame, writes the footer, flushes (and `fsync`s if asked) and closes.
@@ -366,27 +368,19 @@ impl<S: SpillSink> SpillWriter<S> {
             self.end_frame()?;
         }
         if let Some(known) = self.known {
-            let computed = RecordDigest {
-                records: self.records,
-                hash_sum: self.record_hash_sum,
+            // The count always; the sum where every record was hashed anyway (debug builds).
+            let (stored, computed) = if self.records != known.records {
+                (known.records, self.records)
+            } else {
+                (known.hash_sum, self.record_hash_sum)
             };
-            let hashed = cfg!(debug_assertions);
-            if computed.records != known.records || (hashed && computed.hash_sum != known.hash_sum)
-            {
+            if stored != computed && (self.records != known.records || cfg!(debug_assertions)) {
                 let err = SpillError::ChecksumMismatch {
                     path: self.path.clone(),
                     offset: self.bytes_written(),
                     what: "records against the digest given by the caller",
-                    stored: if computed.records != known.records {
-                        known.records
-                    } else {
-                        known.hash_sum
-                    },
-                    computed: if computed.records != known.records {
-                        computed.records
-                    } else {
-                        computed.hash_sum
-                    },
+                    stored,
+                    computed,
                 };
                 return Err(self.fail(err));
             }
