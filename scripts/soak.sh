@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the soak test (tests/soak.rs, RELIABILITY.md item 12) for a given time.
+# Runs the soak test (tests/soak.rs, docs/reliability.md item 12) for a given time.
 #
 #   scripts/soak.sh [SECONDS] [SEED]      default: 600 s, a fresh seed (printed)
 #

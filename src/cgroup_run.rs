@@ -1,13 +1,13 @@
 //! `spillway run --cgroup[=SIZE]`: the supervisor. It stays outside the limit, creates a fresh
-//! child memory cgroup whose limit is the container size (`Layout::container_bytes`, spec §11)
+//! child memory cgroup whose limit is the container size (`Layout::container_bytes`, docs/spark-model.md §11)
 //! or SIZE, re-executes the spillway binary inside it (placed there between fork and exec, so
 //! every byte the executor touches is charged to it), samples the cgroup while it waits, and
 //! tells a normal exit from a kernel OOM kill (SIGKILL **and** `oom_kill` rose) from a kill of
-//! unknown cause. The cgroup is always removed (RELIABILITY.md, "Reproducing an OOM kill").
+//! unknown cause. The cgroup is always removed (docs/reliability.md, "Reproducing an OOM kill").
 //!
 //! The YARN / Kubernetes counterpart is the NodeManager or kubelet: it launches the executor in
 //! a container of `heap + overhead + off-heap + pyspark` MiB and reports exit 137 / `OOMKilled`
-//! (spec §11.4) when the kernel kills it.
+//! (docs/spark-model.md §11.4) when the kernel kills it.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

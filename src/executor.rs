@@ -62,7 +62,7 @@ pub struct Executor {
 }
 
 impl Layout {
-    /// The four pool sizes of the unified memory manager (spec §1.6–§1.8).
+    /// The four pool sizes of the unified memory manager (docs/spark-model.md §1.6–§1.8).
     pub fn pool_sizes(&self) -> PoolSizes {
         PoolSizes {
             on_heap_unified: self.unified as u64,
@@ -72,7 +72,7 @@ impl Layout {
         }
     }
 
-    /// The Tungsten memory mode: OFF_HEAP iff `spark.memory.offHeap.enabled` (spec §5.1).
+    /// The Tungsten memory mode: OFF_HEAP iff `spark.memory.offHeap.enabled` (docs/spark-model.md §5.1).
     pub fn tungsten_mode(&self) -> MemoryMode {
         if self.off_heap_enabled {
             MemoryMode::OffHeap
@@ -121,7 +121,7 @@ impl Executor {
 
         // Mapped whenever it has a size: Spark sizes the off-heap pools from
         // spark.memory.offHeap.size even when Tungsten stays on the heap, and OFF_HEAP blocks
-        // can use them (spec §1.8).
+        // can use them (docs/spark-model.md §1.8).
         let off_heap = if layout.off_heap > 0 {
             let span = address_span(layout.off_heap as u64);
             let mapping = Mapping::anonymous(span, "off-heap")?;

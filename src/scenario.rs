@@ -1,4 +1,4 @@
-//! Scenario files (DESIGN.md "Scenario file") and the built-in scenarios.
+//! Scenario files (docs/report.md "Scenario file") and the built-in scenarios.
 //!
 //! A scenario is a Spark job in miniature: a `[conf]` table and a list of `[[stages]]`, each of
 //! one kind with documented keys and defaults. Every key is checked: an unknown key or kind is

@@ -1,5 +1,5 @@
 //! `ChildCgroup` through the library: create, limit and read back, observe, and removal on drop,
-//! on `remove` and on a panic (RELIABILITY.md test plan items 19 and 22). Needs a writable
+//! on `remove` and on a panic (docs/reliability.md test plan items 19 and 22). Needs a writable
 //! memory cgroup; otherwise prints `SKIPPED: <reason>` and returns.
 
 use std::path::PathBuf;

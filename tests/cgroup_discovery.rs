@@ -1,4 +1,4 @@
-//! Cgroup discovery, limit and PSI parsing from fixture texts (RELIABILITY.md test plan item 1,
+//! Cgroup discovery, limit and PSI parsing from fixture texts (docs/reliability.md test plan item 1,
 //! item 20's parser part, and the pure part of item 22): no file system, runs anywhere.
 
 use std::collections::HashMap;

@@ -1,4 +1,4 @@
-//! `spillway run --cgroup` through the real binary (RELIABILITY.md test plan items 2, 18, 19,
+//! `spillway run --cgroup` through the real binary (docs/reliability.md test plan items 2, 18, 19,
 //! 22): a run that fits, a kernel OOM kill, a SIGKILLed supervisor, and a clean-up audit after
 //! each. They need a writable memory cgroup (root on v1 or this hybrid host, a delegated
 //! `memory` controller on v2) and `vm.panic_on_oom = 0`; where that is missing they print

@@ -1,4 +1,4 @@
-//! Crashes (RELIABILITY.md test plan 18): an executor (`spillway run` in a child) SIGKILLed at
+//! Crashes (docs/reliability.md test plan 18): an executor (`spillway run` in a child) SIGKILLed at
 //! random points while caching to disk, spilling and running workers. What it leaves behind is
 //! never read as complete (every file without a valid footer is refused by the reader), its
 //! workers exit on their own when their stdin closes, and the next run's start-up sweep

@@ -1,4 +1,4 @@
-//! Disk faults end to end (RELIABILITY.md test plan 14–17): each ends in a typed error naming
+//! Disk faults end to end (docs/reliability.md test plan 14–17): each ends in a typed error naming
 //! the file, with the partial file removed and execution/storage memory back where it was, and
 //! — where a directory is at fault (ENOSPC, EROFS, ENOENT) — the spill written again in the next
 //! local directory (`DiskBlockManager::write_temp_file`). Tests that need a mount are root-only

@@ -1,5 +1,5 @@
 //! What runs as root must not hand files to other users or write limits where it should not
-//! (RELIABILITY.md test plan 22): private directories 0700, spill and block files 0600,
+//! (docs/reliability.md test plan 22): private directories 0700, spill and block files 0600,
 //! sizes checked against the layout before anything is allocated, and no limit ever written
 //! to the root or own cgroup.
 

@@ -1,4 +1,4 @@
-//! Fair sharing of the execution pool (spec §3.2) with real threads: blocking below 1/2N,
+//! Fair sharing of the execution pool (docs/spark-model.md §3.2) with real threads: blocking below 1/2N,
 //! wake-ups on release, arrival and exit, the 1/N cap, and a many-task stress run.
 //!
 //! Tests wait for "task is blocked" by polling the manager's waiter count, never by sleeping;

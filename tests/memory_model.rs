@@ -1,6 +1,6 @@
 //! Seeded model test: random sequences of execution acquire/release, task exit, caching,
 //! uncaching and reads, run against the real manager (with a
-//! `FakeBlockStore` evictor) and against a tiny single-threaded reference model of spec §3–§4.
+//! `FakeBlockStore` evictor) and against a tiny single-threaded reference model of docs/spark-model.md §3–§4.
 //! They must agree on every grant, every storage answer, every pool size and every cached block.
 //!
 //! The model never blocks: when an execution request would block (below 1/2N), the model says

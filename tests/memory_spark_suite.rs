@@ -408,7 +408,7 @@ fn tasks_are_never_granted_a_negative_amount() {
 }
 
 // ExecutionMemoryPool.releaseMemory / StorageMemoryPool.releaseMemory: over-release warns and
-// clamps (spec §3.5, §4.4).
+// clamps (docs/spark-model.md §3.5, §4.4).
 #[test]
 fn over_release_warns_and_clamps() {
     for mode in MemoryMode::ALL {

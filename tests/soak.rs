@@ -1,4 +1,4 @@
-//! Soak test (RELIABILITY.md item 12): random stages on one tight executor for a while,
+//! Soak test (docs/reliability.md item 12): random stages on one tight executor for a while,
 //! with the invariants checked after every stage.
 //!
 //! One executor (`spark.executor.memory=768m`, 2 cores, 96 MiB off-heap) runs a seeded random

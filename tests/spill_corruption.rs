@@ -1,4 +1,4 @@
-//! Damaged spill files (RELIABILITY.md test 13): every bit flip, every truncation, empty files,
+//! Damaged spill files (docs/reliability.md test 13): every bit flip, every truncation, empty files,
 //! wrong magic, trailing bytes, moved frames. Each gives its typed error naming the file and an
 //! offset, and what the reader yields before the error is a prefix of what was written.
 

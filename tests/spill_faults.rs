@@ -1,4 +1,4 @@
-//! Nothing left behind (RELIABILITY.md tests 14, 17): a dropped or failed writer deletes its
+//! Nothing left behind (docs/reliability.md tests 14, 17): a dropped or failed writer deletes its
 //! file, and write failures (ENOSPC through `/dev/full` and a failpoint, EFBIG, EDQUOT, EIO,
 //! a failed fsync) are typed errors naming the file and the offset.
 

@@ -1,8 +1,8 @@
 //! Block manager reads, damaged block files, clean-up and storage levels: every record read
-//! back — from memory, from disk or recomputed — is the generator's (RELIABILITY.md "Nothing
+//! back — from memory, from disk or recomputed — is the generator's (docs/reliability.md "Nothing
 //! lost"); a damaged file is a typed error naming it, never wrong records (test plan item 13
 //! at block level); nothing is left on disk (BlockManagerSuite "on-disk storage", "disk and
-//! memory storage", "remove block", "removing rdd"); levels behave as spec §7 says.
+//! memory storage", "remove block", "removing rdd"); levels behave as docs/spark-model.md §7 says.
 
 mod storage_support;
 
@@ -140,7 +140,7 @@ fn expect_damage(f: &Fixture, b: &BlockId, level: StorageLevel, what: &str) -> S
     }
 }
 
-/// RELIABILITY.md test 13 at block level: a bit flipped in the header, a frame or the footer,
+/// docs/reliability.md test 13 at block level: a bit flipped in the header, a frame or the footer,
 /// a cut file, an empty file — each read is a typed error naming the file.
 #[test]
 fn damaged_block_files_are_typed_errors() {
@@ -486,7 +486,7 @@ fn off_heap_level_without_off_heap_memory_goes_to_disk() {
 
 /// A memory store whose range cannot place a second chunk (spillway's own failure mode: a
 /// JVM would not fail there): the unroll stops, and a MEMORY_AND_DISK put must still write
-/// every record to disk — none may be lost between memory and disk (RELIABILITY.md "Nothing
+/// every record to disk — none may be lost between memory and disk (docs/reliability.md "Nothing
 /// lost"). The same for an OFF_HEAP level whose store has no off-heap arena.
 #[test]
 fn chunk_allocation_failure_loses_no_record() {

@@ -1,7 +1,7 @@
 //! The memory store against Spark's `MemoryStoreSuite` and `BlockManagerSuite`
 //! (core/src/test/scala/org/apache/spark/storage/): unrolling, LRU eviction, the same-RDD
 //! rule, all-or-nothing eviction, pinned blocks, memory modes, and execution evicting cached
-//! blocks (spark-memory-spec §4, §6). Each test names the Spark test it follows.
+//! blocks (docs/spark-model.md §4, §6). Each test names the Spark test it follows.
 //!
 //! The executor is small (M = 8 MiB, storage region 4 MiB) and the blocks are 1.5–2 MB of
 //! 1000-byte records, so that Spark's default unroll threshold (1 MiB) and growth factor (1.5)
@@ -454,7 +454,7 @@ impl MemoryConsumer for Holder {
 }
 
 /// UnifiedMemoryManagerSuite "execution evicts storage" / "execution can evict cached blocks
-/// beyond the storage region" (spec §3.4, §4.2, §6.4): execution evicts least recently used
+/// beyond the storage region" (docs/spark-model.md §3.4, §4.2, §6.4): execution evicts least recently used
 /// blocks for the bytes storage holds beyond its region (whole blocks, so the pool may end
 /// below it), never the blocks inside it; MEMORY_AND_DISK blocks it evicts land on disk,
 /// MEMORY_ONLY ones are gone and recomputed on the next read.
@@ -538,7 +538,7 @@ fn execution_evicts_down_to_the_storage_region() {
         &data(&rdd(2, 0), size),
         ReadFrom::Recomputed,
     );
-    // Storage (unlike execution) may evict blocks inside the region (spec §4.1c): re-caching
+    // Storage (unlike execution) may evict blocks inside the region (docs/spark-model.md §4.1c): re-caching
     // rdd_2_0 in the 3,000,000-byte pool drops rdd_1_2 (LRU) for its first 1 MiB and rdd_1_3
     // for its 536,924-byte request, both to disk.
     assert!(f.in_memory(&rdd(2, 0)));
@@ -603,7 +603,7 @@ fn failed_initial_reservation_pulls_nothing() {
 }
 
 /// MemoryStore `PartiallyUnrolledIterator.hasNext` / `PartiallySerializedBlock
-/// .finishWritingToStream` (spec §6.5c): a failed unroll's memory is released as soon as the
+/// .finishWritingToStream` (docs/spark-model.md §6.5c): a failed unroll's memory is released as soon as the
 /// unrolled prefix has been consumed — written to disk (MEMORY_AND_DISK) or handed to the task
 /// (MEMORY_ONLY) — before the rest of the partition is computed. Observed from the visitor of
 /// a recompute, which sees each record as it is pulled from the generator.

@@ -189,7 +189,7 @@ fn another_consumers_request_makes_the_sorter_spill() {
 fn a_pool_smaller_than_the_first_array_fails_the_task_with_unable_to_acquire_memory() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // A pool smaller than a page is not yet a failure: Spark (and spillway) hand out a page of
-    // what was acquired if it holds the record (spec §5.4–§5.5) — a 300 KiB pool with 1 MiB
+    // what was acquired if it holds the record (docs/spark-model.md §5.4–§5.5) — a 300 KiB pool with 1 MiB
     // pages sorts, spilling often. A 30 KiB pool cannot hold the sorter's first pointer
     // array (4096 × 2 longs = 64 KiB): UNABLE_TO_ACQUIRE_MEMORY.
     let ex = executor(&[("spark.memory.fraction", "0.0001")]);

@@ -1,4 +1,4 @@
-//! The clean-up audit (RELIABILITY.md test plan 19): after every other test binary, nothing
+//! The clean-up audit (docs/reliability.md test plan 19): after every other test binary, nothing
 //! spillway created is left. Cargo runs integration-test binaries in alphabetical order of
 //! their names (doc-tests come after all of them), so this binary, `zz_…`, runs last.
 //!

@@ -1,5 +1,5 @@
 //! Fuzzes `--conf` arguments through validation to a layout: any configuration gives a
-//! `Layout` or a typed `ConfError`, never a panic (RELIABILITY.md item 21).
+//! `Layout` or a typed `ConfError`, never a panic (docs/reliability.md item 21).
 //!
 //! Input: lines of `KEY=VALUE` (each one `SparkConf::apply_conf_arg`); a line `@SIZE` sets the
 //! `--system-memory` stand-in. A short key (`memory` for `spark.executor.memory`, ...) expands

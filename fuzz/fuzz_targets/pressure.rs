@@ -1,4 +1,4 @@
-//! Fuzzes the cgroup and PSI parsers of `pressure` (RELIABILITY.md items 1, 20, 21):
+//! Fuzzes the cgroup and PSI parsers of `pressure` (docs/reliability.md items 1, 20, 21):
 //! `/proc/self/cgroup` + mountinfo discovery, limit files, the effective-limit walk over
 //! fixture files, keyed files (`memory.stat`, `memory.events`) and `memory.pressure`.
 //!

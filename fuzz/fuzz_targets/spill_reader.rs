@@ -1,4 +1,4 @@
-//! Fuzzes `SpillReader` over arbitrary file contents (RELIABILITY.md item 13): every byte
+//! Fuzzes `SpillReader` over arbitrary file contents (docs/reliability.md item 13): every byte
 //! string is a typed error or a file read to its verified end, never a panic, a hang or an
 //! allocation beyond the file's size. libFuzzer's comparison tracing can plant the CRCs it
 //! sees compared, so this target gets past the checksums into the frame logic.

@@ -2,7 +2,7 @@
 //! crash does (bit flips, truncation, zeroed, removed or duplicated ranges, appended bytes),
 //! then reads it with `SpillReader`. Half the inputs give the writer the records' digest
 //! (`use_known_digest`) instead of letting it hash them.
-//! Oracle (RELIABILITY.md item 13, "never wrong rows"): the records handed out are always a
+//! Oracle (docs/reliability.md item 13, "never wrong rows"): the records handed out are always a
 //! prefix of the records written, in order; a file read to its verified end gave all of them;
 //! an undamaged file always reads back in full.
 //!

@@ -8,7 +8,7 @@ For each setting (a dict of Spark properties; six built-in ones below, or a JSON
 
 - ``Runtime.getRuntime.maxMemory`` of the driver JVM (where the executor lives in local mode; its
   heap is ``spark.driver.memory``, set here from ``spark.executor.memory``), the ``S`` Spark sizes
-  everything from (spec §1.2, §15);
+  everything from (docs/spark-model.md §1.2, §15);
 - the executor's ``maxMemory`` from the REST API (``/api/v1/applications/<id>/allexecutors``), the
   UI's "Storage Memory" total, which Spark registers as on-heap unified + off-heap size (§1.10);
 - ``memoryMetrics.totalOnHeapStorageMemory`` and ``totalOffHeapStorageMemory``.
@@ -38,11 +38,11 @@ SETTINGS = [
      "spark.memory.storageFraction": "0.3"},
     {"spark.executor.memory": "1g", "spark.memory.offHeap.enabled": "true",
      "spark.memory.offHeap.size": "256m"},
-    # Off-heap disabled but sized: Spark still registers the off-heap storage pool (spec §1.8).
+    # Off-heap disabled but sized: Spark still registers the off-heap storage pool (docs/spark-model.md §1.8).
     {"spark.executor.memory": "1g", "spark.memory.offHeap.size": "128m"},
     {"spark.executor.memory": "1g", "spark.memory.fraction": "0.5",
      "spark.memory.offHeap.enabled": "true", "spark.memory.offHeap.size": "300000000"},
-    # The Serial collector: Runtime.maxMemory < -Xmx (one survivor space less), spec §15.1.
+    # The Serial collector: Runtime.maxMemory < -Xmx (one survivor space less), docs/spark-model.md §15.1.
     {"spark.executor.memory": "1536m", "spark.driver.extraJavaOptions": "-XX:+UseSerialGC"},
 ]
 

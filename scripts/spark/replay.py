@@ -4,7 +4,7 @@
     python3 scripts/spark/replay.py SCENARIO [--master MASTER] [--json] [--conf K=V]...
 
 SCENARIO is a built-in name (``cache-pressure``, ...; read from ``src/scenarios/NAME.toml``) or a
-path to a scenario TOML file (DESIGN.md "Scenario file"). The scenario's ``[conf]`` is applied to
+path to a scenario TOML file (docs/report.md "Scenario file"). The scenario's ``[conf]`` is applied to
 a SparkSession, each ``[[stages]]`` entry is replayed as a Spark job, and the numbers are then read
 back through Spark's own REST API (``<sc.uiWebUrl>/api/v1/applications/<id>/...``), so they are
 exactly what the Spark UI shows: the executor's ``maxMemory`` (storage memory total) and memory
@@ -17,13 +17,13 @@ Local mode and the heap
 With the default master, ``local[N]`` with N = ``spark.executor.cores``, there is no separate
 executor: the executor's BlockManager and UnifiedMemoryManager live inside the driver JVM. Its
 heap is therefore ``spark.driver.memory`` (the ``-Xmx`` spark-submit gives the driver), and
-``spark.executor.memory`` only feeds Spark's >= 450 MiB check (spec §1.5). The replay sets
+``spark.executor.memory`` only feeds Spark's >= 450 MiB check (docs/spark-model.md §1.5). The replay sets
 ``spark.driver.memory`` to the scenario's ``spark.executor.memory`` (default 1g) so the memory
 manager gets the same heap. The driver JVM is launched by PySpark *when the session starts*, so
 this only works from a fresh Python process (which this script is).
 
 Even then Spark does not size its regions from ``-Xmx`` but from ``Runtime.getRuntime.maxMemory``
-(spec §1.2, §15): equal to ``-Xmx`` under G1 (the JDK 17 default on a machine with >= 2 CPUs and
+(docs/spark-model.md §1.2, §15): equal to ``-Xmx`` under G1 (the JDK 17 default on a machine with >= 2 CPUs and
 >= 1792 MiB), smaller under the Serial or Parallel collector (one survivor space less). The replay
 reads that value from the JVM and reports it as ``jvm.runtimeMaxMemory``; give it to spillway as
 ``--system-memory`` to compare layouts to the byte (``compare.py`` does).
@@ -76,7 +76,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 BUILTIN_DIR = REPO / "src" / "scenarios"
 
-# Spark's StorageLevel flags: (useDisk, useMemory, useOffHeap, deserialized, replication), spec §7.
+# Spark's StorageLevel flags: (useDisk, useMemory, useOffHeap, deserialized, replication), docs/spark-model.md §7.
 STORAGE_LEVELS = {
     "NONE": (False, False, False, False, 1),
     "DISK_ONLY": (True, False, False, False, 1),
@@ -117,7 +117,7 @@ _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 2
 
 
 def byte_string(value, default_unit: int = 1) -> int:
-    """Spark's JavaUtils.byteStringAs (spec §14): binary suffixes, no fractions."""
+    """Spark's JavaUtils.byteStringAs (docs/spark-model.md §14): binary suffixes, no fractions."""
     if isinstance(value, int):
         return value * default_unit
     m = re.fullmatch(r"([0-9]+)([a-z]*)", str(value).strip().lower())

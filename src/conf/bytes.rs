@@ -1,6 +1,6 @@
 //! Spark's byte strings (`JavaUtils.byteStringAs`, `ByteUnit`): "512m", "4g", "32k", "100".
 //!
-//! Rules (spark-memory-spec §14): trimmed and lower-cased; digits then an optional suffix, no
+//! Rules (docs/spark-model.md §14): trimmed and lower-cased; digits then an optional suffix, no
 //! sign, no spaces inside, no fractions; suffixes `b, k/kb, m/mb, g/gb, t/tb, p/pb` are binary
 //! units; no suffix means the caller's unit; converting to a larger unit truncates, to a smaller
 //! one multiplies with an overflow check against `Long.MAX_VALUE`.

@@ -7,7 +7,7 @@ use super::bytes::ByteStringError;
 /// Everything that can be wrong with a configuration. Each is bad input: the binary exits 2.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfError {
-    /// A size key whose value is not a byte string (spec §12.9).
+    /// A size key whose value is not a byte string (docs/spark-model.md §12.9).
     #[error("invalid value for {key}: '{value}': {source}")]
     ByteString {
         key: String,
@@ -29,13 +29,13 @@ pub enum ConfError {
         value: String,
         message: &'static str,
     },
-    /// `SparkConf.validateSettings` (spec §12.3).
+    /// `SparkConf.validateSettings` (docs/spark-model.md §12.3).
     #[error("{key} should be between 0 and 1 (was '{value}').")]
     FractionOutOfRange { key: String, value: String },
-    /// A Scala `require` that failed (spec §12.4).
+    /// A Scala `require` that failed (docs/spark-model.md §12.4).
     #[error("requirement failed: {0}")]
     Requirement(String),
-    /// INVALID_DRIVER_MEMORY (spec §12.1).
+    /// INVALID_DRIVER_MEMORY (docs/spark-model.md §12.1).
     #[error(
         "[INVALID_DRIVER_MEMORY] System memory {system_memory} must be at least \
          {min_system_memory}. Please increase heap size using the --driver-memory option or \
@@ -45,7 +45,7 @@ pub enum ConfError {
         system_memory: i64,
         min_system_memory: i64,
     },
-    /// INVALID_EXECUTOR_MEMORY (spec §12.2). `executor_memory` is `spark.executor.memory` read
+    /// INVALID_EXECUTOR_MEMORY (docs/spark-model.md §12.2). `executor_memory` is `spark.executor.memory` read
     /// with `getSizeAsBytes`, so a bare "4096" is 4096 bytes here.
     #[error(
         "[INVALID_EXECUTOR_MEMORY] Executor memory {executor_memory} must be at least \
@@ -56,7 +56,7 @@ pub enum ConfError {
         executor_memory: i64,
         min_system_memory: i64,
     },
-    /// INVALID_SPARK_CONFIG.INVALID_EXECUTOR_MEMORY_OPTIONS (spec §12.5).
+    /// INVALID_SPARK_CONFIG.INVALID_EXECUTOR_MEMORY_OPTIONS (docs/spark-model.md §12.5).
     #[error(
         "[INVALID_SPARK_CONFIG.INVALID_EXECUTOR_MEMORY_OPTIONS] {key} is not allowed to specify \
          max heap memory settings (was '{value}'). Use spark.executor.memory instead. \

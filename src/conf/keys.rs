@@ -1,4 +1,4 @@
-//! The keys spillway reads, with Spark's types, defaults and units (spark-memory-spec §10), and
+//! The keys spillway reads, with Spark's types, defaults and units (docs/spark-model.md §10), and
 //! the value parsers Spark uses for each type (`ConfigHelpers`, `JavaUtils`, PySpark's
 //! `_parse_memory`).
 

@@ -1,6 +1,6 @@
 //! Memory outside the heap: PySpark-style worker processes, their `RLIMIT_AS`
 //! (`spark.executor.pyspark.memory`) and spill threshold (`spark.python.worker.memory`), the
-//! overhead account, and a YARN-style container monitor (spec §11, §13).
+//! overhead account, and a YARN-style container monitor (docs/spark-model.md §11, §13).
 //!
 //! | Spark concept | here |
 //! |---|---|

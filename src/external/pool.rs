@@ -54,7 +54,7 @@ pub struct PoolConfig {
 }
 
 impl PoolConfig {
-    /// Reads the keys of spec §11 and §13 and `spillway.container.monitor`.
+    /// Reads the keys of docs/spark-model.md §11 and §13 and `spillway.container.monitor`.
     pub fn from_conf(
         conf: &SparkConf,
         layout: &Layout,
@@ -188,7 +188,7 @@ pub struct ContainerReport {
     pub kill: Option<ContainerKill>,
 }
 
-/// `report.json`'s `external`: the overhead account (spec §11) and the workers.
+/// `report.json`'s `external`: the overhead account (docs/spark-model.md §11) and the workers.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExternalReport {
     /// `spark.executor.memoryOverhead` (or its factor/minimum) in bytes.
@@ -398,7 +398,7 @@ impl WorkerPool {
             .env("SPARK_LOCAL_DIRS", dirs.join(","))
             .env("SPARK_REUSE_WORKER", "1")
             .env_remove("PYSPARK_EXECUTOR_MEMORY_MB");
-        // PythonRunner sets it only when spark.executor.pyspark.memory is set (spec §13.1).
+        // PythonRunner sets it only when spark.executor.pyspark.memory is set (docs/spark-model.md §13.1).
         if let Some(mb) = self.cfg.pyspark_memory_mb_per_worker {
             cmd.env("PYSPARK_EXECUTOR_MEMORY_MB", mb.to_string());
         }

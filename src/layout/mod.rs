@@ -1,7 +1,7 @@
 //! The executor's memory layout: pure arithmetic over the configuration, no I/O.
 //!
 //! Mirrors `UnifiedMemoryManager.getMaxMemory` and the pool sizing of `UnifiedMemoryManager` /
-//! `MemoryManager` (spark-memory-spec §1), the default page size (§5.7) and the container request
+//! `MemoryManager` (docs/spark-model.md §1), the default page size (§5.7) and the container request
 //! of `ResourceProfile` (§11), with Spark's integer truncation (`(long) double`), so every number
 //! equals what Spark 4.x computes for the same settings.
 
@@ -26,7 +26,7 @@ pub enum Gc {
     Parallel,
 }
 
-/// Where the system memory `S` came from (spec §1.2, §15).
+/// Where the system memory `S` came from (docs/spark-model.md §1.2, §15).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SystemMemorySource {
@@ -43,7 +43,7 @@ pub enum SystemMemorySource {
 pub struct MemoryConf {
     /// `spark.executor.memory` in MiB (the `-Xmx` the executor is launched with).
     pub executor_memory_mib: i64,
-    /// `spark.executor.memory` re-read with `getSizeAsBytes` when it is set (spec §1.5).
+    /// `spark.executor.memory` re-read with `getSizeAsBytes` when it is set (docs/spark-model.md §1.5).
     pub executor_memory_check_bytes: Option<i64>,
     /// An explicit system memory (`Runtime.maxMemory`) in bytes.
     pub system_memory_override: Option<i64>,
@@ -177,7 +177,7 @@ fn req<T>(v: Option<T>) -> T {
     v.expect("a key with a default has a value")
 }
 
-/// What set the memory overhead (spec §11.1).
+/// What set the memory overhead (docs/spark-model.md §11.1).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "rule")]
 pub enum OverheadRule {
@@ -241,7 +241,7 @@ impl Layout {
         Layout::new(&MemoryConf::from_conf(conf, system_memory)?)
     }
 
-    /// Computes the layout, failing as Spark fails (spec §12.1–§12.4).
+    /// Computes the layout, failing as Spark fails (docs/spark-model.md §12.1–§12.4).
     pub fn new(c: &MemoryConf) -> Result<Layout, ConfError> {
         let heap_bytes = c.executor_memory_mib.saturating_mul(MIB);
         let (system_memory, system_memory_source) =
@@ -462,7 +462,7 @@ impl Layout {
         }
     }
 
-    /// The `spillway layout --json` object: exactly the keys of DESIGN.md.
+    /// The `spillway layout --json` object: exactly the keys of docs/report.md "layout --json".
     pub fn to_json(&self) -> LayoutJson {
         LayoutJson {
             system_memory: self.system_memory,
@@ -709,7 +709,7 @@ pub struct LayoutJson {
     pub min_system_memory: i64,
 }
 
-/// `MemoryManager.defaultPageSizeBytes` (spec §5.7).
+/// `MemoryManager.defaultPageSizeBytes` (docs/spark-model.md §5.7).
 pub fn default_page_size(tungsten_execution_pool: i64, cores: i32, on_heap_g1: bool) -> i64 {
     const MIN_PAGE: i64 = 1 << 20;
     const MAX_PAGE: i64 = 64 << 20;

@@ -1,4 +1,4 @@
-//! Layout arithmetic and validation against the numbers Spark computes (spark-memory-spec §16).
+//! Layout arithmetic and validation against the numbers Spark computes (docs/spark-model.md §16).
 
 use proptest::prelude::*;
 
@@ -203,7 +203,7 @@ fn testing_keys_are_honoured() {
 fn explicit_system_memory_stands_in_for_runtime_max_memory() {
     let mut conf = SparkConf::new();
     conf.set("spark.executor.memory", "1g");
-    // Java 8 Parallel GC reports 954728448 for -Xmx1g (spec §15.1).
+    // Java 8 Parallel GC reports 954728448 for -Xmx1g (docs/spark-model.md §15.1).
     let l = Layout::from_conf(&conf, Some(954_728_448)).unwrap();
     assert_eq!(l.system_memory, 954_728_448);
     assert_eq!(l.system_memory_source, SystemMemorySource::Explicit);
@@ -212,7 +212,7 @@ fn explicit_system_memory_stands_in_for_runtime_max_memory() {
     assert_eq!(l.heap_mapping_bytes(), 1 << 30);
 }
 
-// --- Errors of spec §12.1–§12.5 -------------------------------------------------------------
+// --- Errors of docs/spark-model.md §12.1–§12.5 -------------------------------------------------------------
 
 #[test]
 fn system_memory_below_450_mib_is_invalid_driver_memory() {

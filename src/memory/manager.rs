@@ -12,7 +12,7 @@ use crate::storage::BlockId;
 
 /// Spark's `MemoryStore.evictBlocksToFreeSpace`: drops cached blocks so storage can shrink.
 ///
-/// # Contract (spec §6.3)
+/// # Contract (docs/spark-model.md §6.3)
 /// - Called **with the manager's lock held** (as in Spark, where eviction runs inside
 ///   `memoryManager.synchronized`). It must not call back into the manager: the lock is not
 ///   re-entrant and the call would deadlock.
@@ -77,7 +77,7 @@ struct TaskSlot {
 // ---------------------------------------------------------------------------------------------
 // Fast path
 //
-// A lock-free path for the common case of spec §3.2: a registered task asks for bytes that fit
+// A lock-free path for the common case of docs/spark-model.md §3.2: a registered task asks for bytes that fit
 // in free memory and keep it within 1/N, or releases bytes and stays registered, with nobody
 // waiting and no event sink. Whenever the lock is released with no waiter and no sink, every
 // registered task with a fast slot gets a *room*:

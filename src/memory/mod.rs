@@ -13,7 +13,7 @@
 //! unified` always holds (checked by `debug_assert!`s that print the numbers), as does
 //! `used <= pool size` for every pool. The two modes never borrow from each other.
 //!
-//! * **Execution borrows from storage** (`maybeGrowPool`, spec §3.4): when a request does not
+//! * **Execution borrows from storage** (`maybeGrowPool`, docs/spark-model.md §3.4): when a request does not
 //!   fit in free execution memory, execution takes free storage memory and evicts cached
 //!   blocks that storage holds *beyond* its storage region. Eviction drops whole blocks, so
 //!   the storage pool can end below the region. Cached bytes inside the region are immune.
@@ -22,7 +22,7 @@
 //!   evict any other cached block of the same mode (LRU, never the requesting block's RDD).
 //!   A request larger than `unified − execution used` is refused outright ("Will not store").
 //!
-//! # Fairness (execution pool, spec §3.2)
+//! # Fairness (execution pool, docs/spark-model.md §3.2)
 //!
 //! Tasks with an entry in a mode's execution map are *active*; `N` is their count, including
 //! tasks at 0 bytes (a task registers on its first acquire and leaves when its holding

@@ -1,6 +1,6 @@
 //! Spark's `TaskMemoryManager` and `MemoryConsumer`: one per running task, holding its pages
 //! (Tungsten addressing) and its consumers, and asking consumers to spill when execution memory
-//! runs short (spark-memory-spec §5).
+//! runs short (docs/spark-model.md §5).
 //!
 //! # Consumers and spilling
 //!
@@ -100,7 +100,7 @@ impl MemoryConsumer for Unspillable {
 /// Failures of task memory, with Spark's error classes.
 #[derive(Debug, thiserror::Error)]
 pub enum TaskMemoryError {
-    /// UNABLE_TO_ACQUIRE_MEMORY (spec §12.6), with the per-consumer usage dump Spark logs.
+    /// UNABLE_TO_ACQUIRE_MEMORY (docs/spark-model.md §12.6), with the per-consumer usage dump Spark logs.
     #[error(
         "[UNABLE_TO_ACQUIRE_MEMORY] Unable to acquire {requested} bytes of memory, got \
          {received}. SQLSTATE: 53200\n{usage}"
@@ -110,19 +110,19 @@ pub enum TaskMemoryError {
         received: u64,
         usage: String,
     },
-    /// SPILL_OUT_OF_MEMORY (spec §12.7).
+    /// SPILL_OUT_OF_MEMORY (docs/spark-model.md §12.7).
     #[error(
         "[SPILL_OUT_OF_MEMORY] Error while calling spill() on {consumer} : {message} \
          SQLSTATE: 53200"
     )]
     SpillFailed { consumer: String, message: String },
-    /// `TooLargePageException` (spec §12.8).
+    /// `TooLargePageException` (docs/spark-model.md §12.8).
     #[error("Cannot allocate a page of {0} bytes.")]
     TooLargePage(u64),
-    /// The page table is full (spec §5.4).
+    /// The page table is full (docs/spark-model.md §5.4).
     #[error("Have already allocated a maximum of {PAGE_TABLE_SIZE} pages")]
     PageTableFull,
-    /// `spark.unsafe.exceptionOnMemoryLeak=true` and the task leaked (spec §5.6).
+    /// `spark.unsafe.exceptionOnMemoryLeak=true` and the task leaked (docs/spark-model.md §5.6).
     #[error("Managed memory leak detected; size = {bytes} bytes, task {task}")]
     Leak { bytes: u64, task: TaskAttemptId },
 }

@@ -33,7 +33,7 @@ struct FakeState {
 }
 
 /// A `MemoryStore` stand-in: an access-ordered list of `(block, size, mode)` that evicts as
-/// spec §6.3 says (LRU first, same mode, not the requesting block's RDD, not pinned,
+/// docs/spark-model.md §6.3 says (LRU first, same mode, not the requesting block's RDD, not pinned,
 /// all-or-nothing).
 ///
 /// Lock order: the manager calls [`BlockEvictor::evict_blocks_to_free_space`] with its lock

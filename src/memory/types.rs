@@ -42,7 +42,7 @@ impl fmt::Display for MemoryMode {
     }
 }
 
-/// Sizes the layout computes for the four pools (spec §1.6–§1.8), in bytes.
+/// Sizes the layout computes for the four pools (docs/spark-model.md §1.6–§1.8), in bytes.
 ///
 /// The initial execution pool of a mode is `unified − storage_region`; the initial storage pool
 /// is `storage_region`.

@@ -1,5 +1,5 @@
 //! Creating, limiting, observing and removing a child memory cgroup (`spillway-<pid>-<nonce>`)
-//! under this process's own cgroup, for `spillway run --cgroup` (RELIABILITY.md, "Reproducing an
+//! under this process's own cgroup, for `spillway run --cgroup` (docs/reliability.md, "Reproducing an
 //! OOM kill deterministically").
 //!
 //! Safety rules kept here, not left to callers:

@@ -1,5 +1,5 @@
 //! The process's own memory cgroup (v1 or v2) and memory pressure (PSI), read directly from
-//! `/proc` and `/sys/fs/cgroup` (RELIABILITY.md says why: no crate reads both trees of a hybrid
+//! `/proc` and `/sys/fs/cgroup` (docs/reliability.md says why: no crate reads both trees of a hybrid
 //! host correctly).
 //!
 //! Discovery follows the JDK's design: `/proc/self/cgroup` gives the path (`N:memory:/p` on v1,

@@ -2,7 +2,7 @@
 #![allow(unsafe_code)]
 //!
 //! spillway's point is that every byte its pools account is a real page in the right place
-//! (`DESIGN.md`, "Real memory, not accounting"). This module owns that memory and nothing else
+//! (ARCHITECTURE.md, "Invariants"). This module owns that memory and nothing else
 //! in the crate touches a raw pointer:
 //!
 //! | type | holds | Spark counterpart |

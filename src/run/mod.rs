@@ -1,5 +1,5 @@
 //! `spillway run`: build the executor of a scenario, run its stages, sample the timeline, and
-//! write the report (DESIGN.md "spillway run").
+//! write the report (docs/report.md "report.json").
 
 mod plot;
 mod report;

@@ -2,7 +2,7 @@
 //!
 //! One file format serves cached blocks dropped to disk (Spark's `DiskStore`) and the spills of
 //! sorts and aggregations (`DiskBlockObjectWriter` under `UnsafeSorterSpillWriter` and
-//! `ExternalSorter`, spec §8.4–§8.5, §9). Unlike Spark's spill files, every byte is covered by a
+//! `ExternalSorter`, docs/spark-model.md §8.4–§8.5, §9). Unlike Spark's spill files, every byte is covered by a
 //! CRC32C and the file carries digests of its records, so a spill that comes back damaged is an
 //! error naming the file and offset, never a wrong row.
 //!

@@ -1,6 +1,6 @@
 //! Spark's `BlockManager` for one executor: puts and gets cached partitions across the memory
 //! store and the disk store, drops evicted blocks to disk when their level uses disk, and
-//! recomputes what is gone (spark-memory-spec §6.4).
+//! recomputes what is gone (docs/spark-model.md §6.4).
 //!
 //! - `put_partition` is `doPutIterator`: a memory level unrolls into the memory store; if that
 //!   fails, a level with disk writes the partition (what was unrolled, then the rest) to disk,

@@ -1,4 +1,4 @@
-//! Storage levels (`org.apache.spark.storage.StorageLevel`, spark-memory-spec §7).
+//! Storage levels (`org.apache.spark.storage.StorageLevel`, docs/spark-model.md §7).
 
 use std::fmt;
 use std::str::FromStr;

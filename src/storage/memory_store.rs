@@ -1,4 +1,4 @@
-//! Spark's `MemoryStore` (spark-memory-spec §6.2–§6.5): cached blocks held in real storage
+//! Spark's `MemoryStore` (docs/spark-model.md §6.2–§6.5): cached blocks held in real storage
 //! memory, unrolled with Spark's thresholds, evicted least-recently-used first.
 //!
 //! # Memory

@@ -1,4 +1,4 @@
-//! Hash aggregation: Spark's `ExternalAppendOnlyMap` under `Spillable` (spec §8), count and sum per key.
+//! Hash aggregation: Spark's `ExternalAppendOnlyMap` under `Spillable` (docs/spark-model.md §8), count and sum per key.
 //!
 //! # The map
 //!

@@ -44,7 +44,7 @@ use crate::spill::{RecordDigest, SpillError};
 #[serde(rename_all = "camelCase")]
 pub struct TaskMetrics {
     /// In-memory bytes released by spills (Spark: pages freed for the sorter, the collection's
-    /// estimated size for the aggregation, spec §8.5).
+    /// estimated size for the aggregation, docs/spark-model.md §8.5).
     pub memory_bytes_spilled: u64,
     /// Bytes of spill files written (whole files: header, frames, footer).
     pub disk_bytes_spilled: u64,

@@ -1,4 +1,4 @@
-//! External sort: Spark's `UnsafeExternalSorter` over Tungsten pages, spilling sorted runs (spec §9).
+//! External sort: Spark's `UnsafeExternalSorter` over Tungsten pages, spilling sorted runs (docs/spark-model.md §9).
 //!
 //! # In memory
 //!
@@ -18,7 +18,7 @@
 //! # Spilling
 //!
 //! When a page or the array cannot be had, the task memory manager asks consumers to spill
-//! (spec §5.3b); this sorter is asked last when it is the requester. Its spill sorts the pairs,
+//! (docs/spark-model.md §5.3b); this sorter is asked last when it is the requester. Its spill sorts the pairs,
 //! gathers the records in key order into a [`SpillWriter`] (`SpillKind::SortRun`, buffer
 //! `spark.shuffle.file.buffer`, file `temp_local_<n>` in the local directories), frees its pages
 //! and its array and returns the bytes released; `memoryBytesSpilled` grows by the page bytes
@@ -327,7 +327,7 @@ impl ExternalSorter {
         Ok(())
     }
 
-    /// `growPointerArrayIfNecessary` (spec §9.1).
+    /// `growPointerArrayIfNecessary` (docs/spark-model.md §9.1).
     fn grow_array(&mut self) -> Result<(), TaskError> {
         let (current_longs, records) = {
             let st = self.shared.lock();

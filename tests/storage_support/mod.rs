@@ -1,6 +1,6 @@
 //! Shared fixtures of the `storage_*` tests: a small executor (`spark.testing.memory`, no
 //! reserved memory) over its own local directory, partition data, digests, and a reference
-//! model of Spark's unroll requests (spark-memory-spec §6.5).
+//! model of Spark's unroll requests (docs/spark-model.md §6.5).
 
 #![allow(dead_code)]
 
@@ -201,7 +201,7 @@ pub struct Request {
     pub granted: bool,
 }
 
-/// Spark's `MemoryStore.putIterator` (spec §6.5), as a reference: reserve `initial`; after
+/// Spark's `MemoryStore.putIterator` (docs/spark-model.md §6.5), as a reference: reserve `initial`; after
 /// element `i` with `i % period == 0`, if the size so far reached the threshold, request
 /// `trunc(size * factor - threshold)` and grow the threshold by it (granted or not); a refusal
 /// stops unrolling. `available` is what the memory manager can grant in total. Returns the

@@ -1,7 +1,7 @@
 //! Side-by-side: spillway's execution acquire+release pair against DataFusion's
 //! `GreedyMemoryPool` and `FairSpillPool` `try_grow`+`shrink` pair, on 1 and 2 threads.
 //!
-//! Fairness rules (PEERS.md §11, issue 7):
+//! Fairness rules (what makes the comparison fair to both pools):
 //! - the same request size for every pool; pools large enough that nothing is ever refused
 //!   (every call is on the grant path, none on an error path);
 //! - registration outside the timed loop: spillway's task is registered by holding 1 byte
