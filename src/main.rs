@@ -126,20 +126,26 @@ impl ConfArgs {
         for arg in &self.conf {
             conf.apply_conf_arg(arg)?;
         }
-        let system_memory = match &self.system_memory {
-            Some(value) => Some(byte_string_as(value, ByteUnit::Byte).map_err(|source| {
-                ConfError::ByteString {
-                    key: "--system-memory".into(),
-                    value: value.clone(),
-                    source,
-                }
-            })?),
-            None => None,
-        };
+        let system_memory = self.system_memory()?;
         for warning in conf.warnings() {
             eprintln!("warning: {warning}");
         }
         Ok((conf, system_memory))
+    }
+
+    /// `--system-memory` in bytes. Read alone by `run`, which builds (and warns about) its own
+    /// configuration once, with the scenario's `[conf]` in between.
+    fn system_memory(&self) -> Result<Option<i64>, ConfError> {
+        self.system_memory
+            .as_ref()
+            .map(|value| {
+                byte_string_as(value, ByteUnit::Byte).map_err(|source| ConfError::ByteString {
+                    key: "--system-memory".into(),
+                    value: value.clone(),
+                    source,
+                })
+            })
+            .transpose()
     }
 }
 
@@ -245,7 +251,7 @@ fn layout(args: LayoutArgs) -> Result<(), Failure> {
 
 fn run(args: RunArgs) -> Result<(), Failure> {
     let scenario = Scenario::load(&args.scenario).map_err(RunError::from)?;
-    let system_memory = args.conf.load()?.1;
+    let system_memory = args.conf.system_memory()?;
     let opts = RunOptions {
         properties_file: args.conf.properties_file.clone(),
         conf_args: args.conf.conf.clone(),
@@ -321,7 +327,7 @@ fn supervise_run(args: RunArgs) -> Result<ExitCode, Failure> {
 
     // Validate everything before a cgroup exists: bad input exits 2 and creates nothing.
     let scenario = Scenario::load(&args.scenario).map_err(RunError::from)?;
-    let system_memory = args.conf.load()?.1;
+    let system_memory = args.conf.system_memory()?;
     let opts = RunOptions {
         properties_file: args.conf.properties_file.clone(),
         conf_args: args.conf.conf.clone(),

@@ -269,7 +269,7 @@ fn user_memory(opts: &CaseOptions) -> Result<Outcome, String> {
         0,
         1,
         false,
-        |ctx| crate::run::stages::udf_task(ctx, want, 64 << 10, 42).map(|_| ()),
+        |ctx| crate::stage::udf_task(ctx, want, 64 << 10, 42).map(|_| ()),
         |_| {},
     );
     let (reproduced, message) = match &runs[0].result {

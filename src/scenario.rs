@@ -1,27 +1,18 @@
 //! Scenario files (docs/report.md "Scenario file") and the built-in scenarios.
 //!
 //! A scenario is a Spark job in miniature: a `[conf]` table and a list of `[[stages]]`, each of
-//! one kind with documented keys and defaults. Every key is checked: an unknown key or kind is
-//! an error naming it and listing what is accepted.
+//! one kind. The kinds, their keys, defaults and limits are defined in [`crate::stage`] (one
+//! file per kind); this module reads the top level, hands each stage table to its kind, and
+//! checks what spans stages (a scan needs an earlier cache of its RDD). Every key is checked: an
+//! unknown key or kind is an error naming it and listing what is accepted, and a value out of
+//! its key's range is an error naming the key and the value.
 //!
-//! | kind | keys (default) |
-//! |---|---|
-//! | `cache` | `rdd` (1), `partitions` (8), `partition_bytes` ("16m"), `record_bytes` (100), `storage_level` ("MEMORY_ONLY"), `name` ("rdd_<id>") |
-//! | `scan` | `rdd` (1): reads every partition of a cached RDD (memory, disk, or recompute) |
-//! | `unpersist` | `rdd` (1): removes an RDD's blocks |
-//! | `sort` | `tasks` (4), `records_per_task` (1000000), `record_bytes` (56) |
-//! | `aggregate` | `tasks` (4), `records_per_task` (1000000), `record_bytes` (24), `distinct_keys` (100000) |
-//! | `udf` | `tasks` (4), `bytes_per_task` ("64m"), `object_bytes` ("64k") |
-//! | `python` | `tasks` (4), `bytes_per_task` ("64m": the UDF's working set in the worker), `records_per_task` (0: no aggregation), `distinct_keys` (100000), `worker` ("auto": python3 when present, else "spillway") |
-//! | `broadcast` | `id` (0), `bytes` ("32m"), `record_bytes` (1024), `storage_level` ("MEMORY_AND_DISK") |
-//!
-//! Sizes accept integers (bytes) or Spark byte strings ("40m"). Top-level keys: `name`,
-//! `description`, `seed` (42), `[conf]`, `[[stages]]`.
+//! Top-level keys: `name`, `description`, `seed` (42), `[conf]`, `[[stages]]`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::conf::{ByteUnit, byte_string_as};
-use crate::storage::StorageLevel;
+use crate::stage::{COMMON_KEYS, KeyError, KindDef, RddUse, Stage, Values};
 
 /// A bad scenario: a parse error, an unknown key or kind, or a bad value. Exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +36,7 @@ pub enum ScenarioError {
         origin: String,
         index: usize,
         kind: String,
-        accepted: &'static str,
+        accepted: String,
     },
     #[error("unknown key '{key}' in {kind} stage {index} of {origin} (accepted: {accepted})")]
     UnknownKey {
@@ -69,68 +60,30 @@ pub enum ScenarioError {
     UnknownScenario { name: String, builtins: String },
 }
 
-/// One stage of a scenario.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StageSpec {
-    Cache {
-        rdd: u32,
-        name: String,
-        partitions: u32,
-        partition_bytes: u64,
-        record_bytes: u64,
-        storage_level: StorageLevel,
-    },
-    Scan {
-        rdd: u32,
-    },
-    Unpersist {
-        rdd: u32,
-    },
-    Sort {
-        tasks: u32,
-        records_per_task: u64,
-        record_bytes: u64,
-    },
-    Aggregate {
-        tasks: u32,
-        records_per_task: u64,
-        record_bytes: u64,
-        distinct_keys: u64,
-    },
-    Udf {
-        tasks: u32,
-        bytes_per_task: u64,
-        object_bytes: u64,
-    },
-    Broadcast {
-        id: u64,
-        bytes: u64,
-        record_bytes: u64,
-        storage_level: StorageLevel,
-    },
-    /// Tasks run in PySpark-style worker processes (`crate::external`).
-    Python {
-        tasks: u32,
-        bytes_per_task: u64,
-        records_per_task: u64,
-        distinct_keys: u64,
-        worker: crate::external::WorkerChoice,
-    },
+/// What a stage's tasks are meant to do: succeed, or fail (a reproduced OOM is a result).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Expect {
+    Success,
+    Failure,
 }
 
-impl StageSpec {
-    /// The stage kind's name.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            StageSpec::Cache { .. } => "cache",
-            StageSpec::Scan { .. } => "scan",
-            StageSpec::Unpersist { .. } => "unpersist",
-            StageSpec::Sort { .. } => "sort",
-            StageSpec::Aggregate { .. } => "aggregate",
-            StageSpec::Udf { .. } => "udf",
-            StageSpec::Broadcast { .. } => "broadcast",
-            StageSpec::Python { .. } => "python",
-        }
+/// One stage of a scenario: its kind, the keys as resolved (given or default), and the parsed
+/// stage the run executes.
+#[derive(Debug, Clone)]
+pub struct ScenarioStage {
+    pub kind: &'static KindDef,
+    pub expect: Expect,
+    /// Every key of the kind with the value it runs with, as the report shows it.
+    pub params: serde_json::Map<String, serde_json::Value>,
+    pub stage: Arc<dyn Stage>,
+}
+
+impl PartialEq for ScenarioStage {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind.name == other.kind.name
+            && self.expect == other.expect
+            && self.params == other.params
     }
 }
 
@@ -142,12 +95,11 @@ pub struct Scenario {
     pub seed: u64,
     /// `[conf]` in file order.
     pub conf: Vec<(String, String)>,
-    pub stages: Vec<StageSpec>,
+    pub stages: Vec<ScenarioStage>,
     /// The file it came from (`None` for a built-in).
     pub path: Option<PathBuf>,
 }
 
-const KINDS: &str = "cache, scan, unpersist, sort, aggregate, udf, broadcast, python";
 const TOP_KEYS: &str = "name, description, seed, conf, stages";
 
 /// The built-in scenarios: name, TOML.
@@ -283,12 +235,12 @@ impl Scenario {
                 "a scenario needs at least one [[stages]] entry".into(),
             ));
         }
-        // A scan needs a cache stage of its RDD before it.
+        // A scan or unpersist needs a cache stage of its RDD before it.
         let mut cached = Vec::new();
         for (i, s) in stages.iter().enumerate() {
-            match s {
-                StageSpec::Cache { rdd, .. } => cached.push(*rdd),
-                StageSpec::Scan { rdd } | StageSpec::Unpersist { rdd } if !cached.contains(rdd) => {
+            match s.stage.rdd() {
+                RddUse::Caches(rdd) => cached.push(rdd),
+                RddUse::Reads(rdd) if !cached.contains(&rdd) => {
                     return Err(ScenarioError::BadValue {
                         origin: origin.into(),
                         index: i,
@@ -311,229 +263,77 @@ impl Scenario {
     }
 }
 
-/// Reads one stage's keys, with defaults, refusing unknown ones.
-struct StageReader<'a> {
-    table: &'a toml::Table,
+/// Hands one stage table to its kind, after checking that every key is one the kind (or every
+/// kind) accepts.
+fn parse_stage(
+    t: &toml::Table,
     index: usize,
-    origin: &'a str,
-    kind: &'static str,
-    allowed: Vec<&'static str>,
-}
-
-impl StageReader<'_> {
-    fn bad(&self, key: &str, value: &toml::Value, reason: &str) -> ScenarioError {
-        ScenarioError::BadValue {
-            origin: self.origin.into(),
-            index: self.index,
-            key: key.into(),
-            value: value.to_string(),
-            reason: reason.into(),
-        }
-    }
-
-    fn int(&mut self, key: &'static str, default: u64, min: u64) -> Result<u64, ScenarioError> {
-        self.allowed.push(key);
-        match self.table.get(key) {
-            None => Ok(default),
-            Some(v @ toml::Value::Integer(i)) => {
-                if *i < min as i64 {
-                    Err(self.bad(key, v, &format!("must be at least {min}")))
-                } else {
-                    Ok(*i as u64)
-                }
-            }
-            Some(v) => Err(self.bad(key, v, "must be an integer")),
-        }
-    }
-
-    fn size(&mut self, key: &'static str, default: &str, min: u64) -> Result<u64, ScenarioError> {
-        self.allowed.push(key);
-        let value = self.table.get(key);
-        let bytes = match value {
-            None => byte_string_as(default, ByteUnit::Byte).expect("defaults parse") as u64,
-            Some(toml::Value::Integer(i)) if *i >= 0 => *i as u64,
-            Some(v @ toml::Value::String(s)) => match byte_string_as(s, ByteUnit::Byte) {
-                Ok(b) => b as u64,
-                Err(e) => return Err(self.bad(key, v, &e.to_string())),
-            },
-            Some(v) => {
-                return Err(self.bad(
-                    key,
-                    v,
-                    "must be a size in bytes or a byte string like \"40m\"",
-                ));
-            }
-        };
-        if bytes < min {
-            return Err(match value {
-                Some(v) => self.bad(key, v, &format!("must be at least {min} bytes")),
-                None => self.bad(key, &toml::Value::Integer(bytes as i64), "bad default"),
-            });
-        }
-        Ok(bytes)
-    }
-
-    fn level(
-        &mut self,
-        key: &'static str,
-        default: StorageLevel,
-    ) -> Result<StorageLevel, ScenarioError> {
-        self.allowed.push(key);
-        match self.table.get(key) {
-            None => Ok(default),
-            Some(v @ toml::Value::String(s)) => {
-                s.parse().map_err(|e: crate::storage::StorageLevelError| {
-                    self.bad(
-                        key,
-                        v,
-                        &format!(
-                            "{e} (accepted: {})",
-                            StorageLevel::NAMED.map(|(n, _)| n).join(", ")
-                        ),
-                    )
-                })
-            }
-            Some(v) => Err(self.bad(key, v, "must be a StorageLevel name")),
-        }
-    }
-
-    fn string(&mut self, key: &'static str, default: String) -> Result<String, ScenarioError> {
-        self.allowed.push(key);
-        match self.table.get(key) {
-            None => Ok(default),
-            Some(toml::Value::String(s)) => Ok(s.clone()),
-            Some(v) => Err(self.bad(key, v, "must be a string")),
-        }
-    }
-
-    fn worker(
-        &mut self,
-        key: &'static str,
-    ) -> Result<crate::external::WorkerChoice, ScenarioError> {
-        use crate::external::{WorkerChoice, WorkerKind};
-        self.allowed.push(key);
-        match self.table.get(key) {
-            None => Ok(WorkerChoice::Auto),
-            Some(v @ toml::Value::String(s)) => match s.as_str() {
-                "auto" => Ok(WorkerChoice::Auto),
-                "python3" => Ok(WorkerChoice::Kind(WorkerKind::Python3)),
-                "spillway" => Ok(WorkerChoice::Kind(WorkerKind::Spillway)),
-                _ => Err(self.bad(key, v, "must be \"auto\", \"python3\" or \"spillway\"")),
-            },
-            Some(v) => Err(self.bad(key, v, "must be a string")),
-        }
-    }
-
-    fn finish(self) -> Result<(), ScenarioError> {
-        for key in self.table.keys() {
-            if key != "kind" && !self.allowed.contains(&key.as_str()) {
-                return Err(ScenarioError::UnknownKey {
-                    origin: self.origin.into(),
-                    index: self.index,
-                    kind: self.kind,
-                    key: key.clone(),
-                    accepted: self.allowed.join(", "),
-                });
-            }
-        }
-        Ok(())
-    }
-}
-
-fn parse_stage(t: &toml::Table, index: usize, origin: &str) -> Result<StageSpec, ScenarioError> {
+    origin: &str,
+) -> Result<ScenarioStage, ScenarioError> {
     let kind = match t.get("kind") {
-        Some(toml::Value::String(k)) => k.as_str(),
-        Some(other) => {
-            return Err(ScenarioError::UnknownKind {
-                origin: origin.into(),
-                index,
-                kind: other.to_string(),
-                accepted: KINDS,
-            });
-        }
+        Some(toml::Value::String(k)) => crate::stage::kind(k).ok_or_else(|| k.clone()),
+        Some(other) => Err(other.to_string()),
         None => {
             return Err(ScenarioError::Invalid {
                 origin: origin.into(),
-                reason: format!("stage {index} has no 'kind' (accepted: {KINDS})"),
+                reason: format!(
+                    "stage {index} has no 'kind' (accepted: {})",
+                    crate::stage::kind_names()
+                ),
             });
         }
     };
-    let kind: &'static str = match kind {
-        "cache" => "cache",
-        "scan" => "scan",
-        "unpersist" => "unpersist",
-        "sort" => "sort",
-        "aggregate" => "aggregate",
-        "udf" => "udf",
-        "broadcast" => "broadcast",
-        "python" => "python",
-        other => {
-            return Err(ScenarioError::UnknownKind {
+    let kind = kind.map_err(|kind| ScenarioError::UnknownKind {
+        origin: origin.into(),
+        index,
+        kind,
+        accepted: crate::stage::kind_names(),
+    })?;
+    for key in t.keys() {
+        let known = kind.keys.iter().chain(COMMON_KEYS).any(|k| k.name == key);
+        if !known {
+            return Err(ScenarioError::UnknownKey {
                 origin: origin.into(),
                 index,
-                kind: other.to_string(),
-                accepted: KINDS,
+                kind: kind.name,
+                key: key.clone(),
+                accepted: kind
+                    .keys
+                    .iter()
+                    .chain(&COMMON_KEYS[1..])
+                    .map(|k| k.name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
-    };
-    let mut r = StageReader {
-        table: t,
+    }
+    let bad = |e: KeyError| ScenarioError::BadValue {
+        origin: origin.into(),
         index,
-        origin,
-        kind,
-        allowed: Vec::new(),
+        key: e.key,
+        value: e.value,
+        reason: e.reason,
     };
-    let spec = match kind {
-        "cache" => {
-            let rdd = r.int("rdd", 1, 0)? as u32;
-            StageSpec::Cache {
-                rdd,
-                name: r.string("name", format!("rdd_{rdd}"))?,
-                partitions: r.int("partitions", 8, 1)? as u32,
-                partition_bytes: r.size("partition_bytes", "16m", 1)?,
-                record_bytes: r.size("record_bytes", "100", 8)?,
-                storage_level: r.level("storage_level", StorageLevel::MEMORY_ONLY)?,
-            }
+    let expect = match t.get("expect") {
+        None => Expect::Success,
+        Some(toml::Value::String(s)) if s == "success" => Expect::Success,
+        Some(toml::Value::String(s)) if s == "failure" => Expect::Failure,
+        Some(v) => {
+            return Err(bad(KeyError {
+                key: "expect".into(),
+                value: v.to_string(),
+                reason: "must be \"success\" or \"failure\"".into(),
+            }));
         }
-        "scan" => StageSpec::Scan {
-            rdd: r.int("rdd", 1, 0)? as u32,
-        },
-        "unpersist" => StageSpec::Unpersist {
-            rdd: r.int("rdd", 1, 0)? as u32,
-        },
-        "sort" => StageSpec::Sort {
-            tasks: r.int("tasks", 4, 1)? as u32,
-            records_per_task: r.int("records_per_task", 1_000_000, 0)?,
-            record_bytes: r.size("record_bytes", "56", 8)?,
-        },
-        "aggregate" => StageSpec::Aggregate {
-            tasks: r.int("tasks", 4, 1)? as u32,
-            records_per_task: r.int("records_per_task", 1_000_000, 0)?,
-            record_bytes: r.size("record_bytes", "24", 16)?,
-            distinct_keys: r.int("distinct_keys", 100_000, 1)?,
-        },
-        "udf" => StageSpec::Udf {
-            tasks: r.int("tasks", 4, 1)? as u32,
-            bytes_per_task: r.size("bytes_per_task", "64m", 0)?,
-            object_bytes: r.size("object_bytes", "64k", 1)?,
-        },
-        "broadcast" => StageSpec::Broadcast {
-            id: r.int("id", 0, 0)?,
-            bytes: r.size("bytes", "32m", 1)?,
-            record_bytes: r.size("record_bytes", "1024", 8)?,
-            storage_level: r.level("storage_level", StorageLevel::MEMORY_AND_DISK)?,
-        },
-        "python" => StageSpec::Python {
-            tasks: r.int("tasks", 4, 1)? as u32,
-            bytes_per_task: r.size("bytes_per_task", "64m", 0)?,
-            records_per_task: r.int("records_per_task", 0, 0)?,
-            distinct_keys: r.int("distinct_keys", 100_000, 1)?,
-            worker: r.worker("worker")?,
-        },
-        _ => unreachable!("kinds are matched above"),
     };
-    r.finish()?;
-    Ok(spec)
+    let mut values = Values::new(kind, t);
+    let stage = (kind.parse)(&mut values).map_err(bad)?;
+    Ok(ScenarioStage {
+        kind,
+        expect,
+        params: values.into_resolved(),
+        stage: Arc::from(stage),
+    })
 }
 
 #[cfg(test)]
@@ -573,23 +373,24 @@ record_bytes = 56
         let s = Scenario::parse(text, "test", None).unwrap();
         assert_eq!(s.conf[0], ("spark.executor.cores".into(), "2".into()));
         assert_eq!(
-            s.stages[0],
-            StageSpec::Cache {
-                rdd: 1,
-                name: "rdd_1".into(),
-                partitions: 12,
-                partition_bytes: 41_969_980,
-                record_bytes: 100,
-                storage_level: StorageLevel::MEMORY_ONLY,
-            }
+            serde_json::Value::Object(s.stages[0].params.clone()),
+            serde_json::json!({
+                "rdd": 1,
+                "name": "rdd_1",
+                "partitions": 12,
+                "partition_bytes": 41_969_980,
+                "record_bytes": 100,
+                "storage_level": "MEMORY_ONLY",
+            })
         );
+        assert_eq!(s.stages[0].expect, Expect::Success);
         assert_eq!(
-            s.stages[1],
-            StageSpec::Sort {
-                tasks: 8,
-                records_per_task: 2_500_000,
-                record_bytes: 56
-            }
+            serde_json::Value::Object(s.stages[1].params.clone()),
+            serde_json::json!({
+                "tasks": 8,
+                "records_per_task": 2_500_000,
+                "record_bytes": 56,
+            })
         );
     }
 
@@ -601,9 +402,7 @@ record_bytes = 56
             None,
         )
         .unwrap();
-        assert!(
-            matches!(s.stages[0], StageSpec::Cache { partition_bytes, .. } if partition_bytes == 40 << 20)
-        );
+        assert_eq!(s.stages[0].params["partition_bytes"], 40u64 << 20);
     }
 
     #[test]
@@ -646,6 +445,21 @@ record_bytes = 56
             err.contains("record_bytes") && err.contains("Invalid suffix"),
             "{err}"
         );
+        let err = Scenario::parse(
+            "[[stages]]\nkind = \"sort\"\ntasks = 4294967296\n",
+            "t",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("'tasks'") && err.contains("4294967296"),
+            "{err}"
+        );
+        let err = Scenario::parse("[[stages]]\nkind = \"udf\"\nexpect = \"oom\"\n", "t", None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'expect'") && err.contains("oom"), "{err}");
         let err = Scenario::load("no-such-scenario").unwrap_err().to_string();
         assert!(err.contains("cache-then-sort"), "{err}");
     }

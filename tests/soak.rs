@@ -23,14 +23,15 @@ use std::time::{Duration, Instant};
 use spillway::conf::SparkConf;
 use spillway::data::splitmix64;
 use spillway::executor::Executor;
-use spillway::external::stage::{PythonTask, python_task};
+use spillway::external::task::{PythonTask, python_task};
 use spillway::external::{PoolConfig, WorkerChoice, WorkerKind, WorkerPool};
 use spillway::layout::Layout;
 use spillway::memory::MemoryMode;
-use spillway::run::stages::{
-    CachedRdd, TaskError, TaskOutput, broadcast_task, cache_task, scan_task, udf_task,
-};
 use spillway::scheduler::{TaskFailure, run_stage};
+use spillway::stage::{
+    CachedRdd, ClassifiedError as TaskError, TaskOutput, broadcast_task, cache_task, scan_task,
+    udf_task,
+};
 use spillway::storage::{BlockId, StorageLevel};
 use spillway::tasks::{aggregate, sort};
 
@@ -277,7 +278,9 @@ impl Soak<'_> {
                         kind: python_kind.expect("a worker kind"),
                         ..*t
                     },
-                ),
+                )
+                .map(TaskOutput::from)
+                .map_err(TaskError::from),
             }
         };
         let runs = run_stage(executor, stage_id, num_tasks, true, task, |_| {});

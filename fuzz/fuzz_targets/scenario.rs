@@ -7,7 +7,8 @@
 use libfuzzer_sys::fuzz_target;
 use spillway::conf::SparkConf;
 use spillway::layout::Layout;
-use spillway::scenario::{Scenario, StageSpec};
+use spillway::scenario::Scenario;
+use spillway::stage::RddUse;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -18,13 +19,13 @@ fuzz_target!(|data: &[u8]| {
             assert!(!s.stages.is_empty());
             let mut cached = Vec::new();
             for stage in &s.stages {
-                let _ = stage.kind();
-                match stage {
-                    StageSpec::Cache { rdd, .. } => cached.push(*rdd),
-                    StageSpec::Scan { rdd } | StageSpec::Unpersist { rdd } => {
-                        assert!(cached.contains(rdd), "rdd {rdd} used before it is cached");
+                let _ = stage.stage.label();
+                match stage.stage.rdd() {
+                    RddUse::Caches(rdd) => cached.push(rdd),
+                    RddUse::Reads(rdd) => {
+                        assert!(cached.contains(&rdd), "rdd {rdd} used before it is cached");
                     }
-                    _ => {}
+                    RddUse::None => {}
                 }
             }
             let mut conf = SparkConf::new();

@@ -18,7 +18,7 @@
 pub mod agg;
 pub mod pool;
 pub mod protocol;
-pub mod stage;
+pub mod task;
 pub mod worker;
 
 use std::sync::atomic::{AtomicU64, Ordering};

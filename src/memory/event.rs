@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::types::{MemoryMode, TaskAttemptId};
-use crate::storage::BlockId;
+use crate::ids::BlockId;
 
 /// Receives every [`MemoryEvent`]; installed with
 /// [`UnifiedMemoryManager::set_event_sink`](super::UnifiedMemoryManager::set_event_sink).

@@ -8,7 +8,7 @@ use crossbeam::utils::CachePadded;
 use super::event::{EventSink, MemoryEvent, emit};
 use super::sync::{AtomicU64, AtomicUsize, Condvar, Mutex, MutexGuard};
 use super::types::{MemoryMode, MemorySnapshot, PoolSizes, PoolSnapshot, TaskAttemptId, WaitStats};
-use crate::storage::BlockId;
+use crate::ids::BlockId;
 
 /// Spark's `MemoryStore.evictBlocksToFreeSpace`: drops cached blocks so storage can shrink.
 ///

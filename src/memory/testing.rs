@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use super::event::{EventSink, MemoryEvent};
 use super::manager::{BlockEvictor, UnifiedMemoryManager};
 use super::types::MemoryMode;
-use crate::storage::BlockId;
+use crate::ids::BlockId;
 
 /// One cached block in the fake store.
 #[derive(Debug, Clone, PartialEq, Eq)]

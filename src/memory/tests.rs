@@ -2,7 +2,7 @@
 
 use super::testing::EventLog;
 use super::*;
-use crate::storage::BlockId;
+use crate::ids::BlockId;
 
 #[test]
 fn modes_display_as_spark_names_them() {

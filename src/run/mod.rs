@@ -3,10 +3,10 @@
 
 mod plot;
 mod report;
-pub mod stages;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -14,16 +14,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::conf::{ConfError, ConfSource, SparkConf, format_mib, keys};
 use crate::executor::{Executor, ExecutorError};
 use crate::layout::Layout;
-use crate::scenario::{Scenario, ScenarioError, StageSpec};
-use crate::scheduler::{TaskFailure, TaskRun, run_stage};
+use crate::scenario::{Expect, Scenario, ScenarioError, ScenarioStage};
+use crate::scheduler::{TaskFailure, run_stage};
 use crate::spill::RecordDigest;
+use crate::stage::{RunContext, StageTaskRun};
 use crate::timeline::{Sample, Sampler};
 
 pub use report::{
     FailureReport, GapReport, MemoryReport, RddReport, Report, StageReport, TaskReport,
-    Verification, summary_table,
+    Verification, summary_table, write_report,
 };
-use stages::{CachedRdd, TaskError, TaskOutput};
 
 /// How to run a scenario.
 #[derive(Debug, Clone)]
@@ -132,7 +132,13 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
             .map(|d| d.to_path_buf())
             .collect(),
     )?);
-    let mut ctx = RunState::new(scenario, &executor, exception_on_leak, opts.progress, &pool);
+    let mut ctx = RunContext {
+        executor: &executor,
+        workers: &pool,
+        seed: scenario.seed,
+        rdds: BTreeMap::new(),
+    };
+    let mut done: Vec<StageRun> = Vec::new();
 
     let monitor_stop = std::sync::atomic::AtomicBool::new(false);
     let samples = std::thread::scope(|scope| {
@@ -148,13 +154,18 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
             if pool.is_killed() {
                 break;
             }
-            sampler
-                .stage
-                .store(i as u32, std::sync::atomic::Ordering::Relaxed);
-            ctx.run_stage(i as u32, stage);
-            sampler
-                .stage
-                .store(u32::MAX, std::sync::atomic::Ordering::Relaxed);
+            sampler.stage.store(i as u32, Ordering::Relaxed);
+            let progress = opts
+                .progress
+                .then(|| progress_bar(i as u32, scenario.stages.len(), stage));
+            done.push(run_one_stage(
+                &mut ctx,
+                i as u32,
+                stage,
+                exception_on_leak,
+                progress.as_ref(),
+            ));
+            sampler.stage.store(u32::MAX, Ordering::Relaxed);
         }
         pool.shutdown();
         monitor_stop.store(true, std::sync::atomic::Ordering::Release);
@@ -172,22 +183,150 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
         conf: &conf,
         layout: &layout,
         executor: &executor,
-        state: &ctx,
+        stages: &done,
+        rdds: &ctx.rdds,
         samples: &samples,
         baseline_rss,
         wall,
         interval_ms,
         cgroup: sampler.cgroup(),
         external,
+        plots: &plot::FILES,
     });
     drop(ctx);
     drop(pool);
     drop(executor);
-    report::write(&report, &samples, &out_dir).map_err(|source| RunError::Output {
+    let output = |source| RunError::Output {
         path: out_dir.clone(),
         source,
-    })?;
+    };
+    report::write(&report, &samples, &out_dir).map_err(output)?;
+    // The plots are drawn from the written report, as a step after it.
+    plot::draw_all(&report, &samples, &out_dir)
+        .map_err(|e| output(std::io::Error::other(e.to_string())))?;
     Ok((report, out_dir))
+}
+
+/// Runs one stage: sets it up against the run so far, runs its tasks on the executor's
+/// threads, and lets it record what later stages need.
+fn run_one_stage(
+    ctx: &mut RunContext,
+    stage_id: u32,
+    stage: &ScenarioStage,
+    exception_on_leak: bool,
+    progress: Option<&Progress>,
+) -> StageRun {
+    let executor = ctx.executor;
+    let storage_before = executor.block_manager().counters();
+    let started = Instant::now();
+    let input_bytes = stage.stage.input_bytes(ctx);
+    let tasks = stage.stage.start(ctx, stage_id);
+    if let Some(p) = progress {
+        p.start(tasks.count, input_bytes);
+    }
+    let user_peak = AtomicU64::new(0);
+    let runs = {
+        let shared: &RunContext = ctx;
+        run_stage(
+            executor,
+            stage_id,
+            tasks.count,
+            exception_on_leak,
+            |task_ctx| {
+                let out = (tasks.body)(shared, task_ctx);
+                if let Ok(o) = &out {
+                    user_peak.fetch_max(o.user_bytes, Ordering::Relaxed);
+                }
+                out
+            },
+            |run| {
+                if let Some(p) = progress {
+                    p.task_done(run, executor);
+                }
+            },
+        )
+    };
+    drop(tasks);
+    if let Some(p) = progress {
+        p.finish();
+    }
+    executor.trim_page_pools();
+    stage.stage.finish(ctx, &runs);
+    StageRun {
+        stage_id,
+        kind: stage.kind.name,
+        label: stage.stage.label(),
+        expect: stage.expect,
+        params: stage.params.clone(),
+        runs,
+        wall: started.elapsed(),
+        storage_before,
+        storage_after: executor.block_manager().counters(),
+        user_peak_bytes: user_peak.into_inner(),
+    }
+}
+
+/// A stage's progress bar: tasks done, and the bytes those tasks generated.
+struct Progress {
+    bar: ProgressBar,
+    bytes_per_task: AtomicU64,
+    bytes_done: AtomicU64,
+}
+
+fn progress_bar(stage_id: u32, stages: usize, stage: &ScenarioStage) -> Progress {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>22} [{bar:30}] {pos}/{len} tasks {elapsed:>4} {msg}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(format!(
+        "stage {}/{} {}",
+        stage_id + 1,
+        stages,
+        stage.kind.name
+    ));
+    Progress {
+        bar,
+        bytes_per_task: AtomicU64::new(0),
+        bytes_done: AtomicU64::new(0),
+    }
+}
+
+impl Progress {
+    fn start(&self, tasks: u32, input_bytes: u64) {
+        self.bar.set_length(tasks as u64);
+        self.bytes_per_task
+            .store(input_bytes / u64::from(tasks.max(1)), Ordering::Relaxed);
+        self.bar.enable_steady_tick(Duration::from_millis(100));
+    }
+
+    fn task_done(&self, run: &StageTaskRun, executor: &Executor) {
+        self.bar.inc(1);
+        let done = self.bytes_done.fetch_add(
+            self.bytes_per_task.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        ) + self.bytes_per_task.load(Ordering::Relaxed);
+        let total = self.bytes_per_task.load(Ordering::Relaxed) * self.bar.length().unwrap_or(0);
+        let (_, spilled) = crate::metrics::spills();
+        let _ = executor;
+        self.bar.set_message(format!(
+            "{}/{} MiB, spilled {} MiB",
+            format_mib(done),
+            format_mib(total),
+            format_mib(spilled)
+        ));
+        if run.result.is_err() {
+            self.bar
+                .println(format!("task {} failed", run.task_attempt_id));
+        }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
 }
 
 /// The largest record a stage may ask for: the largest default Tungsten page (64 MiB). Each
@@ -199,12 +338,8 @@ pub const MAX_RECORD_BYTES: u64 = 64 << 20;
 pub fn validate_sizes(scenario: &Scenario, layout: &Layout) -> Result<(), ScenarioError> {
     let limit = MAX_RECORD_BYTES.min(layout.system_memory.max(0) as u64);
     for (index, stage) in scenario.stages.iter().enumerate() {
-        let record_bytes = match stage {
-            StageSpec::Cache { record_bytes, .. }
-            | StageSpec::Broadcast { record_bytes, .. }
-            | StageSpec::Sort { record_bytes, .. }
-            | StageSpec::Aggregate { record_bytes, .. } => *record_bytes,
-            _ => continue,
+        let Some(record_bytes) = stage.stage.record_bytes() else {
+            continue;
         };
         if record_bytes > limit {
             return Err(ScenarioError::BadValue {
@@ -266,238 +401,19 @@ fn civil_from_unix(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
 /// One finished stage: its tasks and their outputs.
 pub(crate) struct StageRun {
     pub stage_id: u32,
-    pub spec: StageSpec,
-    pub runs: Vec<TaskRun<TaskOutput, TaskError>>,
+    pub kind: &'static str,
+    pub label: String,
+    pub expect: Expect,
+    pub params: serde_json::Map<String, serde_json::Value>,
+    pub runs: Vec<StageTaskRun>,
     pub wall: Duration,
     pub storage_before: crate::storage::block_manager::StorageCounters,
     pub storage_after: crate::storage::block_manager::StorageCounters,
     pub user_peak_bytes: u64,
 }
 
-/// The run so far: stages done and RDDs cached.
-pub(crate) struct RunState<'a> {
-    pub scenario: &'a Scenario,
-    pub executor: &'a Executor,
-    pub exception_on_leak: bool,
-    pub progress: bool,
-    pub stages: Vec<StageRun>,
-    pub rdds: BTreeMap<u32, CachedRdd>,
-    /// Worker processes, the overhead account and the container monitor.
-    pub external: &'a crate::external::WorkerPool,
-}
-
-impl<'a> RunState<'a> {
-    fn new(
-        scenario: &'a Scenario,
-        executor: &'a Executor,
-        exception_on_leak: bool,
-        progress: bool,
-        external: &'a crate::external::WorkerPool,
-    ) -> Self {
-        RunState {
-            scenario,
-            executor,
-            exception_on_leak,
-            progress,
-            stages: Vec::new(),
-            rdds: BTreeMap::new(),
-            external,
-        }
-    }
-
-    fn run_stage(&mut self, stage_id: u32, spec: &StageSpec) {
-        let seed = self.scenario.seed;
-        let executor = self.executor;
-        let num_tasks = match spec {
-            StageSpec::Cache { partitions, .. } => *partitions,
-            StageSpec::Scan { rdd } => self.rdds.get(rdd).map_or(0, |r| r.partitions),
-            StageSpec::Unpersist { .. } | StageSpec::Broadcast { .. } => 1,
-            StageSpec::Sort { tasks, .. }
-            | StageSpec::Aggregate { tasks, .. }
-            | StageSpec::Udf { tasks, .. }
-            | StageSpec::Python { tasks, .. } => *tasks,
-        };
-        let external = self.external;
-        let worker_kind = match spec {
-            StageSpec::Python { worker, .. } => Some(external.choose(stage_id, *worker)),
-            _ => None,
-        };
-        let bar = self.progress_bar(stage_id, spec, num_tasks);
-        let storage_before = executor.block_manager().counters();
-        let started = Instant::now();
-        if let StageSpec::Cache {
-            rdd,
-            name,
-            partitions,
-            partition_bytes,
-            record_bytes,
-            storage_level,
-        } = spec
-        {
-            self.rdds.insert(
-                *rdd,
-                CachedRdd {
-                    id: *rdd,
-                    name: name.clone(),
-                    level: *storage_level,
-                    partitions: *partitions,
-                    partition_bytes: *partition_bytes,
-                    record_bytes: *record_bytes,
-                    seed,
-                    expected: HashMap::new(),
-                },
-            );
-        }
-        let rdds = &self.rdds;
-        let user_peak = std::sync::atomic::AtomicU64::new(0);
-        let task = |ctx: &crate::scheduler::TaskContext| -> Result<TaskOutput, TaskError> {
-            let out = match spec {
-                StageSpec::Cache { rdd, .. } => stages::cache_task(ctx, &rdds[rdd]),
-                StageSpec::Scan { rdd } => stages::scan_task(ctx, &rdds[rdd]),
-                StageSpec::Unpersist { rdd } => {
-                    executor.block_manager().remove_rdd(*rdd);
-                    Ok(TaskOutput {
-                        verified: true,
-                        ..TaskOutput::default()
-                    })
-                }
-                StageSpec::Udf {
-                    bytes_per_task,
-                    object_bytes,
-                    ..
-                } => stages::udf_task(ctx, *bytes_per_task, *object_bytes, seed),
-                StageSpec::Broadcast {
-                    id,
-                    bytes,
-                    record_bytes,
-                    storage_level,
-                } => stages::broadcast_task(ctx, *id, *bytes, *record_bytes, *storage_level, seed),
-                StageSpec::Python {
-                    bytes_per_task,
-                    records_per_task,
-                    distinct_keys,
-                    ..
-                } => match &worker_kind {
-                    Some(Ok(kind)) => crate::external::stage::python_task(
-                        ctx,
-                        external,
-                        &crate::external::stage::PythonTask {
-                            kind: *kind,
-                            bytes_per_task: *bytes_per_task,
-                            records_per_task: *records_per_task,
-                            distinct_keys: *distinct_keys,
-                            seed,
-                        },
-                    ),
-                    Some(Err(e)) => Err(e.clone().into()),
-                    None => unreachable!("a python stage has a worker kind"),
-                },
-                StageSpec::Sort {
-                    records_per_task,
-                    record_bytes,
-                    ..
-                } => crate::tasks::sort::run_sort_task(
-                    ctx,
-                    &crate::tasks::sort::SortSpec {
-                        records_per_task: *records_per_task,
-                        record_bytes: *record_bytes as usize,
-                        seed,
-                    },
-                )
-                .map(TaskOutput::from)
-                .map_err(TaskError::from),
-                StageSpec::Aggregate {
-                    records_per_task,
-                    record_bytes,
-                    distinct_keys,
-                    ..
-                } => crate::tasks::aggregate::run_aggregate_task(
-                    ctx,
-                    &crate::tasks::aggregate::AggregateSpec {
-                        records_per_task: *records_per_task,
-                        record_bytes: *record_bytes as usize,
-                        seed,
-                        distinct_keys: *distinct_keys,
-                    },
-                )
-                .map(TaskOutput::from)
-                .map_err(TaskError::from),
-            };
-            if let Ok(o) = &out {
-                user_peak.fetch_max(o.user_bytes, std::sync::atomic::Ordering::Relaxed);
-            }
-            out
-        };
-        let runs = run_stage(
-            executor,
-            stage_id,
-            num_tasks,
-            self.exception_on_leak,
-            task,
-            |run| {
-                if let Some(b) = &bar {
-                    b.inc(1);
-                    let (_, spilled) = crate::metrics::spills();
-                    b.set_message(format!("spilled {} MiB", format_mib(spilled)));
-                    if run.result.is_err() {
-                        b.println(format!("task {} failed", run.task_attempt_id));
-                    }
-                }
-            },
-        );
-        if let Some(b) = bar {
-            b.finish_and_clear();
-        }
-        executor.trim_page_pools();
-        // A cache stage's digests are what its scans must read back.
-        if let StageSpec::Cache { rdd, .. } = spec
-            && let Some(cached) = self.rdds.get_mut(rdd)
-        {
-            for r in &runs {
-                if let Ok(o) = &r.result {
-                    cached.expected.insert(r.partition, o.digest_in);
-                }
-            }
-        }
-        if let StageSpec::Unpersist { rdd } = spec {
-            self.rdds.remove(rdd);
-        }
-        self.stages.push(StageRun {
-            stage_id,
-            spec: spec.clone(),
-            runs,
-            wall: started.elapsed(),
-            storage_before,
-            storage_after: executor.block_manager().counters(),
-            user_peak_bytes: user_peak.into_inner(),
-        });
-    }
-
-    fn progress_bar(&self, stage_id: u32, spec: &StageSpec, tasks: u32) -> Option<ProgressBar> {
-        if !self.progress {
-            return None;
-        }
-        let bar = ProgressBar::new(tasks as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix:>22} [{bar:30}] {pos}/{len} tasks {elapsed:>4} {msg}",
-            )
-            .expect("a valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(format!(
-            "stage {}/{} {}",
-            stage_id + 1,
-            self.scenario.stages.len(),
-            spec.kind()
-        ));
-        bar.enable_steady_tick(Duration::from_millis(100));
-        Some(bar)
-    }
-}
-
 /// Whether a task failed, and its error class and message.
-pub(crate) fn failure_of(run: &TaskRun<TaskOutput, TaskError>) -> Option<(String, String)> {
+pub(crate) fn failure_of(run: &StageTaskRun) -> Option<(String, String)> {
     match &run.result {
         Ok(_) => None,
         Err(TaskFailure::Task(e)) => Some((e.class.clone(), e.message.clone())),
@@ -507,9 +423,7 @@ pub(crate) fn failure_of(run: &TaskRun<TaskOutput, TaskError>) -> Option<(String
 }
 
 /// Digest of all successful outputs of a stage.
-pub(crate) fn stage_digests(
-    runs: &[TaskRun<TaskOutput, TaskError>],
-) -> (RecordDigest, RecordDigest) {
+pub(crate) fn stage_digests(runs: &[StageTaskRun]) -> (RecordDigest, RecordDigest) {
     runs.iter().filter_map(|r| r.result.as_ref().ok()).fold(
         (RecordDigest::default(), RecordDigest::default()),
         |(a, b), o| (a.combine(o.digest_in), b.combine(o.digest_out)),

@@ -173,7 +173,10 @@ where
                 BLACK.mix(0.3).stroke_width(1),
             ))?;
             if labels {
-                let kind = report.stages.get(s.stage as usize).map_or("", |st| st.kind);
+                let kind = report
+                    .stages
+                    .get(s.stage as usize)
+                    .map_or("", |st| st.kind.as_str());
                 chart.draw_series(std::iter::once(Text::new(
                     format!(" {} {kind}", s.stage),
                     (x, y_max * 0.97),
@@ -457,7 +460,7 @@ where
             let kind = report
                 .stages
                 .get(t.stage_id as usize)
-                .map_or("", |s| s.kind);
+                .map_or("", |s| s.kind.as_str());
             chart.draw_series(std::iter::once(Text::new(
                 format!("stage {} {kind}", t.stage_id),
                 (x + 0.1, y_max * 0.96),

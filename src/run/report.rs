@@ -12,17 +12,25 @@ use crate::conf::{SparkConf, format_mib};
 use crate::executor::Executor;
 use crate::layout::{Layout, LayoutJson};
 use crate::pressure::OwnCgroup;
-use crate::scenario::Scenario;
+use crate::scenario::{Expect, Scenario};
+use crate::stage::CachedRdd;
 use crate::storage::block_manager::ReadFrom;
 use crate::timeline::Sample;
 
-use super::{RunState, failure_of, peak, stage_digests};
+use super::{StageRun, failure_of, peak, stage_digests};
 
 /// `report.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    pub spillway_version: &'static str,
+    pub spillway_version: String,
     pub scenario: ScenarioInfo,
+    /// Whether every stage of the scenario ran. `false` after an interrupt, a container kill,
+    /// or (written by the `--cgroup` supervisor) when the executor died.
+    pub complete: bool,
+    /// The signal that stopped the run (`SIGINT`, `SIGTERM`, `SIGHUP`), if one did.
+    pub interrupted: Option<String>,
+    /// Stages whose tasks ended otherwise than the stage declared (`expect`).
+    pub unexpected_stages: Vec<u32>,
     pub wall_time_ms: f64,
     pub layout: LayoutJson,
     /// Every configuration value that was set, after precedence.
@@ -52,7 +60,16 @@ pub struct ScenarioInfo {
 #[serde(rename_all = "camelCase")]
 pub struct StageReport {
     pub stage_id: u32,
-    pub kind: &'static str,
+    pub kind: String,
+    /// A short description, e.g. `cache rdd 1`.
+    pub label: String,
+    /// The stage's keys as it ran with them (given or default).
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// What the scenario declared: `success`, or `failure` (a reproduced OOM).
+    pub expect: Expect,
+    /// Whether the tasks ended as declared: all succeeded and verified for `success`, at least
+    /// one failed for `failure`.
+    pub outcome_as_expected: bool,
     pub num_tasks: u32,
     pub num_complete_tasks: u32,
     pub num_failed_tasks: u32,
@@ -200,7 +217,11 @@ pub(crate) struct Inputs<'a> {
     pub conf: &'a SparkConf,
     pub layout: &'a Layout,
     pub executor: &'a Executor,
-    pub state: &'a RunState<'a>,
+    pub stages: &'a [StageRun],
+    /// The RDDs still cached at the end.
+    pub rdds: &'a BTreeMap<u32, CachedRdd>,
+    /// The plot files the run draws after the report.
+    pub plots: &'a [&'a str],
     pub samples: &'a [Sample],
     pub baseline_rss: u64,
     pub wall: Duration,
@@ -230,10 +251,14 @@ pub(crate) fn build(i: Inputs) -> Report {
         crate::spill::RecordDigest::default(),
         crate::spill::RecordDigest::default(),
     );
-    for s in &i.state.stages {
+    for s in i.stages {
         let mut r = StageReport {
             stage_id: s.stage_id,
-            kind: s.spec.kind(),
+            kind: s.kind.into(),
+            label: s.label.clone(),
+            params: s.params.clone(),
+            expect: s.expect,
+            outcome_as_expected: true,
             num_tasks: s.runs.len() as u32,
             num_complete_tasks: 0,
             num_failed_tasks: 0,
@@ -349,7 +374,6 @@ pub(crate) fn build(i: Inputs) -> Report {
 
     let bm = i.executor.block_manager();
     let rdds = i
-        .state
         .rdds
         .values()
         .map(|c| {
@@ -379,7 +403,7 @@ pub(crate) fn build(i: Inputs) -> Report {
     // YARN killed the container: the run's own failure, after the tasks it took down.
     if let Some(k) = &i.external.container_monitor.kill {
         failures.push(FailureReport {
-            stage_id: i.state.stages.last().map_or(0, |s| s.stage_id),
+            stage_id: i.stages.last().map_or(0, |s| s.stage_id),
             task_id: 0,
             error: "CONTAINER_KILLED_PHYSICAL_MEMORY".into(),
             message: format!(
@@ -395,8 +419,30 @@ pub(crate) fn build(i: Inputs) -> Report {
         });
         verification.ok = false;
     }
+    // Whether each stage ended as declared; a container kill fails the stage it ran in.
+    let killed_in = i
+        .external
+        .container_monitor
+        .kill
+        .as_ref()
+        .and(i.stages.last().map(|s| s.stage_id));
+    for r in &mut stages {
+        let failed = r.num_failed_tasks > 0 || killed_in == Some(r.stage_id);
+        r.outcome_as_expected = match r.expect {
+            Expect::Success => !failed && r.verified,
+            Expect::Failure => failed,
+        };
+    }
+    let unexpected_stages = stages
+        .iter()
+        .filter(|r| !r.outcome_as_expected)
+        .map(|r| r.stage_id)
+        .collect();
     Report {
-        spillway_version: env!("CARGO_PKG_VERSION"),
+        spillway_version: env!("CARGO_PKG_VERSION").into(),
+        complete: i.stages.len() == i.scenario.stages.len() && killed_in.is_none(),
+        interrupted: None,
+        unexpected_stages,
         scenario: ScenarioInfo {
             name: i.scenario.name.clone(),
             description: i.scenario.description.clone(),
@@ -429,7 +475,7 @@ pub(crate) fn build(i: Inputs) -> Report {
             samples: i.samples.len(),
             interval_ms: i.interval_ms,
         },
-        plots: super::plot::FILES.iter().map(|s| s.to_string()).collect(),
+        plots: i.plots.iter().map(|s| s.to_string()).collect(),
     }
 }
 
@@ -521,25 +567,18 @@ fn signed_mib(v: i64) -> String {
     }
 }
 
-/// Writes report.json, timeline.csv and the plots into `out_dir`.
+/// Writes report.json and timeline.csv into `out_dir` (the plots are a later step).
 pub(crate) fn write(report: &Report, samples: &[Sample], out_dir: &Path) -> std::io::Result<()> {
-    let json = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
-    write_atomic(&out_dir.join("report.json"), &json)?;
+    write_report(report, out_dir)?;
     let mut csv = Vec::new();
     write_csv(samples, &mut csv)?;
-    write_atomic(&out_dir.join("timeline.csv"), &csv)?;
-    super::plot::draw_all(report, samples, out_dir)
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    Ok(())
+    crate::fsio::write_atomic(&out_dir.join("timeline.csv"), &csv)
 }
 
-/// Writes to a temporary file and renames it, so a reader never sees half a file.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+/// Writes `out_dir/report.json` atomically.
+pub fn write_report(report: &Report, out_dir: &Path) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
+    crate::fsio::write_atomic(&out_dir.join("report.json"), &json)
 }
 
 const CSV_HEADER: &str = "t_ms,stage,on_heap_execution_pool,on_heap_execution_used,\

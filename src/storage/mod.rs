@@ -1,10 +1,11 @@
-//! Spark's block storage: block ids (and, with the caching work, storage levels and stores).
+//! Spark's block storage: storage levels, the memory store, the disk store and the block
+//! manager over both. Block ids live in the leaf `crate::ids` (the memory manager needs them
+//! too) and are re-exported here.
 
-mod block_id;
 pub mod block_manager;
 pub mod disk;
 mod level;
 pub mod memory_store;
 
-pub use block_id::BlockId;
+pub use crate::ids::BlockId;
 pub use level::{StorageLevel, StorageLevelError};

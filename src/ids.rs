@@ -1,4 +1,6 @@
-//! Block identifiers, named as Spark names them (`org.apache.spark.storage.BlockId`).
+//! Identifiers several layers share (a leaf: it imports nothing of spillway). Block ids are
+//! named as Spark names them (`org.apache.spark.storage.BlockId`); the memory manager meets them
+//! when it evicts, the storage layer when it stores.
 
 use std::fmt;
 

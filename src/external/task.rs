@@ -1,22 +1,24 @@
-//! The `python` stage kind: each task runs in a worker process — a UDF whose working set is
-//! `bytes_per_task`, and/or a `reduceByKey` of `records_per_task` records — and the executor
-//! checks the answer against its own computation.
+//! One task of Python work: a UDF whose working set is `bytes_per_task`, and/or a `reduceByKey`
+//! of `records_per_task` records, run in a worker process; the executor checks the answer
+//! against its own computation. The `python` stage kind (`crate::stage`) runs it.
 
 use super::agg::{expected_aggregate, expected_udf_checksum};
 use super::protocol::{Reply, Request};
 use super::{ExternalError, WorkerKind, WorkerPool};
 use crate::data::stream_seed;
-use crate::run::stages::{TaskError, TaskOutput};
 use crate::scheduler::TaskContext;
 use crate::spill::RecordDigest;
 
-impl From<ExternalError> for TaskError {
-    fn from(e: ExternalError) -> Self {
-        TaskError {
-            class: e.error_class().into(),
-            message: e.to_string(),
-        }
-    }
+/// What a python task did, checked: records and digests in and out, and the worker's spills.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PythonTaskOutput {
+    pub records_in: u64,
+    pub records_out: u64,
+    pub digest_in: RecordDigest,
+    pub digest_out: RecordDigest,
+    pub spill_count: u64,
+    pub memory_bytes_spilled: u64,
+    pub disk_bytes_spilled: u64,
 }
 
 /// What a python task does.
@@ -34,11 +36,8 @@ pub fn python_task(
     ctx: &TaskContext,
     pool: &WorkerPool,
     t: &PythonTask,
-) -> Result<TaskOutput, TaskError> {
-    let mut out = TaskOutput {
-        verified: true,
-        ..TaskOutput::default()
-    };
+) -> Result<PythonTaskOutput, ExternalError> {
+    let mut out = PythonTaskOutput::default();
     if t.bytes_per_task > 0 {
         let seed = stream_seed(t.seed, ctx.stage_id as u64, ctx.partition as u64);
         let what = format!("udf of {} bytes", t.bytes_per_task);
@@ -65,8 +64,7 @@ pub fn python_task(
                      {} bytes with {expected:#x}",
                     r.pid, t.bytes_per_task
                 ),
-            }
-            .into());
+            });
         }
         out.records_in += 1;
         out.records_out += 1;
@@ -122,8 +120,7 @@ pub fn python_task(
                     r.pid,
                     (e.records, e.keys, e.value_sum, e.digest)
                 ),
-            }
-            .into());
+            });
         }
         out.records_in += records;
         out.records_out += keys;

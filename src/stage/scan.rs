@@ -1,0 +1,108 @@
+//! `scan`: `rdd.count()` over a cached RDD — each task reads its partition from memory or disk,
+//! or recomputes it (Spark's `BlockManager.getOrElseUpdate` on a hit or a lost block), and
+//! checks every record against what the cache stage generated.
+
+use super::{
+    CachedRdd, ClassifiedError, Key, KeyError, KeyType, KindDef, MAX_TASKS, RddUse, RunContext,
+    Stage, TaskOutput, Tasks, Values,
+};
+use crate::data::RecordSource;
+use crate::scheduler::TaskContext;
+use crate::spill::RecordDigest;
+use crate::storage::block_manager::{ReadFrom, StorageError};
+
+pub static KIND: KindDef = KindDef {
+    name: "scan",
+    summary: "`rdd.count()` over a cached RDD: each partition from memory, disk or recomputed, every record checked",
+    keys: &[Key {
+        name: "rdd",
+        ty: KeyType::Int {
+            min: 0,
+            max: MAX_TASKS,
+        },
+        default: Some("1"),
+        doc: "the RDD id of an earlier `cache` stage",
+    }],
+    parse,
+};
+
+fn parse(v: &mut Values) -> Result<Box<dyn Stage>, KeyError> {
+    Ok(Box::new(Scan { rdd: v.u32("rdd")? }))
+}
+
+#[derive(Debug)]
+struct Scan {
+    rdd: u32,
+}
+
+impl Stage for Scan {
+    fn rdd(&self) -> RddUse {
+        RddUse::Reads(self.rdd)
+    }
+
+    fn input_bytes(&self, run: &RunContext) -> u64 {
+        run.rdds
+            .get(&self.rdd)
+            .map_or(0, |r| r.partitions as u64 * r.partition_bytes)
+    }
+
+    fn label(&self) -> String {
+        format!("scan rdd {}", self.rdd)
+    }
+
+    fn start<'s>(&'s self, run: &mut RunContext, _stage_id: u32) -> Tasks<'s> {
+        Tasks {
+            count: run.rdds.get(&self.rdd).map_or(0, |r| r.partitions),
+            body: Box::new(|run, ctx| scan_task(ctx, &run.rdds[&self.rdd])),
+        }
+    }
+}
+
+/// One task of a scan: reads (or recomputes) partition `ctx.partition` and verifies it.
+pub fn scan_task(ctx: &TaskContext, rdd: &CachedRdd) -> Result<TaskOutput, ClassifiedError> {
+    let data = rdd.data(ctx.partition);
+    let mut records = 0u64;
+    let (from, digest) = ctx.executor.block_manager().get_or_compute(
+        &rdd.block(ctx.partition),
+        rdd.level,
+        ctx.task_attempt_id,
+        &data,
+        &mut |_| records += 1,
+    )?;
+    let expected = rdd
+        .expected
+        .get(&ctx.partition)
+        .copied()
+        .unwrap_or_else(|| {
+            let mut d = RecordDigest::default();
+            let mut it = data.iter();
+            while let Some(r) = it.next_record() {
+                d.add(r);
+            }
+            d
+        });
+    if digest != expected {
+        return Err(StorageError::Mismatch {
+            block: rdd.block(ctx.partition),
+            from: match from {
+                ReadFrom::Memory => "memory",
+                ReadFrom::Disk => "disk",
+                ReadFrom::Recomputed => "recomputation",
+            },
+            detail: format!(
+                "{} records with hash sum {:#x}, expected {} with {:#x}",
+                digest.records, digest.hash_sum, expected.records, expected.hash_sum
+            ),
+        }
+        .into());
+    }
+    Ok(TaskOutput {
+        records_in: records,
+        records_out: records,
+        digest_in: expected,
+        digest_out: digest,
+        verified: true,
+        read_from: Some(from),
+        ..TaskOutput::default()
+    })
+}
