@@ -56,7 +56,9 @@ fn declared_modules() -> BTreeSet<String> {
     lib.lines()
         .filter_map(|l| {
             let l = l.trim();
-            let rest = l.strip_prefix("pub mod ").or_else(|| l.strip_prefix("mod "))?;
+            let rest = l
+                .strip_prefix("pub mod ")
+                .or_else(|| l.strip_prefix("mod "))?;
             Some(rest.trim_end_matches(';').trim().to_string())
         })
         .collect()
@@ -173,6 +175,7 @@ fn no_module_imports_one_above_it() {
 
 #[test]
 fn the_parser_sees_groups_and_skips_comments() {
-    let code = "use crate::{conf::X, run};\n// crate::bench\nlet a = crate::memory::Y; // crate::oom\n";
+    let code =
+        "use crate::{conf::X, run};\n// crate::bench\nlet a = crate::memory::Y; // crate::oom\n";
     assert_eq!(crate_uses(code), ["conf", "run", "memory"]);
 }
