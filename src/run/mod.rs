@@ -121,7 +121,6 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
     ));
     let executor = Executor::start(&layout, &conf)?;
     let start = Instant::now();
-    let sampler = Sampler::new(&executor, Duration::from_millis(interval_ms), start);
     let pool = crate::external::WorkerPool::new(crate::external::PoolConfig::from_conf(
         &conf,
         &layout,
@@ -132,6 +131,8 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
             .map(|d| d.to_path_buf())
             .collect(),
     )?);
+    let sampler =
+        Sampler::new(&executor, Duration::from_millis(interval_ms), start).with_workers(&pool);
     let mut ctx = RunState::new(scenario, &executor, exception_on_leak, opts.progress, &pool);
 
     let monitor_stop = std::sync::atomic::AtomicBool::new(false);
@@ -139,7 +140,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
         let handle = scope.spawn(|| sampler.run());
         let monitor = scope.spawn(|| {
             pool.monitor(&monitor_stop, Duration::from_millis(interval_ms), || {
-                let s = crate::timeline::sample(&executor, None, start, -1);
+                let s = crate::timeline::sample(&executor, None, None, start, -1);
                 s.accounted() + s.pooled_free_pages
             })
         });
@@ -437,7 +438,7 @@ impl<'a> RunState<'a> {
             |run| {
                 if let Some(b) = &bar {
                     b.inc(1);
-                    let (_, spilled) = crate::metrics::spills();
+                    let (_, spilled) = executor.metrics().spills();
                     b.set_message(format!("spilled {} MiB", format_mib(spilled)));
                     if run.result.is_err() {
                         b.println(format!("task {} failed", run.task_attempt_id));
