@@ -24,6 +24,7 @@ use crate::layout::Layout;
 use crate::memory::{
     MemoryMode, PoolSizes, TaskAttemptId, TaskMemoryManager, UnifiedMemoryManager,
 };
+use crate::metrics::ExecutorMetrics;
 use crate::region::{
     Mapping, PageAllocator, Range, RegionError, ReleasePolicy, UserArena, process_rss_bytes,
 };
@@ -58,6 +59,7 @@ pub struct Executor {
     memory_manager: Arc<UnifiedMemoryManager>,
     block_manager: Arc<BlockManager>,
     local_dirs: Arc<DiskBlockManager>,
+    metrics: Arc<ExecutorMetrics>,
     next_task_attempt_id: AtomicU64,
 }
 
@@ -168,6 +170,7 @@ impl Executor {
             memory_manager,
             block_manager,
             local_dirs,
+            metrics: Arc::new(ExecutorMetrics::new()),
             next_task_attempt_id: AtomicU64::new(0),
             layout: layout.clone(),
             policy,
@@ -255,7 +258,14 @@ impl Executor {
             mode,
             self.layout.page_size as u64,
             Arc::clone(allocator),
+            Arc::clone(&self.metrics),
         )
+    }
+
+    /// This executor's spill and page-zeroing counters (its tasks' only; other executors in
+    /// the same process keep their own).
+    pub fn metrics(&self) -> &Arc<ExecutorMetrics> {
+        &self.metrics
     }
 
     /// The block manager (memory store, disk store).

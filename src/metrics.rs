@@ -1,44 +1,89 @@
-//! Process-wide event counters that tasks bump as they spill, so the timeline sampler can mark
-//! spills as they happen (per-task metrics are reported by the tasks themselves).
+//! One executor's event counters: tasks bump them as they spill and as they zero fresh pages,
+//! so the timeline sampler can mark spills as they happen and tell pages being zeroed from
+//! memory at rest (per-task metrics are reported by the tasks themselves).
+//!
+//! The counters belong to an executor ([`crate::executor::Executor::metrics`]), not to the
+//! process: several executors in one process (the tests run many) each see only their own
+//! tasks. A task reaches them through its `TaskMemoryManager` (`TaskContext::memory`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-static SPILLS: AtomicU64 = AtomicU64::new(0);
-static SPILL_BYTES: AtomicU64 = AtomicU64::new(0);
-
-/// Records one spill of `disk_bytes` written.
-pub fn record_spill(disk_bytes: u64) {
-    SPILLS.fetch_add(1, Ordering::Relaxed);
-    SPILL_BYTES.fetch_add(disk_bytes, Ordering::Relaxed);
+/// Spill and page-zeroing counters of one executor.
+#[derive(Debug, Default)]
+pub struct ExecutorMetrics {
+    spills: AtomicU64,
+    spill_bytes: AtomicU64,
+    touching: AtomicU64,
 }
 
-/// Spills and spilled bytes so far in this process.
-pub fn spills() -> (u64, u64) {
-    (
-        SPILLS.load(Ordering::Relaxed),
-        SPILL_BYTES.load(Ordering::Relaxed),
-    )
-}
+impl ExecutorMetrics {
+    /// Counters at zero.
+    pub fn new() -> ExecutorMetrics {
+        ExecutorMetrics::default()
+    }
 
-static TOUCHING: AtomicU64 = AtomicU64::new(0);
+    /// Records one spill of `disk_bytes` written.
+    pub fn record_spill(&self, disk_bytes: u64) {
+        self.spills.fetch_add(1, Ordering::Relaxed);
+        self.spill_bytes.fetch_add(disk_bytes, Ordering::Relaxed);
+    }
 
-/// Marks `bytes` of freshly granted pages as being zeroed (granted, not yet resident); the
-/// returned guard unmarks them. The timeline subtracts these from what it expects resident.
-pub fn touching(bytes: u64) -> TouchGuard {
-    TOUCHING.fetch_add(bytes, Ordering::Relaxed);
-    TouchGuard(bytes)
-}
+    /// Spills and spilled bytes so far in this executor.
+    pub fn spills(&self) -> (u64, u64) {
+        (
+            self.spills.load(Ordering::Relaxed),
+            self.spill_bytes.load(Ordering::Relaxed),
+        )
+    }
 
-/// Bytes of pages being zeroed right now.
-pub fn touching_bytes() -> u64 {
-    TOUCHING.load(Ordering::Relaxed)
+    /// Marks `bytes` of freshly granted pages as being zeroed (granted, not yet resident); the
+    /// returned guard unmarks them. The timeline subtracts these from what it expects resident.
+    pub fn touching(&self, bytes: u64) -> TouchGuard<'_> {
+        self.touching.fetch_add(bytes, Ordering::Relaxed);
+        TouchGuard {
+            metrics: self,
+            bytes,
+        }
+    }
+
+    /// Bytes of pages being zeroed right now.
+    pub fn touching_bytes(&self) -> u64 {
+        self.touching.load(Ordering::Relaxed)
+    }
 }
 
 /// Unmarks pages when they are resident.
-pub struct TouchGuard(u64);
+#[must_use = "the pages count as being zeroed only while the guard lives"]
+pub struct TouchGuard<'a> {
+    metrics: &'a ExecutorMetrics,
+    bytes: u64,
+}
 
-impl Drop for TouchGuard {
+impl Drop for TouchGuard<'_> {
     fn drop(&mut self) {
-        TOUCHING.fetch_sub(self.0, Ordering::Relaxed);
+        self.metrics
+            .touching
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spills_add_up_and_touching_lasts_as_long_as_its_guard() {
+        let m = ExecutorMetrics::new();
+        m.record_spill(10);
+        m.record_spill(5);
+        assert_eq!(m.spills(), (2, 15));
+        let a = m.touching(4096);
+        {
+            let _b = m.touching(8192);
+            assert_eq!(m.touching_bytes(), 12288);
+        }
+        assert_eq!(m.touching_bytes(), 4096);
+        drop(a);
+        assert_eq!(m.touching_bytes(), 0);
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::executor::Executor;
+use crate::external::WorkerPool;
 use crate::pressure::OwnCgroup;
 use crate::region::process_rss_bytes_fast;
 
@@ -81,17 +82,20 @@ impl Sample {
     }
 }
 
-/// Takes one sample now.
+/// Takes one sample now of `executor` and, when given, the workers of `pool` (their RSS as the
+/// pool's last container check measured it).
 pub fn sample(
     executor: &Executor,
+    pool: Option<&WorkerPool>,
     cgroup: Option<&OwnCgroup>,
     start: Instant,
     stage: i64,
 ) -> Sample {
-    let zeroing = crate::metrics::touching_bytes();
+    let metrics = executor.metrics();
+    let zeroing = metrics.touching_bytes();
     let snap = executor.memory_manager().snapshot();
     let storage = executor.block_manager().counters();
-    let (spills, spill_bytes) = crate::metrics::spills();
+    let (spills, spill_bytes) = metrics.spills();
     let psi = cgroup.and_then(|c| c.psi()).unwrap_or_default();
     let mut pooled =
         executor.unified_allocator().pooled_bytes() + executor.user_allocator().pooled_bytes();
@@ -125,13 +129,14 @@ pub fn sample(
         evicted_bytes: storage.bytes_evicted,
         pooled_free_pages: pooled,
         zeroing,
-        workers_rss: crate::external::workers_rss_bytes(),
+        workers_rss: pool.map_or(0, WorkerPool::last_workers_rss),
     }
 }
 
 /// Samples on its own thread until stopped.
 pub struct Sampler<'a> {
     executor: &'a Executor,
+    pool: Option<&'a WorkerPool>,
     interval: Duration,
     stop: AtomicBool,
     /// The stage index currently running (u32::MAX between stages).
@@ -145,12 +150,19 @@ impl<'a> Sampler<'a> {
     pub fn new(executor: &'a Executor, interval: Duration, start: Instant) -> Sampler<'a> {
         Sampler {
             executor,
+            pool: None,
             interval: interval.clamp(Duration::from_millis(10), Duration::from_millis(1000)),
             stop: AtomicBool::new(false),
             stage: AtomicU32::new(u32::MAX),
             cgroup: OwnCgroup::discover(),
             start,
         }
+    }
+
+    /// Also samples the workers of `pool`.
+    pub fn with_workers(mut self, pool: &'a WorkerPool) -> Sampler<'a> {
+        self.pool = Some(pool);
+        self
     }
 
     /// The cgroup being read, if any.
@@ -169,6 +181,7 @@ impl<'a> Sampler<'a> {
     pub fn sample_now(&self) -> Sample {
         sample(
             self.executor,
+            self.pool,
             self.cgroup.as_ref(),
             self.start,
             self.current_stage(),

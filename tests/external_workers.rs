@@ -14,6 +14,8 @@ struct Run {
     code: i32,
     stderr: String,
     report: Value,
+    /// `timeline.csv`, empty when the run wrote none.
+    timeline: String,
 }
 
 /// Runs `stages` (TOML `[[stages]]` entries) with `conf`, in a fresh local and output dir.
@@ -45,12 +47,14 @@ fn run(conf: &[(&str, &str)], stages: &str) -> Run {
             .unwrap_or_else(|e| panic!("no report.json ({e}); stderr:\n{stderr}")),
     )
     .unwrap();
+    let timeline = std::fs::read_to_string(dir.path().join("out/timeline.csv")).unwrap_or_default();
     assert_no_workers_left(&report);
     assert_empty(&local);
     Run {
         code: out.status.code().unwrap_or(-1),
         stderr,
         report,
+        timeline,
     }
 }
 
@@ -156,6 +160,32 @@ fn udf_and_aggregate(worker: &str) {
     assert_eq!(x["overhead_budget_bytes"], 384u64 << 20);
     let csv = r.report["timeline"]["csv"].as_str().unwrap();
     assert_eq!(csv, "timeline.csv");
+    // The timeline samples the workers' RSS that the pool measured (each task's result is a
+    // check, so at least the last sample has seen live workers).
+    let peak_sampled = column_max(&r.timeline, "workers_rss");
+    assert!(
+        peak_sampled > 0,
+        "workers_rss never sampled:\n{}",
+        r.timeline
+    );
+    assert!(
+        peak_sampled <= x["peak_workers_rss_bytes"].as_u64().unwrap(),
+        "{peak_sampled} > the pool's peak: {x}"
+    );
+}
+
+/// The largest value of `column` in a CSV with a header line.
+fn column_max(csv: &str, column: &str) -> u64 {
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap_or_default();
+    let i = header
+        .split(',')
+        .position(|c| c == column)
+        .unwrap_or_else(|| panic!("no {column} in {header}"));
+    lines
+        .filter_map(|l| l.split(',').nth(i)?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
 }
 
 #[test]

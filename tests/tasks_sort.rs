@@ -3,6 +3,7 @@
 //! UNABLE_TO_ACQUIRE_MEMORY as a typed task failure.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use spillway::conf::SparkConf;
 use spillway::executor::Executor;
@@ -137,6 +138,72 @@ fn the_metrics_serialize_with_spark_names() {
         assert!(json.get(key).is_some(), "{key} missing in {json}");
     }
     assert_eq!(json["verification"]["ok"], true);
+}
+
+/// The spill and page-zeroing counters belong to an executor: a second executor in the same
+/// process sees none of the first one's spills, and the timeline samples each one's own.
+#[test]
+fn two_executors_in_one_process_keep_their_own_counters() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let a = executor(SMALL);
+    let b = executor(SMALL);
+    let totals = |ms: &[TaskMetrics]| {
+        (
+            ms.iter().map(|m| m.spill_count).sum::<u64>(),
+            ms.iter().map(|m| m.disk_bytes_spilled).sum::<u64>(),
+        )
+    };
+
+    // A task's memory manager counts into its own executor's metrics.
+    for ex in [&a, &b] {
+        let runs = run_stage(
+            ex,
+            0,
+            1,
+            true,
+            |ctx| Ok::<bool, TaskError>(Arc::ptr_eq(ctx.memory.metrics(), ctx.executor.metrics())),
+            |_| {},
+        );
+        assert!(matches!(runs[0].result, Ok(true)), "{:?}", runs[0].result);
+    }
+    assert!(!Arc::ptr_eq(a.metrics(), b.metrics()));
+
+    let in_a = totals(&sort_stage(&a, &spec()));
+    assert!(in_a.0 >= 4 && in_a.1 > 0, "{in_a:?}");
+    assert_eq!(a.metrics().spills(), in_a);
+    assert_eq!(b.metrics().spills(), (0, 0));
+
+    let smaller = SortSpec {
+        records_per_task: 150_000,
+        ..spec()
+    };
+    let in_b = totals(&sort_stage(&b, &smaller));
+    assert!(in_b.0 >= 4 && in_b.1 > 0, "{in_b:?}");
+    assert_ne!(in_a, in_b);
+    assert_eq!(b.metrics().spills(), in_b);
+    assert_eq!(a.metrics().spills(), in_a, "b's spills counted in a");
+
+    // The timeline reads each executor's own counters.
+    let now = Instant::now();
+    let sa = spillway::timeline::sample(&a, None, None, now, -1);
+    let sb = spillway::timeline::sample(&b, None, None, now, -1);
+    assert_eq!((sa.spills, sa.spill_bytes), in_a);
+    assert_eq!((sb.spills, sb.spill_bytes), in_b);
+
+    // Pages being zeroed in one executor are not the other's.
+    assert_eq!(
+        (a.metrics().touching_bytes(), b.metrics().touching_bytes()),
+        (0, 0)
+    );
+    let zeroing = a.metrics().touching(4 << 20);
+    assert_eq!(a.metrics().touching_bytes(), 4 << 20);
+    assert_eq!(b.metrics().touching_bytes(), 0);
+    assert_eq!(
+        spillway::timeline::sample(&b, None, None, now, -1).zeroing,
+        0
+    );
+    drop(zeroing);
+    assert_eq!(a.metrics().touching_bytes(), 0);
 }
 
 #[test]

@@ -10,23 +10,25 @@
 //! | `PythonRunner` reading `END_OF_STREAM` | [`protocol`]: length-prefixed JSON frames |
 //! | YARN `ContainersMonitorImpl` pmem check, exit −104 | [`WorkerPool::check_container`], `spillway.container.monitor` |
 //!
+//! [`pool`] starts, checks out and retires the workers; [`overhead`] keeps the overhead account
+//! and judges the container limit on the numbers the pool measures; [`report`] is what goes
+//! into `report.json`.
+//!
 //! Workers are real child processes. Each is owned by a [`pool::Worker`] guard whose drop
 //! closes its stdin, waits a moment, kills it if needed and reaps it: on success, on a task's
 //! failure, on a container kill and when a task panics. Their spill files live under
 //! spillway's private local directories, which the executor removes at the end.
 
 pub mod agg;
+pub mod overhead;
 pub mod pool;
 pub mod protocol;
+pub mod report;
 pub mod task;
 pub mod worker;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-pub use pool::{
-    ContainerKill, ContainerReport, ExternalReport, PoolConfig, PythonStageInfo, WorkerPool,
-    WorkerRecord,
-};
+pub use pool::{PoolConfig, WorkerPool};
+pub use report::{ContainerKill, ContainerReport, ExternalReport, PythonStageInfo, WorkerRecord};
 
 /// Which program a worker runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -133,14 +135,6 @@ impl ExternalError {
             ExternalError::Verification { .. } => "VERIFICATION_FAILED",
         }
     }
-}
-
-static WORKERS_RSS: AtomicU64 = AtomicU64::new(0);
-
-/// The workers' resident memory at the last container check (for the timeline; process-wide,
-/// as one run is one process).
-pub fn workers_rss_bytes() -> u64 {
-    WORKERS_RSS.load(Ordering::Relaxed)
 }
 
 /// Resident bytes of process `pid` from `/proc/<pid>/statm` (0 if it is gone).

@@ -1,5 +1,6 @@
-//! The worker pool (PySpark's `PythonWorkerFactory` with `spark.python.worker.reuse=true`),
-//! the overhead account and the container monitor.
+//! The worker pool (PySpark's `PythonWorkerFactory` with `spark.python.worker.reuse=true`):
+//! starting, checking out and retiring worker processes. The numbers it measures are judged by
+//! [`super::overhead`] and reported through [`super::report`].
 //!
 //! A task checks out an idle worker of its kind or starts one; at most one worker per running
 //! task, so at most `spark.executor.cores` per kind. After a good task the worker goes back to
@@ -15,12 +16,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use serde::Serialize;
-
+pub use super::overhead::EXIT_KILLED_EXCEEDED_PMEM;
+use super::overhead::OverheadMonitor;
 use super::protocol::{Reply, Request, read_frame, write_frame};
+use super::report::{ContainerKill, ExternalReport, Gathered, PythonStageInfo, WorkerRecord};
 use super::{
-    ExternalError, MonitorPolicy, WORKERS_RSS, WorkerChoice, WorkerKind, pid_peak_rss_bytes,
-    pid_rss_bytes, yarn_size,
+    ExternalError, MonitorPolicy, WorkerChoice, WorkerKind, pid_peak_rss_bytes, pid_rss_bytes,
 };
 use crate::conf::{ConfError, SparkConf, keys};
 use crate::layout::Layout;
@@ -29,8 +30,6 @@ use crate::layout::Layout;
 const PYTHON_WORKER_SCRIPT: &str = include_str!("python_worker.py");
 /// Lines of a worker's stderr kept for error messages.
 const STDERR_TAIL_LINES: usize = 40;
-/// `ContainerExitStatus.KILLED_EXCEEDED_PMEM`.
-pub const EXIT_KILLED_EXCEEDED_PMEM: i32 = -104;
 
 /// What the pool needs from the configuration and the executor.
 #[derive(Debug, Clone)]
@@ -120,116 +119,20 @@ pub struct Worker {
     record: WorkerRecord,
 }
 
-/// One worker's life, for the report.
-#[derive(Debug, Clone, Serialize)]
-pub struct WorkerRecord {
-    pub pid: u32,
-    pub kind: WorkerKind,
-    pub tasks: u64,
-    /// `VmHWM` when the worker was retired.
-    pub peak_rss_bytes: u64,
-    /// `PYSPARK_EXECUTOR_MEMORY_MB` as the worker read it (-1: unset).
-    pub memory_limit_mb: i64,
-    pub rlimit_as_soft_bytes: Option<u64>,
-    pub rlimit_set: bool,
-    pub rlimit_warning: Option<String>,
-    /// How it ended ("exit status: 0", "signal: 9 (SIGKILL)").
-    pub exit: String,
-    /// The error class that ended it, if a task failed in it.
-    pub failed_with: Option<String>,
-}
-
-#[derive(Default)]
-struct Account {
-    peak_workers_rss: u64,
-    peak_executor_rss: u64,
-    peak_executor_beyond_heap: u64,
-    peak_overhead_used: u64,
-    peak_total: u64,
-    times_exceeded: u64,
-}
-
 /// What the pool shares with its workers' guards.
 struct Shared {
     live: Mutex<Vec<Arc<WorkerHandle>>>,
     records: Mutex<Vec<WorkerRecord>>,
 }
 
-/// The container kill, with its numbers.
-#[derive(Debug, Clone, Serialize)]
-pub struct ContainerKill {
-    pub total_rss_bytes: u64,
-    pub executor_rss_bytes: u64,
-    pub workers_rss_bytes: u64,
-    pub container_bytes: u64,
-    pub exit_status: i32,
-    /// Spark's message: "Container killed by YARN for exceeding physical memory limits. ..."
-    pub message: String,
-}
-
-/// How a python stage chose its worker.
-#[derive(Debug, Clone, Serialize)]
-pub struct PythonStageInfo {
-    pub stage_id: u32,
-    pub worker: WorkerKind,
-    pub reason: String,
-}
-
-/// The container monitor's part of the report.
-#[derive(Debug, Clone, Serialize)]
-pub struct ContainerReport {
-    pub policy: MonitorPolicy,
-    pub limit_bytes: u64,
-    pub peak_total_rss_bytes: u64,
-    /// Times the total crossed the limit (each crossing counted once).
-    pub times_exceeded: u64,
-    pub killed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kill: Option<ContainerKill>,
-}
-
-/// `report.json`'s `external`: the overhead account (docs/spark-model.md §11) and the workers.
-#[derive(Debug, Clone, Serialize)]
-pub struct ExternalReport {
-    /// `spark.executor.memoryOverhead` (or its factor/minimum) in bytes.
-    pub overhead_bytes: u64,
-    /// `spark.executor.pyspark.memory` in bytes (0 when unset).
-    pub pyspark_bytes: u64,
-    /// What lives outside the heap may use: overhead + pyspark.
-    pub overhead_budget_bytes: u64,
-    pub container_bytes: u64,
-    /// `PYSPARK_EXECUTOR_MEMORY_MB` each worker was given (absent: no RLIMIT_AS).
-    pub pyspark_memory_mb_per_worker: Option<i64>,
-    /// `spark.python.worker.memory` in MiB.
-    pub python_worker_memory_mib: i64,
-    /// The Python interpreter found, if any.
-    pub python: Option<String>,
-    pub python_stages: Vec<PythonStageInfo>,
-    pub workers_started: u64,
-    /// Workers that ended after a failure and were replaced by the next task.
-    pub workers_failed: u64,
-    pub workers: Vec<WorkerRecord>,
-    pub peak_workers_rss_bytes: u64,
-    pub peak_executor_rss_bytes: u64,
-    /// The executor's resident memory beyond the heap pages it has touched (its own overhead).
-    pub peak_executor_beyond_heap_bytes: u64,
-    /// Peak of workers + executor-beyond-heap: what the overhead budget must cover.
-    pub peak_overhead_used_bytes: u64,
-    pub overhead_within_budget: bool,
-    pub container_monitor: ContainerReport,
-}
-
-/// The pool of workers, the overhead account and the container monitor of one run.
+/// The pool of workers of one run, with its overhead account and container monitor.
 pub struct WorkerPool {
     cfg: PoolConfig,
     idle: Mutex<Vec<Worker>>,
     shared: Arc<Shared>,
     python: OnceLock<Option<PythonExe>>,
     script: OnceLock<Result<PathBuf, String>>,
-    account: Mutex<Account>,
-    over: AtomicBool,
-    kill: Mutex<Option<ContainerKill>>,
-    killed: AtomicBool,
+    monitor: OverheadMonitor,
     started: AtomicU64,
     stages: Mutex<Vec<PythonStageInfo>>,
 }
@@ -246,6 +149,7 @@ pub struct TaskResult {
 impl WorkerPool {
     pub fn new(cfg: PoolConfig) -> WorkerPool {
         WorkerPool {
+            monitor: OverheadMonitor::new(cfg.policy, cfg.container_bytes),
             cfg,
             idle: Mutex::new(Vec::new()),
             shared: Arc::new(Shared {
@@ -254,10 +158,6 @@ impl WorkerPool {
             }),
             python: OnceLock::new(),
             script: OnceLock::new(),
-            account: Mutex::new(Account::default()),
-            over: AtomicBool::new(false),
-            kill: Mutex::new(None),
-            killed: AtomicBool::new(false),
             started: AtomicU64::new(0),
             stages: Mutex::new(Vec::new()),
         }
@@ -355,7 +255,7 @@ impl WorkerPool {
 
     /// The kill, if the container was killed.
     pub fn container_kill(&self) -> Option<ContainerKill> {
-        lock(&self.kill).clone()
+        self.monitor.kill()
     }
 
     fn lost(&self) -> ExternalError {
@@ -440,18 +340,7 @@ impl WorkerPool {
             stderr_tail,
             stderr_thread,
             shared: Arc::clone(&self.shared),
-            record: WorkerRecord {
-                pid,
-                kind,
-                tasks: 0,
-                peak_rss_bytes: 0,
-                memory_limit_mb: -1,
-                rlimit_as_soft_bytes: None,
-                rlimit_set: false,
-                rlimit_warning: None,
-                exit: String::new(),
-                failed_with: None,
-            },
+            record: WorkerRecord::started(pid, kind),
         };
         match read_frame::<Reply>(&mut worker.stdout) {
             Ok(Reply::Hello {
@@ -494,7 +383,7 @@ impl WorkerPool {
     }
 
     fn checkout(&self, kind: WorkerKind) -> Result<Worker, ExternalError> {
-        if self.killed.load(Ordering::Acquire) {
+        if self.monitor.is_killed() {
             return Err(self.lost());
         }
         let idle = {
@@ -604,7 +493,7 @@ impl WorkerPool {
         let pid = w.handle.pid;
         w.record.failed_with = Some("crashed".into());
         let tail = w.finish();
-        if self.killed.load(Ordering::Acquire) {
+        if self.monitor.is_killed() {
             return self.lost();
         }
         ExternalError::WorkerCrashed {
@@ -631,84 +520,14 @@ impl WorkerPool {
     pub fn check_container_with(&self, heap_touched_bytes: Option<u64>) {
         let executor = crate::region::process_rss_bytes_fast().unwrap_or(0);
         let workers = self.workers_rss();
-        WORKERS_RSS.store(workers, Ordering::Relaxed);
-        let total = executor + workers;
-        let crossed = {
-            let mut a = lock(&self.account);
-            a.peak_workers_rss = a.peak_workers_rss.max(workers);
-            a.peak_executor_rss = a.peak_executor_rss.max(executor);
-            a.peak_total = a.peak_total.max(total);
-            if let Some(heap) = heap_touched_bytes {
-                let beyond = executor.saturating_sub(heap);
-                a.peak_executor_beyond_heap = a.peak_executor_beyond_heap.max(beyond);
-                a.peak_overhead_used = a.peak_overhead_used.max(beyond + workers);
-            }
-            let over = total > self.cfg.container_bytes;
-            let crossed = over && !self.over.swap(over, Ordering::AcqRel);
-            if !over {
-                self.over.store(false, Ordering::Release);
-            }
-            if crossed {
-                a.times_exceeded += 1;
-            }
-            crossed
-        };
-        if !crossed || self.cfg.policy == MonitorPolicy::Off {
-            return;
+        if self.monitor.observe(executor, workers, heap_touched_bytes) {
+            self.kill_all();
         }
-        let limit = self.cfg.container_bytes;
-        let yarn_line = format!(
-            "Container [pid={},containerID=container_spillway_{}_01_000001] is running {}B beyond \
-             the 'PHYSICAL' memory limit. Current usage: {} of {} physical memory used \
-             (executor {}, Python workers {})",
-            std::process::id(),
-            std::process::id(),
-            total - limit,
-            yarn_size(total),
-            yarn_size(limit),
-            yarn_size(executor),
-            yarn_size(workers),
-        );
-        match self.cfg.policy {
-            MonitorPolicy::Off => {}
-            MonitorPolicy::Warn => crate::log::warn("ContainersMonitorImpl", &yarn_line),
-            MonitorPolicy::Kill => {
-                let message = format!(
-                    "Container killed by YARN for exceeding physical memory limits. {} of {} \
-                     physical memory used. Consider boosting spark.executor.memoryOverhead.",
-                    yarn_size(total),
-                    yarn_size(limit)
-                );
-                {
-                    let mut k = lock(&self.kill);
-                    if k.is_some() {
-                        return;
-                    }
-                    *k = Some(ContainerKill {
-                        total_rss_bytes: total,
-                        executor_rss_bytes: executor,
-                        workers_rss_bytes: workers,
-                        container_bytes: limit,
-                        exit_status: EXIT_KILLED_EXCEEDED_PMEM,
-                        message: message.clone(),
-                    });
-                }
-                self.killed.store(true, Ordering::Release);
-                crate::log::log(
-                    crate::log::Level::Error,
-                    "ContainersMonitorImpl",
-                    &format!("{yarn_line}. Killing container."),
-                );
-                crate::log::log(
-                    crate::log::Level::Error,
-                    "YarnAllocator",
-                    &format!(
-                        "Container exited with exit status {EXIT_KILLED_EXCEEDED_PMEM}: {message}"
-                    ),
-                );
-                self.kill_all();
-            }
-        }
+    }
+
+    /// The workers' resident memory at the last container check (for the timeline).
+    pub fn last_workers_rss(&self) -> u64 {
+        self.monitor.last_workers_rss()
     }
 
     /// SIGKILLs every live worker (the container's process tree); their guards reap them.
@@ -732,7 +551,7 @@ impl WorkerPool {
 
     /// Whether the container was killed.
     pub fn is_killed(&self) -> bool {
-        self.killed.load(Ordering::Acquire)
+        self.monitor.is_killed()
     }
 
     /// Ends every idle worker (EOF on stdin, then reap).
@@ -748,40 +567,21 @@ impl WorkerPool {
 
     /// The overhead account and the workers' lives.
     pub fn report(&self) -> ExternalReport {
-        let a = lock(&self.account);
-        let records = lock(&self.shared.records).clone();
-        let budget = self.cfg.overhead_bytes + self.cfg.pyspark_bytes;
-        let kill = self.container_kill();
-        ExternalReport {
-            overhead_bytes: self.cfg.overhead_bytes,
-            pyspark_bytes: self.cfg.pyspark_bytes,
-            overhead_budget_bytes: budget,
-            container_bytes: self.cfg.container_bytes,
-            pyspark_memory_mb_per_worker: self.cfg.pyspark_memory_mb_per_worker,
-            python_worker_memory_mib: self.cfg.python_worker_memory_mib,
-            python: self
-                .python
-                .get()
-                .and_then(|p| p.as_ref())
-                .map(|p| format!("{} (Python {})", p.path.display(), p.version)),
-            python_stages: lock(&self.stages).clone(),
-            workers_started: self.started.load(Ordering::Relaxed),
-            workers_failed: records.iter().filter(|r| r.failed_with.is_some()).count() as u64,
-            workers: records,
-            peak_workers_rss_bytes: a.peak_workers_rss,
-            peak_executor_rss_bytes: a.peak_executor_rss,
-            peak_executor_beyond_heap_bytes: a.peak_executor_beyond_heap,
-            peak_overhead_used_bytes: a.peak_overhead_used.max(a.peak_workers_rss),
-            overhead_within_budget: a.peak_overhead_used.max(a.peak_workers_rss) <= budget,
-            container_monitor: ContainerReport {
-                policy: self.cfg.policy,
-                limit_bytes: self.cfg.container_bytes,
-                peak_total_rss_bytes: a.peak_total,
-                times_exceeded: a.times_exceeded,
-                killed: kill.is_some(),
-                kill,
+        ExternalReport::build(
+            &self.cfg,
+            Gathered {
+                python: self
+                    .python
+                    .get()
+                    .and_then(|p| p.as_ref())
+                    .map(|p| format!("{} (Python {})", p.path.display(), p.version)),
+                python_stages: lock(&self.stages).clone(),
+                workers_started: self.started.load(Ordering::Relaxed),
+                workers: lock(&self.shared.records).clone(),
+                peaks: self.monitor.peaks(),
+                kill: self.monitor.kill(),
             },
-        }
+        )
     }
 }
 

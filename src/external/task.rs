@@ -136,7 +136,7 @@ pub fn python_task(
         out.memory_bytes_spilled += memory_bytes_spilled;
         out.disk_bytes_spilled += disk_bytes_spilled;
         if spills > 0 {
-            crate::metrics::record_spill(disk_bytes_spilled);
+            ctx.memory.metrics().record_spill(disk_bytes_spilled);
         }
     }
     Ok(out)

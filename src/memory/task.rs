@@ -33,6 +33,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::metrics::ExecutorMetrics;
 use crate::region::{MemoryBlock, PageAllocator};
 
 use super::{MemoryMode, TaskAttemptId, UnifiedMemoryManager};
@@ -159,6 +160,8 @@ struct Shared {
     page_size: u64,
     manager: Arc<UnifiedMemoryManager>,
     allocator: Arc<PageAllocator>,
+    /// The executor's counters (pages being zeroed; the task's consumers count spills).
+    metrics: Arc<ExecutorMetrics>,
     state: Mutex<State>,
 }
 
@@ -189,13 +192,15 @@ pub struct ConsumerUsage {
 
 impl TaskMemoryManager {
     /// A task memory manager for `task`, whose Tungsten pages are `mode` and come from
-    /// `allocator` (the unified range for ON_HEAP, the off-heap arena for OFF_HEAP).
+    /// `allocator` (the unified range for ON_HEAP, the off-heap arena for OFF_HEAP), counting
+    /// its events into its executor's `metrics`.
     pub fn new(
         manager: Arc<UnifiedMemoryManager>,
         task: TaskAttemptId,
         mode: MemoryMode,
         page_size: u64,
         allocator: Arc<PageAllocator>,
+        metrics: Arc<ExecutorMetrics>,
     ) -> TaskMemoryManager {
         let mut page_table = Vec::with_capacity(PAGE_TABLE_SIZE);
         page_table.resize_with(PAGE_TABLE_SIZE, || None);
@@ -206,6 +211,7 @@ impl TaskMemoryManager {
                 page_size,
                 manager,
                 allocator,
+                metrics,
                 state: Mutex::new(State {
                     consumers: Vec::new(),
                     page_table,
@@ -231,6 +237,11 @@ impl TaskMemoryManager {
     /// The default page size (`spark.buffer.pageSize` or the layout's default).
     pub fn page_size(&self) -> u64 {
         self.shared.page_size
+    }
+
+    /// The counters of the executor this task runs in (spills, pages being zeroed).
+    pub fn metrics(&self) -> &Arc<ExecutorMetrics> {
+        &self.shared.metrics
     }
 
     /// Registers a consumer of the Tungsten mode. Spark registers a consumer on its first
@@ -379,7 +390,7 @@ impl TaskMemoryManager {
                     // page is resident from the start; UnsafeMemoryAllocator's malloc'd
                     // OFF_HEAP page becomes resident as it is written.
                     if mode == MemoryMode::OnHeap {
-                        let _zeroing = crate::metrics::touching(block.len());
+                        let _zeroing = sh.metrics.touching(block.len());
                         block.touch();
                     }
                     return Ok(Some(Page {
@@ -763,7 +774,14 @@ mod tests {
         let mapping = Mapping::anonymous(range, "unified").unwrap();
         let allocator =
             Arc::new(PageAllocator::new(mapping.whole(), ReleasePolicy::ReturnToKernel).unwrap());
-        TaskMemoryManager::new(manager, 1, MemoryMode::OnHeap, page_size, allocator)
+        TaskMemoryManager::new(
+            manager,
+            1,
+            MemoryMode::OnHeap,
+            page_size,
+            allocator,
+            Arc::default(),
+        )
     }
 
     /// Holds pages and gives them up, newest first, when asked to spill.

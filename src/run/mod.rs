@@ -121,7 +121,6 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
     ));
     let executor = Executor::start(&layout, &conf)?;
     let start = Instant::now();
-    let sampler = Sampler::new(&executor, Duration::from_millis(interval_ms), start);
     let pool = crate::external::WorkerPool::new(crate::external::PoolConfig::from_conf(
         &conf,
         &layout,
@@ -132,6 +131,8 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
             .map(|d| d.to_path_buf())
             .collect(),
     )?);
+    let sampler =
+        Sampler::new(&executor, Duration::from_millis(interval_ms), start).with_workers(&pool);
     let mut ctx = RunContext {
         executor: &executor,
         workers: &pool,
@@ -157,7 +158,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
         let handle = scope.spawn(|| sampler.run());
         let monitor = scope.spawn(|| {
             pool.monitor(&monitor_stop, Duration::from_millis(interval_ms), || {
-                let s = crate::timeline::sample(&executor, None, start, -1);
+                let s = crate::timeline::sample(&executor, None, None, start, -1);
                 s.accounted() + s.pooled_free_pages
             })
         });
@@ -322,8 +323,7 @@ impl Progress {
             Ordering::Relaxed,
         ) + self.bytes_per_task.load(Ordering::Relaxed);
         let total = self.bytes_per_task.load(Ordering::Relaxed) * self.bar.length().unwrap_or(0);
-        let (_, spilled) = crate::metrics::spills();
-        let _ = executor;
+        let (_, spilled) = executor.metrics().spills();
         self.bar.set_message(format!(
             "{}/{} MiB, spilled {} MiB",
             format_mib(done),

@@ -45,6 +45,7 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use crate::data::{splitmix64, stream_seed};
 use crate::memory::{Consumer, ConsumerId, MemoryConsumer, MemoryMode, Page, TaskMemoryError};
+use crate::metrics::ExecutorMetrics;
 use crate::scheduler::TaskContext;
 use crate::spill::{
     RecordDigest, SortedMerge, SortedRun, SpillError, SpillKind, SpillReader, SpillWriterOptions,
@@ -212,6 +213,8 @@ struct State {
     on_heap: bool,
     dirs: Arc<DiskBlockManager>,
     metrics: TaskMetrics,
+    /// The executor's counters, which the timeline reads while the task runs.
+    executor_metrics: Arc<ExecutorMetrics>,
 }
 
 /// The callback half: what the task memory manager holds.
@@ -256,6 +259,7 @@ impl SpillableAggregator {
             on_heap: ctx.memory.tungsten_mode() == MemoryMode::OnHeap,
             dirs: Arc::clone(ctx.executor.local_dirs()),
             metrics: TaskMetrics::default(),
+            executor_metrics: Arc::clone(ctx.memory.metrics()),
         }));
         let consumer = ctx
             .memory
@@ -472,7 +476,7 @@ impl State {
         m.spill_count += 1;
         m.memory_bytes_spilled += self.len * ESTIMATE_BYTES_PER_ENTRY;
         m.disk_bytes_spilled += info.file_bytes;
-        crate::metrics::record_spill(info.file_bytes);
+        self.executor_metrics.record_spill(info.file_bytes);
         m.spill_write_ns += started.elapsed().as_nanos() as u64;
         self.len = 0;
         self.threshold = INITIAL_MEMORY_THRESHOLD;

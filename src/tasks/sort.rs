@@ -53,6 +53,7 @@ use crate::memory::{
     Consumer, ConsumerId, MemoryConsumer, Page, TaskMemoryError, decode_offset, decode_page_number,
     encode_address,
 };
+use crate::metrics::ExecutorMetrics;
 use crate::scheduler::TaskContext;
 use crate::spill::{
     RecordDigest, SortedMerge, SortedRun, SpillError, SpillKind, SpillReader, SpillWriterOptions,
@@ -188,6 +189,8 @@ struct State {
     own_id: Option<ConsumerId>,
     dirs: Arc<DiskBlockManager>,
     metrics: TaskMetrics,
+    /// The executor's counters, which the timeline reads while the task runs.
+    executor_metrics: Arc<ExecutorMetrics>,
 }
 
 /// The callback half: what the task memory manager holds.
@@ -248,6 +251,7 @@ impl ExternalSorter {
             own_id: None,
             dirs: Arc::clone(ctx.executor.local_dirs()),
             metrics: TaskMetrics::default(),
+            executor_metrics: Arc::clone(ctx.memory.metrics()),
         }));
         let consumer = ctx
             .memory
@@ -548,7 +552,7 @@ impl State {
         m.spill_count += 1;
         m.memory_bytes_spilled += page_bytes;
         m.disk_bytes_spilled += info.file_bytes;
-        crate::metrics::record_spill(info.file_bytes);
+        self.executor_metrics.record_spill(info.file_bytes);
         m.sort_ns += (sorted_at - started).as_nanos() as u64;
         m.spill_write_ns += started.elapsed().as_nanos() as u64;
         Ok(page_bytes + array_bytes)
