@@ -260,6 +260,30 @@ fn heading_labels(doc: &str) -> BTreeSet<String> {
     out
 }
 
+/// Labels the model document defines: its headings, and list items that open with a label
+/// (`- §18.1 Writer choice: ...`, for the sections it summarises).
+fn defined_labels(doc: &str) -> BTreeSet<String> {
+    let mut out = heading_labels(doc);
+    for line in doc.lines() {
+        if let Some(rest) = line.strip_prefix("- §")
+            && let Some((label, _)) = label_at(rest, 0)
+        {
+            out.insert(label);
+        }
+    }
+    out
+}
+
+/// Labels the model document cites within itself ("(§4.1a, §6.3)") that it does not define.
+fn undefined_internal_labels(doc: &str) -> Vec<(usize, String)> {
+    let defined = defined_labels(doc);
+    doc.match_indices('§')
+        .filter_map(|(i, _)| label_at(doc, i + '§'.len_utf8()))
+        .filter(|(label, _)| !defined.contains(label))
+        .map(|(label, end)| (line_of(doc, end), label))
+        .collect()
+}
+
 /// The item numbers of the reliability document's "Fault-test plan".
 fn plan_item_numbers(doc: &str) -> BTreeSet<u32> {
     let mut out = BTreeSet::new();
@@ -466,6 +490,11 @@ fn every_reference_points_into_the_repository() {
         "{RELIABILITY_DOC} lists {} fault-test plan items, expected 1..=22",
         checker.plan_items.len()
     );
+    for (line, label) in undefined_internal_labels(&model) {
+        checker.problems.push(format!(
+            "{MODEL_DOC}:{line}: cites §{label}, which it neither heads nor lists"
+        ));
+    }
     let mut scanned = 0;
     for file in files.iter().filter(|f| is_scanned(f)) {
         // A tracked file deleted in the working tree is git's business, not a reference.
