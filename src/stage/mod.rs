@@ -101,6 +101,20 @@ pub struct Key {
     pub doc: &'static str,
 }
 
+impl Key {
+    /// The default as TOML text: integers bare, strings quoted.
+    pub fn default_toml(&self) -> Option<String> {
+        let d = self.default?;
+        let bare = matches!(self.ty, KeyType::Int { .. })
+            || (matches!(self.ty, KeyType::Size { .. }) && d.bytes().all(|b| b.is_ascii_digit()));
+        Some(if bare {
+            d.to_string()
+        } else {
+            format!("\"{d}\"")
+        })
+    }
+}
+
 /// What a key's value may be.
 #[derive(Debug, Clone, Copy)]
 pub enum KeyType {
@@ -119,13 +133,26 @@ pub enum KeyType {
 impl KeyType {
     fn describe(&self) -> String {
         match *self {
-            KeyType::Int { min, max } => format!("integer {min}..={max}"),
-            KeyType::Size { min, max } => format!("bytes {min}..={max}"),
+            KeyType::Int { min, max } => format!("integer {min}..={}", bound(max as u64)),
+            KeyType::Size { min, max } => format!("size {min}..={}", bound(max)),
             KeyType::Level => "StorageLevel".into(),
             KeyType::Text => "string".into(),
             KeyType::Choice(c) if c.is_empty() => "string".into(),
-            KeyType::Choice(c) => c.join(" \\| "),
+            KeyType::Choice(c) => c
+                .iter()
+                .map(|o| format!("`\"{o}\"`"))
+                .collect::<Vec<_>>()
+                .join(", "),
         }
+    }
+}
+
+/// A limit as the docs print it: the named maxima by name.
+fn bound(max: u64) -> String {
+    match max {
+        m if m == MAX_TASKS as u64 => "2^31−1".into(),
+        m if m == MAX_COUNT as u64 => "2^63−1".into(),
+        m => m.to_string(),
     }
 }
 
@@ -550,32 +577,32 @@ fn put_block(
     })
 }
 
-/// The markdown table of every kind and its keys (`docs/report.md` holds it between markers; a
-/// test keeps it current).
+/// The markdown table of every kind and its keys (`docs/report.md` holds it between the
+/// `stage-kinds` markers; `tests/docs_tables.rs` keeps it current).
 pub fn docs_table() -> String {
-    let mut out =
-        String::from("| kind | key | type | default | meaning |\n|---|---|---|---|---|\n");
-    for k in KINDS {
-        out.push_str(&format!("| `{}` | | | | {} |\n", k.name, k.summary));
-        for key in k.keys {
-            out.push_str(&format!(
-                "| | `{}` | {} | {} | {} |\n",
-                key.name,
-                key.ty.describe(),
-                key.default.map_or("—".into(), |d| format!("`{d}`")),
-                key.doc
-            ));
-        }
-    }
-    out.push_str("| every kind | | | | |\n");
-    for key in COMMON_KEYS {
+    let mut out = String::from(
+        "| kind | what it does | key | type | default | meaning |\n|---|---|---|---|---|---|\n",
+    );
+    let row = |out: &mut String, kind: &str, summary: &str, key: &Key| {
         out.push_str(&format!(
-            "| | `{}` | {} | {} | {} |\n",
+            "| {kind} | {summary} | `{}` | {} | {} | {} |\n",
             key.name,
             key.ty.describe(),
-            key.default.map_or("—".into(), |d| format!("`{d}`")),
+            key.default_toml().map_or("—".into(), |d| format!("`{d}`")),
             key.doc
         ));
+    };
+    for k in KINDS {
+        for (i, key) in k.keys.iter().enumerate() {
+            if i == 0 {
+                row(&mut out, &format!("`{}`", k.name), k.summary, key);
+            } else {
+                row(&mut out, "", "", key);
+            }
+        }
+    }
+    for key in &COMMON_KEYS[1..] {
+        row(&mut out, "every kind", "", key);
     }
     out
 }
