@@ -149,14 +149,20 @@ fn a_udf_past_the_user_region_fails_its_task_not_the_run() {
 kind = "udf"
 tasks = 1
 bytes_per_task = "300m"
+expect = "failure"
 [[stages]]
 kind = "udf"
 tasks = 2
 bytes_per_task = "100m"
 "#,
     );
+    // The failure is declared: the run exits 0 (run_json checks it).
     let v = run_json(&scenario, &[], &dir.path().join("out"));
     let stage = &v["stages"][0];
+    assert_eq!(stage["expect"], "failure", "{stage}");
+    assert_eq!(stage["outcomeAsExpected"], true, "{stage}");
+    assert_eq!(v["stages"][1]["outcomeAsExpected"], true);
+    assert_eq!(v["unexpected_stages"], serde_json::json!([]));
     // The user region is 289.6 MiB: a task wanting 300 MiB of objects cannot fit.
     assert_eq!(stage["numFailedTasks"], 1, "{stage}");
     // The run goes on, and the memory the failed task held came back.
@@ -166,6 +172,57 @@ bytes_per_task = "100m"
     assert!(
         f["message"].as_str().unwrap().contains("Java heap space"),
         "{f}"
+    );
+}
+
+#[test]
+fn undeclared_task_failures_exit_4_with_the_report_written_and_the_failures_named() {
+    let dir = tempfile::tempdir().unwrap();
+    // 4 tasks of 2 GiB of objects each: 8 GiB to generate, so the run says first that it is
+    // long; each task fails once it passes the 289.6 MiB user region.
+    let scenario = write_scenario(
+        dir.path(),
+        r#"
+[conf]
+"spark.executor.memory" = "1g"
+"spark.executor.cores" = "2"
+[[stages]]
+kind = "udf"
+tasks = 4
+bytes_per_task = "2g"
+"#,
+    );
+    let out = dir.path().join("out");
+    let o = spillway(&["run", &scenario, "--out", out.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(err.contains("Ctrl-C stops it cleanly"), "{err}");
+    assert!(
+        err.contains("stage 0") && err.contains("java.lang.OutOfMemoryError"),
+        "{err}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(v["unexpected_stages"], serde_json::json!([0]));
+    assert_eq!(v["stages"][0]["outcomeAsExpected"], false);
+    assert_eq!(v["stages"][0]["numFailedTasks"], 4);
+    assert_eq!(v["complete"], true);
+}
+
+#[test]
+fn a_stage_declared_to_fail_that_succeeds_is_unexpected_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(
+        dir.path(),
+        "[[stages]]\nkind = \"udf\"\ntasks = 1\nbytes_per_task = \"1m\"\nexpect = \"failure\"\n",
+    );
+    let out = dir.path().join("out");
+    let o = spillway(&["run", &scenario, "--out", out.to_str().unwrap()]);
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
     );
 }
 
@@ -186,6 +243,15 @@ fn bad_scenarios_exit_2_and_name_the_problem() {
             "spark.memory.fraction",
         ),
         ("[[stages]\nkind = \"udf\"\n", "not valid TOML"),
+        // As u32 this was 0 tasks and a "successful" run.
+        (
+            "[[stages]]\nkind = \"sort\"\ntasks = 4294967296\n",
+            "'tasks' in stage 0",
+        ),
+        (
+            "[[stages]]\nkind = \"udf\"\nexpect = \"oom\"\n",
+            "'expect'",
+        ),
     ] {
         let scenario = write_scenario(dir.path(), text);
         let o = spillway(&[
