@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use spillway::conf::SparkConf;
 use spillway::executor::Executor;
 use spillway::layout::Layout;
-use spillway::memory::{ConsumerId, MemoryConsumer, Page, SpillError, TaskMemoryError};
+use spillway::memory::{ConsumerId, ConsumerSpillError, MemoryConsumer, Page, TaskMemoryError};
 use spillway::scheduler::run_stage;
 use spillway::spill::{RecordDigest, SpillKind, SpillReader, SpillWriter, SpillWriterOptions};
 
@@ -24,21 +24,20 @@ struct Buffer {
 
 impl Buffer {
     /// Writes every buffered record to a spill file and frees the pages; returns bytes freed.
-    fn spill(&mut self) -> Result<u64, SpillError> {
+    fn spill(&mut self) -> Result<u64, ConsumerSpillError> {
         if self.pages.is_empty() {
             return Ok(0);
         }
         let path = self.dir.temp_file("temp_local")?;
-        let mut w = SpillWriter::create(&path, SpillWriterOptions::new(SpillKind::SortRun))
-            .map_err(|e| SpillError(e.to_string()))?;
+        let mut w = SpillWriter::create(&path, SpillWriterOptions::new(SpillKind::SortRun))?;
         let mut freed = 0;
         for (page, used) in self.pages.drain(..) {
             for r in page.as_slice()[..used].chunks(RECORD) {
-                w.write_record(r).map_err(|e| SpillError(e.to_string()))?;
+                w.write_record(r)?;
             }
             freed += page.len();
         }
-        w.finish().map_err(|e| SpillError(e.to_string()))?;
+        w.finish()?;
         self.runs.push(path);
         Ok(freed)
     }
@@ -48,7 +47,7 @@ impl Buffer {
 struct Spiller(Arc<Mutex<Buffer>>);
 
 impl MemoryConsumer for Spiller {
-    fn spill(&self, _size: u64, _trigger: ConsumerId) -> Result<u64, SpillError> {
+    fn spill(&self, _size: u64, _trigger: ConsumerId) -> Result<u64, ConsumerSpillError> {
         match self.0.try_lock() {
             Ok(mut b) => b.spill(),
             Err(_) => Ok(0), // busy: the owner is mid-insert; Spark's sorters return 0 too

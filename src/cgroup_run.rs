@@ -5,6 +5,11 @@
 //! tells a normal exit from a kernel OOM kill (SIGKILL **and** `oom_kill` rose) from a kill of
 //! unknown cause. The cgroup is always removed (docs/reliability.md, "Reproducing an OOM kill").
 //!
+//! [`run`] is the whole of `spillway run --cgroup` short of parsing and printing: validate the
+//! input (bad input exits 2 and creates no cgroup), prepare the report directory, supervise the
+//! child and finish its report; the binary prints what it returns and exits with
+//! [`CgroupRun::exit_status`].
+//!
 //! The YARN / Kubernetes counterpart is the NodeManager or kubelet: it launches the executor in
 //! a container of `heap + overhead + off-heap + pyspark` MiB and reports exit 137 / `OOMKilled`
 //! (docs/spark-model.md §11.4) when the kernel kills it.
@@ -17,8 +22,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::conf::format_mib;
+use crate::conf::{ByteUnit, ConfError, byte_string_as, format_mib};
+use crate::exit::Exit;
+use crate::layout::Layout;
 use crate::pressure::{CgroupError, CgroupStats, CgroupVersion, ChildCgroup, OwnCgroup, Psi};
+use crate::run::RunOptions;
+use crate::scenario::{Scenario, ScenarioError};
 
 /// How the child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -78,9 +87,29 @@ pub struct Supervised {
     pub report: CgroupReport,
 }
 
-/// What stops a cgroup run.
+/// What stops a cgroup run. The first three are bad input (exit 2), found before any cgroup
+/// exists; the rest are failures of the machine (exit 1).
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupRunError {
+    /// The scenario cannot be read or parsed, or its records do not fit the layout.
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    /// The configuration (properties file, scenario `[conf]`, `--conf`, `--cgroup=SIZE`).
+    #[error(transparent)]
+    Conf(#[from] ConfError),
+    /// `--cgroup=SIZE` parsed, but to nothing a limit can be.
+    #[error("--cgroup={value}: a memory limit must be positive")]
+    BadLimit { value: String },
+    /// The report directory could not be created.
+    #[error("cannot create {path}: {source}", path = path.display())]
+    OutDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The path of this executable, to run it again as the child, is unknown.
+    #[error("current_exe: {0}")]
+    CurrentExe(#[source] std::io::Error),
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
     #[error("cannot start the executor child {exe}: {source}")]
@@ -97,6 +126,175 @@ pub enum CgroupRunError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl Exit for CgroupRunError {
+    fn exit_status(&self) -> crate::exit::ExitStatus {
+        use crate::exit::ExitStatus as S;
+        match self {
+            CgroupRunError::Scenario(e) => e.exit_status(),
+            CgroupRunError::Conf(e) => e.exit_status(),
+            CgroupRunError::BadLimit { .. } => S::BadInput,
+            CgroupRunError::Cgroup(e) => e.exit_status(),
+            CgroupRunError::OutDir { .. }
+            | CgroupRunError::CurrentExe(_)
+            | CgroupRunError::Spawn { .. }
+            | CgroupRunError::Wait(_)
+            | CgroupRunError::Output { .. } => S::Failure,
+        }
+    }
+}
+
+/// The parsed command line of `spillway run SCENARIO --cgroup[=SIZE]`.
+#[derive(Debug, Clone, Default)]
+pub struct CgroupRunArgs {
+    /// A built-in scenario name or the path of a TOML scenario.
+    pub scenario: String,
+    /// `--properties-file`.
+    pub properties_file: Option<PathBuf>,
+    /// `--conf KEY=VALUE`, in order.
+    pub conf_args: Vec<String>,
+    /// `--system-memory`, in bytes.
+    pub system_memory: Option<i64>,
+    /// `--out`; `None`: a new directory under `./spillway-runs/`, passed on to the child.
+    pub out_dir: Option<PathBuf>,
+    /// `--cgroup=SIZE` (a Spark byte string); `None`: the layout's container size.
+    pub limit: Option<String>,
+    /// The supervisor's own arguments (after the program name): the child runs the same command
+    /// with `--cgroup-child` added (see [`child_args`]).
+    pub own_args: Vec<OsString>,
+}
+
+/// A finished `run --cgroup`: how the child ended and the report written.
+#[derive(Debug, Clone)]
+pub struct CgroupRun {
+    pub supervised: Supervised,
+    /// report.json as written in `out_dir`.
+    pub report: Value,
+    pub out_dir: PathBuf,
+}
+
+impl CgroupRun {
+    /// The supervisor's exit status: the child's own when it exited (its codes are the same
+    /// table; one outside it is a failure), 3 for a kernel OOM kill, 1 for a kill of unknown
+    /// cause.
+    pub fn exit_status(&self) -> crate::exit::ExitStatus {
+        use crate::exit::ExitStatus as S;
+        match self.supervised.outcome {
+            ChildOutcome::Exited { code } => S::from_code(code).unwrap_or(S::Failure),
+            ChildOutcome::OomKilled => S::ContainerOomKilled,
+            ChildOutcome::Killed { .. } => S::Failure,
+        }
+    }
+
+    /// The one line printed after the child's own summary when it exited by itself.
+    pub fn summary_line(&self) -> Option<String> {
+        let r = &self.supervised.report;
+        matches!(self.supervised.outcome, ChildOutcome::Exited { .. }).then(|| {
+            format!(
+                "cgroup {:?} {}: limit {} MiB ({}), peak {} MiB, oom_kill {}, PSI some {} µs full {} µs",
+                r.version,
+                r.path,
+                format_mib(r.limit_bytes),
+                r.limit_source,
+                format_mib(r.peak_usage_bytes),
+                r.oom_kill,
+                r.psi_some_total_us,
+                r.psi_full_total_us
+            )
+        })
+    }
+
+    /// The error lines (for stderr) when the child was killed: the error class, the
+    /// explanation with its numbers, and where the report is.
+    pub fn failure_text(&self) -> Option<String> {
+        let class = match self.supervised.outcome {
+            ChildOutcome::Exited { .. } => return None,
+            ChildOutcome::OomKilled => "CONTAINER_OOM_KILLED",
+            ChildOutcome::Killed { .. } => "EXECUTOR_LOST",
+        };
+        Some(format!(
+            "error: [{class}] {}\nreport: {}\n",
+            explain(&self.supervised.report),
+            self.out_dir.join("report.json").display()
+        ))
+    }
+}
+
+/// `spillway run --cgroup[=SIZE]`, start to end. Everything the user gave is validated before a
+/// cgroup exists: bad input creates nothing. Call it from the main thread (see [`supervise`]).
+pub fn run(args: &CgroupRunArgs) -> Result<CgroupRun, CgroupRunError> {
+    let scenario = Scenario::load(&args.scenario)?;
+    let opts = RunOptions {
+        properties_file: args.properties_file.clone(),
+        conf_args: args.conf_args.clone(),
+        system_memory: args.system_memory,
+        out_dir: args.out_dir.clone(),
+        progress: false,
+    };
+    let conf = crate::run::scenario_conf(&scenario, &opts)?;
+    let layout = Layout::from_conf(&conf, args.system_memory)?;
+    crate::run::validate_sizes(&scenario, &layout)?;
+    let (limit_bytes, limit_source) = match &args.limit {
+        Some(size) => {
+            let v =
+                byte_string_as(size, ByteUnit::Byte).map_err(|source| ConfError::ByteString {
+                    key: "--cgroup".into(),
+                    value: size.clone(),
+                    source,
+                })?;
+            if v <= 0 {
+                return Err(CgroupRunError::BadLimit {
+                    value: size.clone(),
+                });
+            }
+            (v as u64, format!("--cgroup={size}"))
+        }
+        None => (layout.container_bytes() as u64, "container".to_string()),
+    };
+    let out_dir = args
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| crate::run::default_out_dir(&scenario.name));
+    std::fs::create_dir_all(&out_dir).map_err(|source| CgroupRunError::OutDir {
+        path: out_dir.clone(),
+        source,
+    })?;
+    // A report left by an earlier run must not be taken for this child's.
+    let _ = std::fs::remove_file(out_dir.join("report.json"));
+
+    let own = OwnCgroup::discover().ok_or(CgroupError::NoCgroup)?;
+    let exe = std::env::current_exe().map_err(CgroupRunError::CurrentExe)?;
+    let child_args = child_args(
+        &args.own_args,
+        args.out_dir.is_none().then_some(out_dir.as_path()),
+    );
+    let supervised = supervise(
+        &own,
+        limit_bytes,
+        &limit_source,
+        &exe,
+        &child_args,
+        Duration::from_millis(50),
+    )?;
+
+    let ctx = ReportContext {
+        out_dir: &out_dir,
+        scenario_name: &scenario.name,
+        scenario_description: &scenario.description,
+        scenario_source: scenario
+            .path
+            .as_ref()
+            .map_or_else(|| "built-in".to_string(), |p| p.display().to_string()),
+        seed: scenario.seed,
+        layout: serde_json::to_value(layout.to_json()).expect("layout serializes"),
+    };
+    let report = finish_report(&ctx, &supervised)?;
+    Ok(CgroupRun {
+        supervised,
+        report,
+        out_dir,
+    })
 }
 
 /// A spawned child that is killed and reaped if the supervisor returns early (an error or a

@@ -15,6 +15,7 @@ pub mod cgroup_run;
 pub mod conf;
 pub mod data;
 pub mod executor;
+pub mod exit;
 pub mod external;
 pub mod fsio;
 pub mod ids;

@@ -1,7 +1,7 @@
 //! The `spillway` binary: parse the command line, call the library, print, return an exit code.
 //!
-//! Exit codes: 0 success, 1 a failure of the run itself, 2 bad input (configuration, flags),
-//! 3 the executor's container was killed by the kernel OOM killer (`run --cgroup`).
+//! Exit statuses come from one table, `spillway::exit`: every error of the library says its
+//! own through `spillway::exit::Exit`, so this file holds no exit number.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use spillway::conf::{ByteUnit, ConfError, SparkConf, byte_string_as};
 use spillway::executor::Executor;
+use spillway::exit::{Exit, ExitStatus};
 use spillway::layout::Layout;
 use spillway::run::{RunError, RunOptions, summary_table};
 use spillway::scenario::Scenario;
@@ -19,7 +20,8 @@ use spillway::scenario::Scenario;
 #[command(
     name = "spillway",
     version,
-    about = "Apache Spark's executor memory model, reproduced with real memory"
+    about = "Apache Spark's executor memory model, reproduced with real memory",
+    after_help = spillway::exit::help_text()
 )]
 struct Cli {
     #[command(subcommand)]
@@ -164,59 +166,41 @@ struct LayoutArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let done = |r: Result<(), Failure>| r.map(|()| ExitStatus::Success);
     let result = match cli.command {
-        Command::Layout(args) => layout(args),
-        Command::Run(args) if args.cgroup.is_some() && !args.cgroup_child => {
-            return run_in_cgroup(args);
-        }
-        Command::Run(args) => run(args),
-        Command::Oom(args) => oom(args),
+        Command::Layout(args) => done(layout(args)),
+        Command::Run(args) if args.cgroup.is_some() && !args.cgroup_child => run_in_cgroup(args),
+        Command::Run(args) => done(run(args)),
+        Command::Oom(args) => done(oom(args)),
         Command::Worker => return spillway::external::worker::worker_main(),
-        Command::Bench(args) => bench(args),
+        Command::Bench(args) => done(bench(args)),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => status.into(),
         Err(f) => f.report(),
     }
 }
 
-/// Bad input exits 2; anything else that stops a command exits 1.
-enum Failure {
-    BadInput(anyhow::Error),
-    Run(anyhow::Error),
+/// An error on its way out, with the exit status its library type gave it.
+struct Failure {
+    status: ExitStatus,
+    error: anyhow::Error,
 }
 
 impl Failure {
-    /// Prints the error and gives its exit code: 2 for bad input, 1 for a failed run.
+    /// Prints the error with its chain and gives its exit code.
     fn report(self) -> ExitCode {
-        let (e, code) = match self {
-            Failure::BadInput(e) => (e, 2),
-            Failure::Run(e) => (e, 1),
-        };
-        eprintln!("error: {e:#}");
-        ExitCode::from(code)
+        eprintln!("error: {:#}", self.error);
+        self.status.into()
     }
 }
 
-impl From<ConfError> for Failure {
-    fn from(e: ConfError) -> Self {
-        Failure::BadInput(e.into())
-    }
-}
-
-impl From<RunError> for Failure {
-    fn from(e: RunError) -> Self {
-        if e.is_bad_input() {
-            Failure::BadInput(e.into())
-        } else {
-            Failure::Run(e.into())
+impl<E: Exit + Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure {
+            status: e.exit_status(),
+            error: e.into(),
         }
-    }
-}
-
-impl From<anyhow::Error> for Failure {
-    fn from(e: anyhow::Error) -> Self {
-        Failure::Run(e)
     }
 }
 
@@ -224,7 +208,7 @@ fn layout(args: LayoutArgs) -> Result<(), Failure> {
     let (conf, system_memory) = args.conf.load()?;
     let layout = Layout::from_conf(&conf, system_memory)?;
     if args.touch {
-        let executor = Executor::start(&layout, &conf).map_err(anyhow::Error::from)?;
+        let executor = Executor::start(&layout, &conf)?;
         let residency = executor.residency();
         if args.json {
             println!(
@@ -273,15 +257,28 @@ fn run(args: RunArgs) -> Result<(), Failure> {
     } else {
         print!("{}", summary_table(&report, &out_dir));
     }
-    // YARN killed the container (exit status -104): the report is written; the run failed.
+    let Some(unexpected) = spillway::run::unexpected_outcomes(&report) else {
+        return Ok(());
+    };
+    // YARN killed the container (exit status -104) where no stage declared it: the report is
+    // written; the run failed.
     if let Some(kill) = &report.external.container_monitor.kill {
-        return Err(Failure::Run(anyhow::anyhow!(
-            "{} (container exit status {})",
-            kill.message,
-            kill.exit_status
-        )));
+        return Err(Failure {
+            status: ExitStatus::Failure,
+            error: anyhow::anyhow!(
+                "{} (container exit status {})",
+                kill.message,
+                kill.exit_status
+            ),
+        });
     }
-    Ok(())
+    Err(Failure {
+        status: ExitStatus::UndeclaredTaskFailures,
+        error: anyhow::anyhow!(
+            "tasks ended otherwise than their stages declare (the report is written: {}):\n{unexpected}",
+            out_dir.join("report.json").display()
+        ),
+    })
 }
 
 fn oom(args: OomArgs) -> Result<(), Failure> {
@@ -294,8 +291,7 @@ fn oom(args: OomArgs) -> Result<(), Failure> {
         conf_args: args.conf,
         cgroup: args.cgroup,
     };
-    let outcome =
-        spillway::oom::run_case(&name, &opts).map_err(|e| Failure::BadInput(anyhow::anyhow!(e)))?;
+    let outcome = spillway::oom::run_case(&name, &opts)?;
     if args.json {
         println!(
             "{}",
@@ -304,128 +300,34 @@ fn oom(args: OomArgs) -> Result<(), Failure> {
     } else {
         print!("{}", outcome.render());
     }
-    if outcome.reproduced {
-        Ok(())
-    } else {
-        Err(Failure::Run(anyhow::anyhow!(
-            "case {name} did not fail as expected"
-        )))
-    }
+    Ok(outcome.check()?)
 }
 
-/// `spillway run --cgroup[=SIZE]`: the supervisor (see `spillway::cgroup_run`).
-fn run_in_cgroup(args: RunArgs) -> ExitCode {
-    match supervise_run(args) {
-        Ok(code) => code,
-        Err(f) => f.report(),
-    }
-}
-
-fn supervise_run(args: RunArgs) -> Result<ExitCode, Failure> {
-    use spillway::cgroup_run::{self, ChildOutcome, ReportContext};
-    use spillway::pressure::{CgroupError, OwnCgroup};
-
-    // Validate everything before a cgroup exists: bad input exits 2 and creates nothing.
-    let scenario = Scenario::load(&args.scenario).map_err(RunError::from)?;
+/// `spillway run --cgroup[=SIZE]`: the supervisor (see `spillway::cgroup_run::run`).
+fn run_in_cgroup(args: RunArgs) -> Result<ExitStatus, Failure> {
     let system_memory = args.conf.system_memory()?;
-    let opts = RunOptions {
-        properties_file: args.conf.properties_file.clone(),
-        conf_args: args.conf.conf.clone(),
+    let run = spillway::cgroup_run::run(&spillway::cgroup_run::CgroupRunArgs {
+        scenario: args.scenario,
+        properties_file: args.conf.properties_file,
+        conf_args: args.conf.conf,
         system_memory,
-        out_dir: args.out.clone(),
-        progress: false,
-    };
-    let conf = spillway::run::scenario_conf(&scenario, &opts)?;
-    let layout = Layout::from_conf(&conf, system_memory)?;
-    spillway::run::validate_sizes(&scenario, &layout).map_err(RunError::from)?;
-    let (limit_bytes, limit_source) = match args.cgroup.clone().flatten() {
-        Some(size) => {
-            let v =
-                byte_string_as(&size, ByteUnit::Byte).map_err(|source| ConfError::ByteString {
-                    key: "--cgroup".into(),
-                    value: size.clone(),
-                    source,
-                })?;
-            if v <= 0 {
-                return Err(Failure::BadInput(anyhow::anyhow!(
-                    "--cgroup={size}: a memory limit must be positive"
-                )));
-            }
-            (v as u64, format!("--cgroup={size}"))
-        }
-        None => (layout.container_bytes() as u64, "container".to_string()),
-    };
-    let out_dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| spillway::run::default_out_dir(&scenario.name));
-    std::fs::create_dir_all(&out_dir)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out_dir.display()))?;
-    // A report left by an earlier run must not be taken for this child's.
-    let _ = std::fs::remove_file(out_dir.join("report.json"));
-
-    let own = OwnCgroup::discover().ok_or_else(|| anyhow::Error::from(CgroupError::NoCgroup))?;
-    let exe = std::env::current_exe().map_err(|e| anyhow::anyhow!("current_exe: {e}"))?;
-    let own_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    let child_args =
-        cgroup_run::child_args(&own_args, args.out.is_none().then_some(out_dir.as_path()));
-    let sup = cgroup_run::supervise(
-        &own,
-        limit_bytes,
-        &limit_source,
-        &exe,
-        &child_args,
-        std::time::Duration::from_millis(50),
-    )
-    .map_err(anyhow::Error::from)?;
-
-    let ctx = ReportContext {
-        out_dir: &out_dir,
-        scenario_name: &scenario.name,
-        scenario_description: &scenario.description,
-        scenario_source: scenario
-            .path
-            .as_ref()
-            .map_or_else(|| "built-in".to_string(), |p| p.display().to_string()),
-        seed: scenario.seed,
-        layout: serde_json::to_value(layout.to_json()).expect("layout serializes"),
-    };
-    let report = cgroup_run::finish_report(&ctx, &sup).map_err(anyhow::Error::from)?;
-    let line = cgroup_run::explain(&sup.report);
+        out_dir: args.out,
+        limit: args.cgroup.flatten(),
+        own_args: std::env::args_os().skip(1).collect(),
+    })?;
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&report).expect("report serializes")
+            serde_json::to_string_pretty(&run.report).expect("report serializes")
         );
+    } else if let Some(line) = run.summary_line() {
+        println!("{line}");
     }
-    match sup.outcome {
-        ChildOutcome::Exited { code } => {
-            if !args.json {
-                println!(
-                    "cgroup {:?} {}: limit {} MiB ({}), peak {} MiB, oom_kill {}, PSI some {} µs full {} µs",
-                    sup.report.version,
-                    sup.report.path,
-                    spillway::conf::format_mib(sup.report.limit_bytes),
-                    sup.report.limit_source,
-                    spillway::conf::format_mib(sup.report.peak_usage_bytes),
-                    sup.report.oom_kill,
-                    sup.report.psi_some_total_us,
-                    sup.report.psi_full_total_us
-                );
-            }
-            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
-        }
-        ChildOutcome::OomKilled => {
-            eprintln!("error: [CONTAINER_OOM_KILLED] {line}");
-            eprintln!("report: {}", out_dir.join("report.json").display());
-            Ok(ExitCode::from(3))
-        }
-        ChildOutcome::Killed { .. } => {
-            eprintln!("error: [EXECUTOR_LOST] {line}");
-            eprintln!("report: {}", out_dir.join("report.json").display());
-            Ok(ExitCode::from(1))
-        }
+    if let Some(text) = run.failure_text() {
+        eprint!("{text}");
     }
+    // When it is not 0, the child printed its own error, or the text above says what ended it.
+    Ok(run.exit_status())
 }
 
 fn bench(args: BenchArgs) -> Result<(), Failure> {
@@ -436,10 +338,21 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
             value: args.size.clone(),
             source,
         })?;
-    if size_bytes <= 0 || args.repeats == 0 {
-        return Err(Failure::BadInput(anyhow::anyhow!(
-            "--size and --repeats must be positive"
-        )));
+    if size_bytes <= 0 {
+        return Err(ConfError::CheckFailed {
+            key: "--size".into(),
+            value: args.size.clone(),
+            message: "It must be positive.",
+        }
+        .into());
+    }
+    if args.repeats == 0 {
+        return Err(ConfError::CheckFailed {
+            key: "--repeats".into(),
+            value: "0".into(),
+            message: "It must be positive.",
+        }
+        .into());
     }
     let buffer_kib = conf
         .size(spillway::conf::keys::SHUFFLE_FILE_BUFFER)?

@@ -3,25 +3,107 @@
 //! setting would have avoided it (`spillway oom --list`, `spillway oom CASE`).
 //!
 //! A case *succeeds* when the failure it reproduces happened as expected; an unexpected outcome
-//! (no failure, or a different one) is reported as such.
+//! (no failure, or a different one) is reported as such, and [`Outcome::check`] turns it into
+//! [`OomError::NotReproduced`]. So `spillway oom CASE` exits 0 when the OOM happened — for
+//! `container --cgroup` that is the kernel's OOM kill, which `run --cgroup` itself reports with
+//! exit status 3 — and 1 when it did not. Bad input (an unknown case, a bad `--conf`) exits 2; a
+//! failure of the machine (an executor that cannot map its heap, a temporary directory, the
+//! `spillway` binary that cannot be started) exits 1: see [`OomError`] and `src/exit.rs`.
 
 use std::sync::Arc;
 
 use serde::Serialize;
 
+use std::path::PathBuf;
+
 use crate::conf::{ConfError, SparkConf, format_mib};
 use crate::data::{PartitionData, stream_seed};
-use crate::executor::Executor;
+use crate::executor::{Executor, ExecutorError};
+use crate::exit::{Exit, ExitStatus};
 use crate::layout::Layout;
 use crate::memory::{MemoryMode, TaskMemoryError, Unspillable};
 use crate::scheduler::{TaskFailure, run_stage};
 use crate::storage::{BlockId, StorageLevel};
 
+/// Why a case could not be run, or did not reproduce. Bad input and failures of the machine
+/// are separate variants, so that the binary exits 2 only for what the user can fix in the
+/// command line.
+#[derive(Debug, thiserror::Error)]
+pub enum OomError {
+    /// No case has this name (bad input).
+    #[error("unknown OOM case '{name}' (cases: {cases})")]
+    UnknownCase { name: String, cases: String },
+    /// `--cgroup` given to a case that does not run a container (bad input).
+    #[error("--cgroup applies only to the container case, not to '{case}'")]
+    CgroupNotApplicable { case: String },
+    /// A `--conf` the case cannot take, or a configuration it makes invalid (bad input).
+    #[error(transparent)]
+    Conf(#[from] ConfError),
+    /// The case's executor could not start: bad input for its configuration and local
+    /// directories, a failure of the machine for its memory mapping.
+    #[error(transparent)]
+    Executor(#[from] ExecutorError),
+    /// A scenario case's run failed before it could observe anything.
+    #[error(transparent)]
+    Run(#[from] crate::run::RunError),
+    /// A case's own scenario text does not parse: a bug of the catalog, not the user's input.
+    #[error("the case's built-in scenario is invalid: {0}")]
+    BuiltInScenario(#[source] crate::scenario::ScenarioError),
+    /// No temporary directory for the case's report or scenario.
+    #[error("cannot create a temporary directory for the case: {0}")]
+    TempDir(#[source] std::io::Error),
+    /// The case's scenario file could not be written.
+    #[error("cannot write {path}: {source}", path = path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The spillway binary (`SPILLWAY_BIN`, else this executable) could not be started.
+    #[error("cannot start {exe} run --cgroup: {source}", exe = exe.display())]
+    Spawn {
+        exe: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The `spillway run --cgroup` child refused the case's input (it exited 2).
+    #[error("spillway run --cgroup refused the case's input: {stderr}")]
+    ChildBadInput { stderr: String },
+    /// The `spillway run --cgroup` child failed without writing a report.
+    #[error("spillway run --cgroup failed ({status}) without a report: {stderr}")]
+    ChildFailed {
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    /// The case ran, and the failure it reproduces did not happen (or another did).
+    #[error("case {case} did not fail as expected")]
+    NotReproduced { case: String },
+}
+
+impl Exit for OomError {
+    fn exit_status(&self) -> ExitStatus {
+        match self {
+            OomError::UnknownCase { .. }
+            | OomError::CgroupNotApplicable { .. }
+            | OomError::Conf(_)
+            | OomError::ChildBadInput { .. } => ExitStatus::BadInput,
+            OomError::Executor(e) => e.exit_status(),
+            OomError::Run(e) => e.exit_status(),
+            OomError::BuiltInScenario(_)
+            | OomError::TempDir(_)
+            | OomError::Write { .. }
+            | OomError::Spawn { .. }
+            | OomError::ChildFailed { .. }
+            | OomError::NotReproduced { .. } => ExitStatus::Failure,
+        }
+    }
+}
+
 /// One catalog entry.
 pub struct Case {
     pub name: &'static str,
     pub summary: &'static str,
-    run: fn(&CaseOptions) -> Result<Outcome, String>,
+    run: fn(&CaseOptions) -> Result<Outcome, OomError>,
 }
 
 /// Options every case accepts.
@@ -99,53 +181,58 @@ pub fn cases() -> Vec<Case> {
 }
 
 /// Runs the case named `name`.
-pub fn run_case(name: &str, opts: &CaseOptions) -> Result<Outcome, String> {
+pub fn run_case(name: &str, opts: &CaseOptions) -> Result<Outcome, OomError> {
     let all = cases();
-    let case = all.iter().find(|c| c.name == name).ok_or_else(|| {
-        format!(
-            "unknown OOM case '{name}' (cases: {})",
-            all.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
-        )
-    })?;
+    let case = all
+        .iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| OomError::UnknownCase {
+            name: name.to_string(),
+            cases: all.iter().map(|c| c.name).collect::<Vec<_>>().join(", "),
+        })?;
+    if opts.cgroup && case.name != "container" {
+        return Err(OomError::CgroupNotApplicable {
+            case: case.name.to_string(),
+        });
+    }
     (case.run)(opts)
 }
 
-fn conf_with(pairs: &[(&str, &str)], opts: &CaseOptions) -> Result<SparkConf, String> {
+fn conf_with(pairs: &[(&str, &str)], opts: &CaseOptions) -> Result<SparkConf, OomError> {
     let mut conf = SparkConf::new();
     for (k, v) in pairs {
         conf.set(k, v);
     }
     for a in &opts.conf_args {
-        conf.apply_conf_arg(a).map_err(|e| e.to_string())?;
+        conf.apply_conf_arg(a)?;
     }
     Ok(conf)
 }
 
-fn executor(conf: &SparkConf) -> Result<Executor, String> {
-    let layout = Layout::from_conf(conf, None).map_err(|e| e.to_string())?;
-    Executor::start(&layout, conf).map_err(|e| e.to_string())
+fn executor(conf: &SparkConf) -> Result<Executor, OomError> {
+    let layout = Layout::from_conf(conf, None)?;
+    Ok(Executor::start(&layout, conf)?)
 }
 
-fn system_memory(opts: &CaseOptions) -> Result<Outcome, String> {
+fn system_memory(opts: &CaseOptions) -> Result<Outcome, OomError> {
     let conf = conf_with(&[("spark.executor.memory", "400m")], opts)?;
-    let err = Layout::from_conf(&conf, None).err();
-    let (reproduced, message, numbers) = match &err {
-        Some(ConfError::InvalidExecutorMemory {
-            executor_memory,
-            min_system_memory,
-        }) => (
+    let (reproduced, message, numbers) = match Layout::from_conf(&conf, None).err() {
+        Some(
+            e @ ConfError::InvalidExecutorMemory {
+                executor_memory,
+                min_system_memory,
+            },
+        ) => (
             true,
-            err.as_ref().map(|e| e.to_string()).unwrap_or_default(),
+            e.to_string(),
             vec![
-                ("executor_memory".to_string(), *executor_memory as u64),
-                ("min_system_memory".to_string(), *min_system_memory as u64),
+                ("executor_memory".to_string(), executor_memory as u64),
+                ("min_system_memory".to_string(), min_system_memory as u64),
             ],
         ),
-        other => (
-            false,
-            other.as_ref().map_or("no error".into(), |e| e.to_string()),
-            Vec::new(),
-        ),
+        // Another configuration error came first: the `--conf` given is at fault.
+        Some(e) => return Err(OomError::Conf(e)),
+        None => (false, "no error".into(), Vec::new()),
     };
     Ok(Outcome {
         case: "system-memory",
@@ -163,7 +250,7 @@ fn system_memory(opts: &CaseOptions) -> Result<Outcome, String> {
 
 /// Holds most of the execution pool with an unspillable consumer, then asks for a page larger
 /// than what is left: Spark spills what it can (nothing), then fails.
-fn execution(opts: &CaseOptions) -> Result<Outcome, String> {
+fn execution(opts: &CaseOptions) -> Result<Outcome, OomError> {
     let conf = conf_with(
         &[
             ("spark.executor.memory", "1g"),
@@ -184,7 +271,7 @@ fn execution(opts: &CaseOptions) -> Result<Outcome, String> {
     )
 }
 
-fn off_heap(opts: &CaseOptions) -> Result<Outcome, String> {
+fn off_heap(opts: &CaseOptions) -> Result<Outcome, OomError> {
     let conf = conf_with(
         &[
             ("spark.executor.memory", "1g"),
@@ -215,7 +302,7 @@ fn execution_like(
     mode: MemoryMode,
     region: &str,
     advice: &str,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, OomError> {
     let held = pool / 4 * 3;
     let request = pool / 2;
     let runs = run_stage(
@@ -259,7 +346,7 @@ fn execution_like(
     })
 }
 
-fn user_memory(opts: &CaseOptions) -> Result<Outcome, String> {
+fn user_memory(opts: &CaseOptions) -> Result<Outcome, OomError> {
     let conf = conf_with(&[("spark.executor.memory", "1g")], opts)?;
     let ex = executor(&conf)?;
     let user = ex.layout().user as u64;
@@ -293,7 +380,7 @@ fn user_memory(opts: &CaseOptions) -> Result<Outcome, String> {
     })
 }
 
-fn cache_unroll(opts: &CaseOptions) -> Result<Outcome, String> {
+fn cache_unroll(opts: &CaseOptions) -> Result<Outcome, OomError> {
     let conf = conf_with(&[("spark.executor.memory", "1g")], opts)?;
     let ex = executor(&conf)?;
     let unified = ex.layout().unified as u64;
@@ -394,7 +481,7 @@ impl Drop for TinyTmpfs {
 /// does not fit in its local directory. Spark wraps the spill's `IOException` as
 /// SPILL_OUT_OF_MEMORY because the task memory manager requested the spill
 /// (`TaskMemoryManager.acquireExecutionMemory`); the writer deletes its partial file.
-fn spill_disk_full(opts: &CaseOptions) -> Result<Outcome, String> {
+fn spill_disk_full(opts: &CaseOptions) -> Result<Outcome, OomError> {
     let tmpfs = TinyTmpfs::mount(SPILL_DISK_BYTES);
     let mut pairs = vec![
         ("spark.executor.memory", "512m".to_string()),
@@ -494,6 +581,18 @@ pub fn list() -> String {
 }
 
 impl Outcome {
+    /// `Ok` when the case reproduced its failure, else [`OomError::NotReproduced`] (exit 1):
+    /// the outcome is printed either way, this only decides how the command ends.
+    pub fn check(&self) -> Result<(), OomError> {
+        if self.reproduced {
+            Ok(())
+        } else {
+            Err(OomError::NotReproduced {
+                case: self.case.to_string(),
+            })
+        }
+    }
+
     /// A human explanation.
     pub fn render(&self) -> String {
         let mut s = format!(
@@ -520,10 +619,10 @@ impl Outcome {
 }
 
 /// Runs a scenario through `spillway run` (the library) in a temporary directory.
-fn run_scenario(toml: &str, opts: &CaseOptions) -> Result<crate::run::Report, String> {
-    let scenario =
-        crate::scenario::Scenario::parse(toml, "oom case", None).map_err(|e| e.to_string())?;
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+fn run_scenario(toml: &str, opts: &CaseOptions) -> Result<crate::run::Report, OomError> {
+    let scenario = crate::scenario::Scenario::parse(toml, "oom case", None)
+        .map_err(OomError::BuiltInScenario)?;
+    let dir = tempfile::tempdir().map_err(OomError::TempDir)?;
     let run_opts = crate::run::RunOptions {
         properties_file: None,
         conf_args: opts.conf_args.clone(),
@@ -531,9 +630,7 @@ fn run_scenario(toml: &str, opts: &CaseOptions) -> Result<crate::run::Report, St
         out_dir: Some(dir.path().to_path_buf()),
         progress: false,
     };
-    crate::run::run(&scenario, &run_opts)
-        .map(|(r, _)| r)
-        .map_err(|e| e.to_string())
+    Ok(crate::run::run(&scenario, &run_opts).map(|(r, _)| r)?)
 }
 
 /// A 512 MiB heap with a 64 MiB overhead asks for a 576 MiB container; the executor holds
@@ -551,7 +648,7 @@ bytes_per_task = "400m"
 worker = "spillway"
 "#;
 
-fn container(opts: &CaseOptions) -> Result<Outcome, String> {
+fn container(opts: &CaseOptions) -> Result<Outcome, OomError> {
     if opts.cgroup {
         return container_in_cgroup(opts);
     }
@@ -586,20 +683,26 @@ fn container(opts: &CaseOptions) -> Result<Outcome, String> {
 
 /// `spillway run --cgroup`: the same executor and worker under a kernel memory limit of the
 /// container size; the kernel's OOM killer ends it (SIGKILL, exit 137) and spillway reports it.
-fn container_in_cgroup(opts: &CaseOptions) -> Result<Outcome, String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+fn container_in_cgroup(opts: &CaseOptions) -> Result<Outcome, OomError> {
+    let dir = tempfile::tempdir().map_err(OomError::TempDir)?;
     let scenario = dir.path().join("container.toml");
     let text = CONTAINER_SCENARIO.replace(
         "\"spillway.container.monitor\" = \"kill\"",
         "\"spillway.container.monitor\" = \"off\"",
     );
-    std::fs::write(&scenario, text).map_err(|e| e.to_string())?;
-    let exe = std::env::var_os("SPILLWAY_BIN")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::current_exe().ok())
-        .ok_or("cannot find the spillway binary")?;
+    std::fs::write(&scenario, text).map_err(|source| OomError::Write {
+        path: scenario.clone(),
+        source,
+    })?;
+    let exe = match std::env::var_os("SPILLWAY_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::current_exe().map_err(|source| OomError::Spawn {
+            exe: PathBuf::from("/proc/self/exe"),
+            source,
+        })?,
+    };
     let out = dir.path().join("out");
-    let mut cmd = std::process::Command::new(exe);
+    let mut cmd = std::process::Command::new(&exe);
     cmd.arg("run")
         .arg(&scenario)
         .arg("--cgroup")
@@ -608,17 +711,29 @@ fn container_in_cgroup(opts: &CaseOptions) -> Result<Outcome, String> {
     for a in &opts.conf_args {
         cmd.arg("--conf").arg(a);
     }
-    let status = cmd
+    let output = cmd
         .env("SPILLWAY_LOG", "off")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .map_err(|e| e.to_string())?;
-    let report: serde_json::Value = std::fs::read(out.join("report.json"))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(|source| OomError::Spawn {
+            exe: exe.clone(),
+            source,
+        })?;
+    let status = output.status;
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    let child = status.code().and_then(ExitStatus::from_code);
+    let report: Option<serde_json::Value> = std::fs::read(out.join("report.json"))
         .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    let killed = status.code() == Some(3);
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let report = match (child, report) {
+        // The case passes the user's `--conf` to the child, which validates them.
+        (Some(ExitStatus::BadInput), _) => return Err(OomError::ChildBadInput { stderr }),
+        // No report: the run never started (no writable cgroup, vm.panic_on_oom, …).
+        (_, None) if !status.success() => return Err(OomError::ChildFailed { status, stderr }),
+        (_, report) => report.unwrap_or_default(),
+    };
+    let killed = child == Some(ExitStatus::ContainerOomKilled);
     let cg = &report["cgroup"];
     let num = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
     let message = report["failures"]
@@ -626,10 +741,7 @@ fn container_in_cgroup(opts: &CaseOptions) -> Result<Outcome, String> {
         .and_then(|f| f.first())
         .and_then(|f| f["message"].as_str())
         .map(str::to_string)
-        .unwrap_or_else(|| match status.code() {
-            Some(2) => "no writable memory cgroup here (spillway run --cgroup refused)".into(),
-            _ => format!("spillway run --cgroup ended with {status}"),
-        });
+        .unwrap_or_else(|| format!("spillway run --cgroup ended with {status}"));
     Ok(Outcome {
         case: "container",
         reproduced: killed,
@@ -647,7 +759,7 @@ fn container_in_cgroup(opts: &CaseOptions) -> Result<Outcome, String> {
     })
 }
 
-fn pyspark(opts: &CaseOptions) -> Result<Outcome, String> {
+fn pyspark(opts: &CaseOptions) -> Result<Outcome, OomError> {
     let report = run_scenario(
         r#"
 [conf]

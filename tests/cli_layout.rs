@@ -161,3 +161,17 @@ fn touch_makes_the_reserved_region_resident() {
         "{text}"
     );
 }
+
+#[test]
+fn help_prints_the_exit_status_table() {
+    let out = spillway(&["--help"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let table = text
+        .split("Exit status:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{text}"));
+    for code in ["0", "1", "2", "3", "4", "128+n", "130"] {
+        assert!(table.contains(code), "{code} in {table}");
+    }
+}

@@ -248,10 +248,7 @@ fn bad_scenarios_exit_2_and_name_the_problem() {
             "[[stages]]\nkind = \"sort\"\ntasks = 4294967296\n",
             "'tasks' in stage 0",
         ),
-        (
-            "[[stages]]\nkind = \"udf\"\nexpect = \"oom\"\n",
-            "'expect'",
-        ),
+        ("[[stages]]\nkind = \"udf\"\nexpect = \"oom\"\n", "'expect'"),
     ] {
         let scenario = write_scenario(dir.path(), text);
         let o = spillway(&[

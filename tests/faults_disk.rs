@@ -13,13 +13,14 @@ use std::process::Command;
 use faults_support::{Tmpfs, bin, executor, files_under, private_dirs, skip};
 use spillway::data::{PartitionData, stream_seed};
 use spillway::executor::Executor;
+use spillway::memory::{ConsumerSpillError, TaskMemoryError};
 use spillway::scheduler::{TaskFailure, run_stage};
 use spillway::spill::SpillError;
 use spillway::storage::block_manager::StorageError;
 use spillway::storage::disk::DiskFault;
 use spillway::storage::{BlockId, StorageLevel};
-use spillway::tasks::TaskMetrics;
 use spillway::tasks::sort::{SortSpec, run_sort_task};
+use spillway::tasks::{TaskError, TaskMetrics};
 
 /// A sort of ~1.5 unified pools (512m executor: 127 MiB pool, ~190 MiB of input): it spills
 /// at least twice (`temp_local_0`, `temp_local_1`, which hash to different directories of two).
@@ -90,6 +91,27 @@ fn enospc_failpoint_with_one_dir_is_spill_out_of_memory_naming_the_file() {
     assert!(msg.contains("temp_local_0"), "{msg}");
     assert!(msg.contains("no space left on device"), "{msg}");
     assert!(msg.contains("write at offset 3145728"), "{msg}");
+    assert_clean(&ex);
+}
+
+#[test]
+fn spill_out_of_memory_keeps_the_typed_spill_error_as_its_source() {
+    let a = tempfile::tempdir().unwrap();
+    let ex = executor(&[a.path()], &[]);
+    ex.local_dirs()
+        .set_fault(fault(libc::ENOSPC, Some(3 << 20), None));
+    let spec = sort_spec();
+    let mut runs = run_stage(&ex, 0, 1, false, |ctx| run_sort_task(ctx, &spec), |_| {});
+    match runs.remove(0).result {
+        Err(TaskFailure::Task(TaskError::Memory(TaskMemoryError::SpillFailed {
+            source: ConsumerSpillError::File(SpillError::StorageFull { path, offset, .. }),
+            ..
+        }))) => {
+            assert!(path.to_string_lossy().contains("temp_local_0"), "{path:?}");
+            assert_eq!(offset, 3 << 20);
+        }
+        other => panic!("{:?}", other.map(|_| "the sort finished")),
+    }
     assert_clean(&ex);
 }
 

@@ -74,10 +74,84 @@ fn each_case_reproduces_and_explains_itself() {
 fn a_case_that_does_not_fail_exits_non_zero() {
     // Overriding the case's 400 MiB heap with 1 GiB leaves nothing to reproduce.
     let out = spillway(&["oom", "system-memory", "--conf", "spark.executor.memory=1g"]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did not fail as expected"));
     assert!(String::from_utf8_lossy(&out.stdout).contains("NOT reproduced"));
     let out = spillway(&["oom", "no-such-case"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn bad_oom_arguments_exit_2_and_name_what_is_wrong() {
+    for (args, words) in [
+        (
+            &["oom", "no-such-case"][..],
+            "unknown OOM case 'no-such-case'",
+        ),
+        (
+            &["oom", "execution", "--conf", "spark.executor.memory=lots"][..],
+            "spark.executor.memory",
+        ),
+        (
+            &[
+                "oom",
+                "system-memory",
+                "--conf",
+                "spark.executor.memory=lots",
+            ][..],
+            "'lots'",
+        ),
+        (
+            &["oom", "execution", "--conf", "no-equals"][..],
+            "no-equals",
+        ),
+        (
+            &["oom", "execution", "--cgroup"][..],
+            "--cgroup applies only to the container case",
+        ),
+        // Validated by the `run --cgroup` child before any cgroup exists: no cgroup needed.
+        (
+            &[
+                "oom",
+                "container",
+                "--cgroup",
+                "--conf",
+                "spark.executor.memoryOverhead=lots",
+            ][..],
+            "spark.executor.memoryOverhead",
+        ),
+    ] {
+        let out = spillway(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(words), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}: no outcome printed");
+    }
+}
+
+#[test]
+fn a_machine_that_cannot_run_the_case_exits_1_not_2() {
+    // No temporary directory: the scenario case cannot write its report anywhere.
+    let out = Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(["oom", "container"])
+        .env("SPILLWAY_LOG", "off")
+        .env("TMPDIR", "/nonexistent/spillway-oom-test")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot create a temporary directory"), "{err}");
+
+    // The binary `container --cgroup` runs is missing.
+    let out = Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(["oom", "container", "--cgroup"])
+        .env("SPILLWAY_LOG", "off")
+        .env("SPILLWAY_BIN", "/nonexistent/spillway")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot start /nonexistent/spillway"), "{err}");
 }
 
 /// Whether this process may create a child memory cgroup (root on a v1 or delegated v2 host).

@@ -448,7 +448,7 @@ impl MemoryConsumer for Holder {
         &self,
         size: u64,
         trigger: spillway::memory::ConsumerId,
-    ) -> Result<u64, spillway::memory::SpillError> {
+    ) -> Result<u64, spillway::memory::ConsumerSpillError> {
         Unspillable.spill(size, trigger)
     }
 }

@@ -85,8 +85,8 @@ mod tests;
 pub use event::{EventSink, MemoryEvent};
 pub use manager::{BlockEvictor, MemoryError, UnifiedMemoryManager};
 pub use task::{
-    Consumer, ConsumerId, ConsumerUsage, MAXIMUM_PAGE_SIZE_BYTES, MemoryConsumer, PAGE_TABLE_SIZE,
-    Page, SpillError, TaskMemoryError, TaskMemoryManager, Unspillable, decode_offset,
-    decode_page_number, encode_address,
+    Consumer, ConsumerId, ConsumerSpillError, ConsumerUsage, MAXIMUM_PAGE_SIZE_BYTES,
+    MemoryConsumer, PAGE_TABLE_SIZE, Page, TaskMemoryError, TaskMemoryManager, Unspillable,
+    decode_offset, decode_page_number, encode_address,
 };
 pub use types::{MemoryMode, MemorySnapshot, PoolSizes, PoolSnapshot, TaskAttemptId, WaitStats};

@@ -71,29 +71,31 @@ pub fn decode_offset(address: u64) -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConsumerId(pub usize);
 
-/// Why a consumer could not spill (an I/O failure, Spark's `IOException` from `spill`).
+/// Why a consumer could not spill (Spark's `IOException` from `spill`). The typed cause is
+/// kept, not flattened to text, so that `SPILL_OUT_OF_MEMORY` can still be matched on the file,
+/// the offset and the errno it came from, and its chain printed.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SpillError(pub String);
-
-impl From<std::io::Error> for SpillError {
-    fn from(e: std::io::Error) -> Self {
-        SpillError(e.to_string())
-    }
+pub enum ConsumerSpillError {
+    /// Writing the spill file failed: the spill format's own error, naming file and offset.
+    #[error(transparent)]
+    File(#[from] crate::spill::SpillError),
+    /// Any other I/O failure (a consumer that does not write spillway's spill format).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 /// Spark's `MemoryConsumer.spill(size, trigger)`: free at least `size` bytes if possible by
 /// writing data to disk, and return the bytes released (0 if nothing could be freed).
 pub trait MemoryConsumer: Send + Sync {
     /// Spill. `trigger` is the consumer whose request caused it (possibly this one).
-    fn spill(&self, size: u64, trigger: ConsumerId) -> Result<u64, SpillError>;
+    fn spill(&self, size: u64, trigger: ConsumerId) -> Result<u64, ConsumerSpillError>;
 }
 
 /// A consumer that cannot spill (`spill` returns 0).
 pub struct Unspillable;
 
 impl MemoryConsumer for Unspillable {
-    fn spill(&self, _size: u64, _trigger: ConsumerId) -> Result<u64, SpillError> {
+    fn spill(&self, _size: u64, _trigger: ConsumerId) -> Result<u64, ConsumerSpillError> {
         Ok(0)
     }
 }
@@ -113,10 +115,14 @@ pub enum TaskMemoryError {
     },
     /// SPILL_OUT_OF_MEMORY (docs/spark-model.md §12.7).
     #[error(
-        "[SPILL_OUT_OF_MEMORY] Error while calling spill() on {consumer} : {message} \
+        "[SPILL_OUT_OF_MEMORY] Error while calling spill() on {consumer} : {source} \
          SQLSTATE: 53200"
     )]
-    SpillFailed { consumer: String, message: String },
+    SpillFailed {
+        consumer: String,
+        #[source]
+        source: ConsumerSpillError,
+    },
     /// `TooLargePageException` (docs/spark-model.md §12.8).
     #[error("Cannot allocate a page of {0} bytes.")]
     TooLargePage(u64),
@@ -315,13 +321,12 @@ impl TaskMemoryManager {
                     let c = &st.consumers[victim.0];
                     (Arc::clone(&c.callback), c.name.clone())
                 };
-                let released =
-                    callback
-                        .spill(need, requester)
-                        .map_err(|e| TaskMemoryError::SpillFailed {
-                            consumer: name,
-                            message: e.0,
-                        })?;
+                let released = callback.spill(need, requester).map_err(|source| {
+                    TaskMemoryError::SpillFailed {
+                        consumer: name,
+                        source,
+                    }
+                })?;
                 if released > 0 {
                     {
                         let mut st = sh.lock();
@@ -792,7 +797,7 @@ mod tests {
     }
 
     impl MemoryConsumer for Holder {
-        fn spill(&self, size: u64, _trigger: ConsumerId) -> Result<u64, SpillError> {
+        fn spill(&self, size: u64, _trigger: ConsumerId) -> Result<u64, ConsumerSpillError> {
             self.log.lock().unwrap().push((self.name, size));
             let mut pages = self.pages.lock().unwrap();
             let mut released = 0;
@@ -934,7 +939,7 @@ mod tests {
     fn spill_io_errors_are_spill_out_of_memory() {
         struct Broken;
         impl MemoryConsumer for Broken {
-            fn spill(&self, _: u64, _: ConsumerId) -> Result<u64, SpillError> {
+            fn spill(&self, _: u64, _: ConsumerId) -> Result<u64, ConsumerSpillError> {
                 Err(std::io::Error::other("No space left on device").into())
             }
         }
@@ -943,12 +948,24 @@ mod tests {
         let _p = broken.allocate_page(4 * MIB).unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (_h, c) = holder(&tmm, "r", &log);
-        let err = c.allocate_page(MIB).unwrap_err().to_string();
+        let err = c.allocate_page(MIB).unwrap_err();
         assert_eq!(
-            err,
+            err.to_string(),
             "[SPILL_OUT_OF_MEMORY] Error while calling spill() on broken : No space left on \
              device SQLSTATE: 53200"
         );
+        // The consumer's typed error is the source, not a copy of its text.
+        match &err {
+            TaskMemoryError::SpillFailed {
+                consumer,
+                source: ConsumerSpillError::Io(io),
+            } => {
+                assert_eq!(consumer, "broken");
+                assert_eq!(io.to_string(), "No space left on device");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(std::error::Error::source(&err).is_some());
     }
 
     #[test]

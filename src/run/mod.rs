@@ -22,7 +22,7 @@ use crate::timeline::{Sample, Sampler};
 
 pub use report::{
     FailureReport, GapReport, MemoryReport, RddReport, Report, StageReport, TaskReport,
-    Verification, summary_table, write_report,
+    Verification, summary_table, unexpected_outcomes, write_report,
 };
 
 /// How to run a scenario.

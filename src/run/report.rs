@@ -638,6 +638,51 @@ fn write_csv(samples: &[Sample], out: &mut impl Write) -> std::io::Result<()> {
     Ok(())
 }
 
+/// What ended otherwise than the scenario declared, one line per stage: the failed tasks'
+/// error classes and counts, or a declared failure that did not happen. `None` when every
+/// stage ended as declared.
+pub fn unexpected_outcomes(report: &Report) -> Option<String> {
+    if report.unexpected_stages.is_empty() {
+        return None;
+    }
+    let mut lines = Vec::new();
+    for s in report
+        .stages
+        .iter()
+        .filter(|s| report.unexpected_stages.contains(&s.stage_id))
+    {
+        let mut classes: BTreeMap<&str, u32> = BTreeMap::new();
+        let mut tasks = Vec::new();
+        for f in report.failures.iter().filter(|f| f.stage_id == s.stage_id) {
+            *classes.entry(f.error.as_str()).or_default() += 1;
+            tasks.push(f.task_id.to_string());
+        }
+        let line = match s.expect {
+            Expect::Failure => format!(
+                "stage {} ({}) declares expect = \"failure\" but none of its {} tasks failed",
+                s.stage_id, s.label, s.num_tasks
+            ),
+            Expect::Success if classes.is_empty() => format!(
+                "stage {} ({}) did not verify its output",
+                s.stage_id, s.label
+            ),
+            Expect::Success => format!(
+                "stage {} ({}): tasks {} failed: {}",
+                s.stage_id,
+                s.label,
+                tasks.join(", "),
+                classes
+                    .iter()
+                    .map(|(c, n)| format!("{c} x{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        lines.push(line);
+    }
+    Some(lines.join("\n"))
+}
+
 /// The table printed at the end of a run.
 pub fn summary_table(report: &Report, out_dir: &Path) -> String {
     let mut out = String::new();

@@ -222,7 +222,11 @@ type Shared = SharedState<State>;
 
 impl MemoryConsumer for SharedState<State> {
     /// `Spillable.spill(size, trigger)`: only for another consumer, and only ON_HEAP.
-    fn spill(&self, _size: u64, trigger: ConsumerId) -> Result<u64, crate::memory::SpillError> {
+    fn spill(
+        &self,
+        _size: u64,
+        trigger: ConsumerId,
+    ) -> Result<u64, crate::memory::ConsumerSpillError> {
         // The owner holds the state (merging): nothing can be released now.
         let Some(mut st) = self.try_lock() else {
             return Ok(0);
@@ -232,7 +236,7 @@ impl MemoryConsumer for SharedState<State> {
         }
         let freed = st
             .spill()
-            .map_err(|e| crate::memory::SpillError(e.to_string()))?;
+            .map_err(crate::memory::ConsumerSpillError::File)?;
         st.metrics.spills_for_others += 1;
         Ok(freed)
     }

@@ -197,7 +197,11 @@ struct State {
 type Shared = SharedState<State>;
 
 impl MemoryConsumer for SharedState<State> {
-    fn spill(&self, _size: u64, trigger: ConsumerId) -> Result<u64, crate::memory::SpillError> {
+    fn spill(
+        &self,
+        _size: u64,
+        trigger: ConsumerId,
+    ) -> Result<u64, crate::memory::ConsumerSpillError> {
         // The owner holds the state (merging): nothing can be released now.
         let Some(mut st) = self.try_lock() else {
             return Ok(0);
@@ -208,7 +212,7 @@ impl MemoryConsumer for SharedState<State> {
         let for_other = st.own_id != Some(trigger);
         let released = st
             .spill()
-            .map_err(|e| crate::memory::SpillError(e.to_string()))?;
+            .map_err(crate::memory::ConsumerSpillError::File)?;
         if released > 0 && for_other {
             st.metrics.spills_for_others += 1;
         }
