@@ -19,66 +19,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use serde_json::{Value, json};
-
 use crate::conf::{ByteUnit, ConfError, byte_string_as, format_mib};
 use crate::exit::Exit;
-use crate::layout::Layout;
-use crate::pressure::{CgroupError, CgroupStats, CgroupVersion, ChildCgroup, OwnCgroup, Psi};
-use crate::run::RunOptions;
+use crate::layout::{Layout, LayoutJson};
+pub use crate::pressure::report::{CgroupReport, ChildOutcome};
+use crate::pressure::{CgroupError, CgroupStats, ChildCgroup, OwnCgroup, Psi};
+use crate::run::{FailureReport, Report, RunOptions, ScenarioInfo, write_report};
 use crate::scenario::{Scenario, ScenarioError};
-
-/// How the child ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum ChildOutcome {
-    /// It exited by itself with this code.
-    Exited { code: i32 },
-    /// SIGKILL while the cgroup's `oom_kill` counter rose: the kernel's memory cgroup OOM killer.
-    OomKilled,
-    /// Killed by a signal, with no OOM kill counted: cause unknown (an operator, another tool).
-    Killed { signal: i32 },
-}
-
-impl ChildOutcome {
-    /// The shell's exit status of the child (137 = 128 + SIGKILL).
-    pub fn shell_status(&self) -> i32 {
-        match *self {
-            ChildOutcome::Exited { code } => code,
-            ChildOutcome::OomKilled => 128 + crate::region::sys::SIGKILL,
-            ChildOutcome::Killed { signal } => 128 + signal,
-        }
-    }
-}
-
-/// The `cgroup` object of report.json.
-#[derive(Debug, Clone, Serialize)]
-pub struct CgroupReport {
-    pub version: CgroupVersion,
-    /// The memory cgroup directory the executor ran in (removed since).
-    pub path: String,
-    /// Its `memory.pressure` (the cgroup2 tree on a hybrid host), if any.
-    pub pressure_path: Option<String>,
-    pub limit_bytes: u64,
-    /// Where the limit came from: `container` (the layout) or `--cgroup=SIZE`.
-    pub limit_source: String,
-    /// The kernel's peak (v1 `memory.max_usage_in_bytes`, v2 `memory.peak`), else the sampled
-    /// maximum.
-    pub peak_usage_bytes: u64,
-    pub sampled_peak_usage_bytes: u64,
-    pub oom_kill: u64,
-    /// PSI totals of the executor's cgroup (µs stalled; the cgroup was new, so since start).
-    pub psi_some_total_us: u64,
-    pub psi_full_total_us: u64,
-    pub events: std::collections::BTreeMap<String, u64>,
-    pub stat: std::collections::BTreeMap<String, u64>,
-    pub samples: u64,
-    pub child_pid: u32,
-    pub outcome: ChildOutcome,
-    /// The shell's view of the child's exit (137 for SIGKILL).
-    pub exit_status: i32,
-}
 
 /// The result of a supervised child.
 #[derive(Debug, Clone)]
@@ -170,7 +117,7 @@ pub struct CgroupRunArgs {
 pub struct CgroupRun {
     pub supervised: Supervised,
     /// report.json as written in `out_dir`.
-    pub report: Value,
+    pub report: Report,
     pub out_dir: PathBuf,
 }
 
@@ -280,14 +227,8 @@ pub fn run(args: &CgroupRunArgs) -> Result<CgroupRun, CgroupRunError> {
 
     let ctx = ReportContext {
         out_dir: &out_dir,
-        scenario_name: &scenario.name,
-        scenario_description: &scenario.description,
-        scenario_source: scenario
-            .path
-            .as_ref()
-            .map_or_else(|| "built-in".to_string(), |p| p.display().to_string()),
-        seed: scenario.seed,
-        layout: serde_json::to_value(layout.to_json()).expect("layout serializes"),
+        scenario: &scenario,
+        layout: layout.to_json(),
     };
     let report = finish_report(&ctx, &supervised)?;
     Ok(CgroupRun {
@@ -433,73 +374,47 @@ pub fn explain(r: &CgroupReport) -> String {
 /// What the caller of [`finish_report`] needs for a report the child could not write.
 pub struct ReportContext<'a> {
     pub out_dir: &'a Path,
-    pub scenario_name: &'a str,
-    pub scenario_description: &'a str,
-    pub scenario_source: String,
-    pub seed: u64,
-    pub layout: Value,
+    pub scenario: &'a Scenario,
+    pub layout: LayoutJson,
 }
 
-/// Adds the `cgroup` object to the child's report.json, or, when the child was killed, writes a
-/// report.json itself (the child's may be missing) with a `failures[]` entry
-/// (`CONTAINER_OOM_KILLED` or `EXECUTOR_LOST`) carrying the numbers. Returns the report written.
-pub fn finish_report(ctx: &ReportContext, sup: &Supervised) -> Result<Value, CgroupRunError> {
+/// Adds the `cgroup` section to the child's report.json, or, when the child was killed before
+/// it wrote one, writes an incomplete report itself; a killed child adds a `failures[]` entry
+/// (`CONTAINER_OOM_KILLED` or `EXECUTOR_LOST`, no stage or task: the executor died) carrying
+/// the numbers. The report is the run's one typed `Report`, written by the same atomic writer.
+pub fn finish_report(ctx: &ReportContext, sup: &Supervised) -> Result<Report, CgroupRunError> {
     let path = ctx.out_dir.join("report.json");
-    let existing: Option<Value> = std::fs::read(&path)
+    let child: Option<Report> = std::fs::read(&path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    let mut report = match (existing, sup.outcome) {
-        (Some(v @ Value::Object(_)), _) => v,
-        (_, _) => json!({
-            "spillway_version": env!("CARGO_PKG_VERSION"),
-            "scenario": {
-                "name": ctx.scenario_name,
-                "description": ctx.scenario_description,
-                "source": ctx.scenario_source,
-                "seed": ctx.seed,
-            },
-            "complete": false,
-            "layout": ctx.layout,
-            "stages": [],
-            "tasks": [],
-            "failures": [],
-        }),
-    };
-    let cgroup = serde_json::to_value(&sup.report).expect("the cgroup report serializes");
-    let obj = report.as_object_mut().expect("an object");
-    obj.insert("cgroup".into(), cgroup);
+    let mut report = child.unwrap_or_else(|| Report {
+        spillway_version: env!("CARGO_PKG_VERSION").into(),
+        scenario: ScenarioInfo::of(ctx.scenario),
+        complete: false,
+        layout: ctx.layout.clone(),
+        ..Report::default()
+    });
+    report.cgroup = Some(sup.report.clone());
     let error = match sup.outcome {
         ChildOutcome::Exited { .. } => None,
         ChildOutcome::OomKilled => Some("CONTAINER_OOM_KILLED"),
         ChildOutcome::Killed { .. } => Some("EXECUTOR_LOST"),
     };
     if let Some(error) = error {
-        let entry = json!({
+        report.complete = false;
+        report.failures.push(FailureReport {
             // Not a task's failure: the whole executor died (Spark: ExecutorLostFailure).
-            "stageId": Value::Null,
-            "taskId": Value::Null,
-            "error": error,
-            "message": explain(&sup.report),
-            "limitBytes": sup.report.limit_bytes,
-            "peakUsageBytes": sup.report.peak_usage_bytes,
-            "oomKill": sup.report.oom_kill,
-            "exitStatus": sup.report.exit_status,
+            stage_id: None,
+            task_id: None,
+            error: error.into(),
+            message: explain(&sup.report),
+            limit_bytes: Some(sup.report.limit_bytes),
+            peak_usage_bytes: Some(sup.report.peak_usage_bytes),
+            oom_kill: Some(sup.report.oom_kill),
+            exit_status: Some(sup.report.exit_status),
         });
-        match obj.get_mut("failures") {
-            Some(Value::Array(a)) => a.push(entry),
-            _ => {
-                obj.insert("failures".into(), Value::Array(vec![entry]));
-            }
-        }
     }
-    let bytes = serde_json::to_vec_pretty(&report).expect("a JSON value serializes");
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, &bytes)
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|source| CgroupRunError::Output {
-            path: path.clone(),
-            source,
-        })?;
+    write_report(&report, ctx.out_dir).map_err(|source| CgroupRunError::Output { path, source })?;
     Ok(report)
 }
 

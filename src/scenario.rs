@@ -61,9 +61,10 @@ pub enum ScenarioError {
 }
 
 /// What a stage's tasks are meant to do: succeed, or fail (a reproduced OOM is a result).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Expect {
+    #[default]
     Success,
     Failure,
 }

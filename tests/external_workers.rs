@@ -211,11 +211,15 @@ fn memory_error_then_recovery(worker: &str) {
     let r = run(
         &conf,
         &format!(
-            "[[stages]]\nkind = \"python\"\ntasks = 1\nbytes_per_task = \"400m\"\nworker = \"{worker}\"\n\
+            "[[stages]]\nkind = \"python\"\ntasks = 1\nbytes_per_task = \"400m\"\nworker = \"{worker}\"\nexpect = \"failure\"\n\
              [[stages]]\nkind = \"python\"\ntasks = 1\nbytes_per_task = \"64m\"\nworker = \"{worker}\"\n"
         ),
     );
-    assert_eq!(r.code, 0, "a task's MemoryError is a result: {}", r.stderr);
+    assert_eq!(
+        r.code, 0,
+        "a declared MemoryError is a result: {}",
+        r.stderr
+    );
     let rep = &r.report;
     assert_eq!(stage(rep, 0)["numFailedTasks"], 1);
     assert_eq!(stage(rep, 1)["numCompleteTasks"], 1, "{}", rep["failures"]);

@@ -31,7 +31,7 @@ pub use pool::{PoolConfig, WorkerPool};
 pub use report::{ContainerKill, ContainerReport, ExternalReport, PythonStageInfo, WorkerRecord};
 
 /// Which program a worker runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkerKind {
     /// `python3 python_worker.py`: a real CPython worker.
@@ -64,9 +64,10 @@ pub enum WorkerChoice {
 /// structures a real executor carries and includes the harness's own buffers, so the number it
 /// would kill on is not YARN's. Warning shows the overrun with YARN's message without failing
 /// runs that real Spark might finish; `kill` reproduces the YARN kill on purpose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MonitorPolicy {
+    #[default]
     Off,
     Warn,
     Kill,

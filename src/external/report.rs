@@ -1,14 +1,14 @@
 //! `report.json`'s `external` part: the overhead account, the container monitor's verdicts and
 //! each worker's life (docs/report.md). Plain serializable data; the pool gathers it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::overhead::Peaks;
 use super::pool::PoolConfig;
 use super::{MonitorPolicy, WorkerKind};
 
 /// One worker's life, for the report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerRecord {
     pub pid: u32,
     pub kind: WorkerKind,
@@ -45,7 +45,7 @@ impl WorkerRecord {
 }
 
 /// The container kill, with its numbers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContainerKill {
     pub total_rss_bytes: u64,
     pub executor_rss_bytes: u64,
@@ -57,7 +57,7 @@ pub struct ContainerKill {
 }
 
 /// How a python stage chose its worker.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PythonStageInfo {
     pub stage_id: u32,
     pub worker: WorkerKind,
@@ -65,7 +65,7 @@ pub struct PythonStageInfo {
 }
 
 /// The container monitor's part of the report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ContainerReport {
     pub policy: MonitorPolicy,
     pub limit_bytes: u64,
@@ -78,7 +78,7 @@ pub struct ContainerReport {
 }
 
 /// `report.json`'s `external`: the overhead account (docs/spark-model.md §11) and the workers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ExternalReport {
     /// `spark.executor.memoryOverhead` (or its factor/minimum) in bytes.
     pub overhead_bytes: u64,

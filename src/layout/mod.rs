@@ -688,7 +688,7 @@ pub struct HeapRanges {
 }
 
 /// The JSON contract of `spillway layout --json` and of `report.json`'s `layout`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct LayoutJson {
     pub system_memory: i64,
     pub reserved: i64,

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 
 mod control;
+pub mod report;
 
 pub use control::{
     CgroupError, CgroupStats, ChildCgroup, check_limit_target, panic_on_oom, set_memory_limit,
@@ -17,7 +18,7 @@ pub use control::{
 };
 
 /// Which hierarchy the memory controller lives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CgroupVersion {
     V1,

@@ -21,8 +21,8 @@ use crate::stage::{RunContext, StageTaskRun};
 use crate::timeline::{Sample, Sampler};
 
 pub use report::{
-    FailureReport, GapReport, MemoryReport, RddReport, Report, StageReport, TaskReport,
-    Verification, summary_table, unexpected_outcomes, write_report,
+    FailureReport, GapReport, MemoryReport, RddReport, Report, ScenarioInfo, StageReport,
+    TaskReport, Verification, summary_table, unexpected_outcomes, write_report,
 };
 
 /// How to run a scenario.

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::conf::{SparkConf, format_mib};
 use crate::executor::Executor;
@@ -20,7 +20,7 @@ use crate::timeline::Sample;
 use super::{StageRun, failure_of, peak, stage_digests};
 
 /// `report.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Report {
     pub spillway_version: String,
     pub scenario: ScenarioInfo,
@@ -45,9 +45,12 @@ pub struct Report {
     pub external: crate::external::ExternalReport,
     pub timeline: TimelineInfo,
     pub plots: Vec<String>,
+    /// The executor's memory cgroup, in a `run --cgroup` (written by the supervisor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<crate::pressure::report::CgroupReport>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ScenarioInfo {
     pub name: String,
     pub description: String,
@@ -55,8 +58,22 @@ pub struct ScenarioInfo {
     pub seed: u64,
 }
 
+impl ScenarioInfo {
+    pub fn of(scenario: &Scenario) -> ScenarioInfo {
+        ScenarioInfo {
+            name: scenario.name.clone(),
+            description: scenario.description.clone(),
+            source: scenario
+                .path
+                .as_ref()
+                .map_or_else(|| "built-in".to_string(), |p| p.display().to_string()),
+            seed: scenario.seed,
+        }
+    }
+}
+
 /// One stage, as the REST API's `StageData` names it, plus spillway's spill and evict timings.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StageReport {
     pub stage_id: u32,
@@ -102,13 +119,13 @@ pub struct StageReport {
 }
 
 /// One task, as the REST API's `TaskData` names it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskReport {
     pub task_id: u64,
     pub stage_id: u32,
     pub index: u32,
-    pub status: &'static str,
+    pub status: String,
     pub peak_execution_memory: u64,
     pub memory_bytes_spilled: u64,
     pub disk_bytes_spilled: u64,
@@ -121,7 +138,7 @@ pub struct TaskReport {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StorageReport {
     pub rdds: Vec<RddReport>,
     /// Blocks that are not RDD partitions (broadcasts) in memory and on disk.
@@ -129,7 +146,7 @@ pub struct StorageReport {
 }
 
 /// One cached RDD, as the REST API's `RDDStorageInfo` names it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RddReport {
     pub id: u32,
@@ -144,17 +161,27 @@ pub struct RddReport {
     pub disk_file_bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FailureReport {
-    pub stage_id: u32,
-    pub task_id: u64,
+    /// `null` when the whole executor died (Spark's `ExecutorLostFailure`), not one task.
+    pub stage_id: Option<u32>,
+    pub task_id: Option<u64>,
     pub error: String,
     pub message: String,
+    /// The container's numbers, when the executor's memory cgroup ended it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_usage_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_kill: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<i32>,
 }
 
 /// Peaks per region and the gap between what the model accounts and what is resident.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MemoryReport {
     pub reserved_bytes: u64,
     pub peak_user_bytes: u64,
@@ -177,7 +204,7 @@ pub struct MemoryReport {
 }
 
 /// What the largest gap with memory at rest consisted of.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GapReport {
     pub at_ms: f64,
     pub rss_bytes: u64,
@@ -194,7 +221,7 @@ pub struct GapReport {
     pub explanation: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Verification {
     pub records_in: u64,
     pub records_out: u64,
@@ -205,7 +232,7 @@ pub struct Verification {
     pub ok: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TimelineInfo {
     pub csv: String,
     pub samples: usize,
@@ -301,7 +328,7 @@ pub(crate) fn build(i: Inputs) -> Report {
                 task_id: run.task_attempt_id,
                 stage_id: s.stage_id,
                 index: run.partition,
-                status: "SUCCESS",
+                status: "SUCCESS".into(),
                 peak_execution_memory: run.peak_execution_memory,
                 memory_bytes_spilled: 0,
                 disk_bytes_spilled: 0,
@@ -335,14 +362,15 @@ pub(crate) fn build(i: Inputs) -> Report {
                 }
                 Err(_) => {
                     r.num_failed_tasks += 1;
-                    t.status = "FAILED";
+                    t.status = "FAILED".into();
                     if let Some((class, message)) = failure_of(run) {
                         t.error = Some(class.clone());
                         failures.push(FailureReport {
-                            stage_id: s.stage_id,
-                            task_id: run.task_attempt_id,
+                            stage_id: Some(s.stage_id),
+                            task_id: Some(run.task_attempt_id),
                             error: class,
                             message,
+                            ..FailureReport::default()
                         });
                     }
                 }
@@ -403,8 +431,9 @@ pub(crate) fn build(i: Inputs) -> Report {
     // YARN killed the container: the run's own failure, after the tasks it took down.
     if let Some(k) = &i.external.container_monitor.kill {
         failures.push(FailureReport {
-            stage_id: i.stages.last().map_or(0, |s| s.stage_id),
-            task_id: 0,
+            // The executor's failure, in the stage it was running; no one task's.
+            stage_id: i.stages.last().map(|s| s.stage_id),
+            task_id: None,
             error: "CONTAINER_KILLED_PHYSICAL_MEMORY".into(),
             message: format!(
                 "{} (exit status {}; executor {} bytes + Python workers {} bytes = {} bytes \
@@ -416,6 +445,8 @@ pub(crate) fn build(i: Inputs) -> Report {
                 k.total_rss_bytes,
                 k.container_bytes
             ),
+            exit_status: Some(k.exit_status),
+            ..FailureReport::default()
         });
         verification.ok = false;
     }
@@ -443,16 +474,7 @@ pub(crate) fn build(i: Inputs) -> Report {
         complete: i.stages.len() == i.scenario.stages.len() && killed_in.is_none(),
         interrupted: None,
         unexpected_stages,
-        scenario: ScenarioInfo {
-            name: i.scenario.name.clone(),
-            description: i.scenario.description.clone(),
-            source: i
-                .scenario
-                .path
-                .as_ref()
-                .map_or_else(|| "built-in".to_string(), |p| p.display().to_string()),
-            seed: i.scenario.seed,
-        },
+        scenario: ScenarioInfo::of(i.scenario),
         wall_time_ms: ms(i.wall),
         layout: i.layout.to_json(),
         conf: i
@@ -476,6 +498,7 @@ pub(crate) fn build(i: Inputs) -> Report {
             interval_ms: i.interval_ms,
         },
         plots: i.plots.iter().map(|s| s.to_string()).collect(),
+        cgroup: None,
     }
 }
 
@@ -653,9 +676,15 @@ pub fn unexpected_outcomes(report: &Report) -> Option<String> {
     {
         let mut classes: BTreeMap<&str, u32> = BTreeMap::new();
         let mut tasks = Vec::new();
-        for f in report.failures.iter().filter(|f| f.stage_id == s.stage_id) {
+        for f in report
+            .failures
+            .iter()
+            .filter(|f| f.stage_id == Some(s.stage_id))
+        {
             *classes.entry(f.error.as_str()).or_default() += 1;
-            tasks.push(f.task_id.to_string());
+            if let Some(t) = f.task_id {
+                tasks.push(t.to_string());
+            }
         }
         let line = match s.expect {
             Expect::Failure => format!(
@@ -755,10 +784,12 @@ pub fn summary_table(report: &Report, out_dir: &Path) -> String {
         } else {
             format!("[{}] {first_line}", f.error)
         };
-        out.push_str(&format!(
-            "\nFAILED stage {} task {}: {text}\n",
-            f.stage_id, f.task_id
-        ));
+        let place = match (f.stage_id, f.task_id) {
+            (Some(s), Some(t)) => format!("stage {s} task {t}"),
+            (Some(s), None) => format!("stage {s} (the executor)"),
+            _ => "the executor".to_string(),
+        };
+        out.push_str(&format!("\nFAILED {place}: {text}\n"));
     }
     let m = &report.memory;
     out.push_str(&format!(

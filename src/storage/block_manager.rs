@@ -45,7 +45,7 @@ pub enum StorageError {
 }
 
 /// Where a read found its block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReadFrom {
     Memory,
