@@ -242,6 +242,7 @@ mod tests {
         let section = readme
             .split("## Exit status")
             .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
             .expect("README.md has an \"Exit status\" section");
         for r in TABLE {
             assert!(help.contains(r.code) && help.contains(r.meaning), "{help}");

@@ -6,9 +6,10 @@
 //! | `UnifiedMemoryManager.getMaxMemory`, `ResourceProfile` | [`layout`] | [`layout::Layout`] |
 //! | JVM heap, `HeapMemoryAllocator`, `UnsafeMemoryAllocator` | [`region`] | mappings, ranges, page allocators |
 //! | `MemoryPool`, `UnifiedMemoryManager`, `TaskMemoryManager` | [`memory`] | pools and task memory |
-//! | the container (YARN NodeManager / kubelet memory limit, exit 137) | [`pressure`], [`cgroup_run`] | [`pressure::ChildCgroup`], [`cgroup_run::supervise`] |
+//! | the container (YARN NodeManager / kubelet memory limit, exit 137) | [`pressure`], [`cgroup_run`] | [`pressure::ChildCgroup`], [`cgroup_run::run`], [`cgroup_run::supervise`] |
 //! | `PythonWorkerFactory`, `worker.py`, `ExternalMerger`, YARN's pmem check | [`external`] | [`external::WorkerPool`] |
 //! | `UnsafeExternalSorter`, `ExternalAppendOnlyMap`, `TaskMetrics` | [`tasks`] | [`tasks::sort::ExternalSorter`], [`tasks::aggregate::SpillableAggregator`], [`tasks::TaskMetrics`] |
+//! | `SparkExitCode` (how the process ends; spillway's own numbers) | [`exit`] | [`exit::ExitStatus`], [`exit::Exit`] |
 
 pub mod bench;
 pub mod cgroup_run;
