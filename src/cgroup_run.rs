@@ -37,7 +37,7 @@ impl ChildOutcome {
     pub fn shell_status(&self) -> i32 {
         match *self {
             ChildOutcome::Exited { code } => code,
-            ChildOutcome::OomKilled => 128 + crate::region::sys::SIGKILL,
+            ChildOutcome::OomKilled => 128 + crate::proc_ctl::SIGKILL,
             ChildOutcome::Killed { signal } => 128 + signal,
         }
     }
@@ -131,7 +131,7 @@ pub fn supervise(
 
     let mut cmd = Command::new(exe);
     cmd.args(args);
-    crate::region::sys::confine_child(&mut cmd, cgroup.open_procs_files()?, 1000);
+    crate::proc_ctl::confine_child(&mut cmd, cgroup.open_procs_files()?, 1000);
     let child = cmd.spawn().map_err(|source| CgroupRunError::Spawn {
         exe: exe.to_path_buf(),
         source,
@@ -198,7 +198,7 @@ pub fn classify(status: ExitStatus, oom_kill_before: u64, oom_kill_after: u64) -
     match (status.code(), status.signal()) {
         (Some(code), _) => ChildOutcome::Exited { code },
         (None, Some(sig))
-            if sig == crate::region::sys::SIGKILL && oom_kill_after > oom_kill_before =>
+            if sig == crate::proc_ctl::SIGKILL && oom_kill_after > oom_kill_before =>
         {
             ChildOutcome::OomKilled
         }

@@ -6,7 +6,7 @@
 //! | `UnifiedMemoryManager.getMaxMemory`, `ResourceProfile` | [`layout`] | [`layout::Layout`] |
 //! | JVM heap, `HeapMemoryAllocator`, `UnsafeMemoryAllocator` | [`region`] | mappings, ranges, page allocators |
 //! | `MemoryPool`, `UnifiedMemoryManager`, `TaskMemoryManager` | [`memory`] | pools and task memory |
-//! | the container (YARN NodeManager / kubelet memory limit, exit 137) | [`pressure`], [`cgroup_run`] | [`pressure::ChildCgroup`], [`cgroup_run::supervise`] |
+//! | the container (YARN NodeManager / kubelet memory limit, exit 137) | [`pressure`], [`cgroup_run`], [`proc_ctl`] | [`pressure::ChildCgroup`], [`cgroup_run::supervise`], [`proc_ctl::confine_child`] |
 //! | `PythonWorkerFactory`, `worker.py`, `ExternalMerger`, YARN's pmem check | [`external`] | [`external::WorkerPool`] |
 //! | `UnsafeExternalSorter`, `ExternalAppendOnlyMap`, `TaskMetrics` | [`tasks`] | [`tasks::sort::ExternalSorter`], [`tasks::aggregate::SpillableAggregator`], [`tasks::TaskMetrics`] |
 
@@ -22,6 +22,7 @@ pub mod memory;
 pub mod metrics;
 pub mod oom;
 pub mod pressure;
+pub mod proc_ctl;
 pub mod region;
 pub mod run;
 pub mod scenario;
