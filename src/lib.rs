@@ -18,6 +18,7 @@ pub mod executor;
 pub mod external;
 pub mod layout;
 pub mod log;
+pub mod machine;
 pub mod memory;
 pub mod metrics;
 pub mod oom;
