@@ -122,7 +122,7 @@ fn worker_rss_agrees_with_sysinfo_after_it_writes_200_mib() {
         "worker {pid}: spillway reads {ours} bytes, sysinfo {theirs} bytes"
     );
     assert!(
-        ours >= WRITTEN_BYTES && ours <= WRITTEN_BYTES + 128 * MIB,
+        (WRITTEN_BYTES..=WRITTEN_BYTES + 128 * MIB).contains(&ours),
         "worker {pid} wrote {WRITTEN_BYTES} bytes but spillway reads RSS {ours} bytes"
     );
 
