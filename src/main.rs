@@ -157,6 +157,7 @@ struct LayoutArgs {
 }
 
 fn main() -> ExitCode {
+    spillway::log::init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Layout(args) => layout(args),
