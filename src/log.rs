@@ -3,7 +3,7 @@
 //!
 //! Code anywhere in the crate logs through the `log` macros with the Spark component as the
 //! target (`::log::warn!(target: "MemoryStore", "...")`), or through the small helpers below
-//! ([`warn`], [`info`], [`log`]) that do exactly that. The binary installs [`SpillwayLogger`]
+//! ([`warn()`], [`info()`], [`log()`]) that do exactly that. The binary installs [`SpillwayLogger`]
 //! once with [`init`]; without it (a library user, a unit test) the records go to the facade's
 //! no-op logger.
 //!
