@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::data::PartitionData;
+use crate::machine::{MachineInfo, load_average_1m};
 use crate::memory::{MemoryMode, PoolSizes, UnifiedMemoryManager};
 use crate::region::{Mapping, PageAllocator, ReleasePolicy};
 use crate::spill::{
@@ -150,15 +151,6 @@ pub struct MachineLoad {
 /// Above this CPU pressure the report warns that the ratios understate spillway.
 const BUSY_CPU_PRESSURE: f64 = 0.10;
 
-fn load_average_1m() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 fn cpu_stall_us() -> Option<u64> {
     crate::pressure::read_psi(Path::new("/proc/pressure/cpu")).map(|p| p.some_total_us)
 }
@@ -170,7 +162,8 @@ pub struct BenchReport {
     pub spillway: SpillwayRates,
     pub ratios: Ratios,
     pub config: BenchConfig,
-    pub cpu: String,
+    /// The machine it ran on (CPU, cores, memory, OS), read when the run started.
+    pub host: MachineInfo,
     pub machine: MachineLoad,
     pub elapsed_ms: u64,
 }
@@ -209,19 +202,6 @@ fn drop_cache(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The CPU model from /proc/cpuinfo.
-pub fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
 /// `n` 56-byte records whose 8-byte big-endian keys are `key(i)`; the rest is filler.
 fn records(n: usize, key: impl Fn(u64) -> u64) -> Vec<u8> {
     let mut out = vec![0u8; n * RECORD_BYTES];
@@ -246,7 +226,8 @@ pub fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Bench
         "runs and repeats must be >= 1"
     );
     let started = Instant::now();
-    let load_start = load_average_1m();
+    let host = MachineInfo::detect();
+    let load_start = host.load_average.map(|l| l.one_minute);
     let stall_start = cpu_stall_us();
     let work = tempfile::Builder::new()
         .prefix("spillway-bench-")
@@ -343,7 +324,7 @@ pub fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Bench
             evict_pages: "evict: kept mapped (as a JVM keeps its heap); evict_and_release: \
                           returned to the kernel with madvise(DONTNEED)",
         },
-        cpu: cpu_model(),
+        host,
         machine: MachineLoad {
             load_average_1m_start: load_start,
             load_average_1m_end: load_average_1m(),
@@ -631,7 +612,7 @@ pub fn render(r: &BenchReport) -> String {
         "spillway bench: {} on {}, {} MiB in {} files of {} KiB, {} KiB buffer, {} repeats\n\
          median (min .. max over repeats)\n\n",
         c.dir.display(),
-        r.cpu,
+        r.host.cpu_label(),
         c.size_bytes / MIB,
         c.runs,
         c.file_bytes / 1024,

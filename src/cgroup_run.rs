@@ -270,7 +270,7 @@ pub fn supervise(
 
     let mut cmd = Command::new(exe);
     cmd.args(args);
-    crate::region::sys::confine_child(&mut cmd, cgroup.open_procs_files()?, 1000);
+    crate::proc_ctl::confine_child(&mut cmd, cgroup.open_procs_files()?, 1000);
     let child = cmd.spawn().map_err(|source| CgroupRunError::Spawn {
         exe: exe.to_path_buf(),
         source,
@@ -337,7 +337,7 @@ pub fn classify(status: ExitStatus, oom_kill_before: u64, oom_kill_after: u64) -
     match (status.code(), status.signal()) {
         (Some(code), _) => ChildOutcome::Exited { code },
         (None, Some(sig))
-            if sig == crate::region::sys::SIGKILL && oom_kill_after > oom_kill_before =>
+            if sig == crate::proc_ctl::SIGKILL && oom_kill_after > oom_kill_before =>
         {
             ChildOutcome::OomKilled
         }
@@ -389,6 +389,7 @@ pub fn finish_report(ctx: &ReportContext, sup: &Supervised) -> Result<Report, Cg
         .and_then(|b| serde_json::from_slice(&b).ok());
     let mut report = child.unwrap_or_else(|| Report {
         spillway_version: env!("CARGO_PKG_VERSION").into(),
+        machine: crate::machine::MachineInfo::detect(),
         scenario: ScenarioInfo::of(ctx.scenario),
         complete: false,
         layout: ctx.layout.clone(),

@@ -165,6 +165,7 @@ struct LayoutArgs {
 }
 
 fn main() -> ExitCode {
+    spillway::log::init();
     let cli = Cli::parse();
     let done = |r: Result<(), Failure>| r.map(|()| ExitStatus::Success);
     let result = match cli.command {

@@ -16,7 +16,7 @@ use super::agg::{
     spill_partition, udf_block, udf_checksum_of,
 };
 use super::protocol::{ProtocolError, Reply, Request, read_frame, write_frame};
-use crate::region::sys::{get_rlimit_as, set_rlimit_as};
+use crate::proc_ctl::{get_rlimit_as, set_rlimit_as};
 
 /// The worker's exit code after a task failed (PySpark: `sys.exit(-1)`).
 const EXIT_AFTER_ERROR: u8 = 255;

@@ -491,7 +491,7 @@ fn kill_cgroup(dir: &Path, version: CgroupVersion) -> bool {
             let _ = write_file(&kill_file, "1", "kill");
         } else {
             for pid in pids {
-                let _ = crate::region::sys::send_signal(pid, crate::region::sys::SIGKILL);
+                let _ = crate::proc_ctl::send_signal(pid, crate::proc_ctl::SIGKILL);
             }
         }
         if Instant::now() > deadline {

@@ -23,7 +23,7 @@ impl ChildOutcome {
     pub fn shell_status(&self) -> i32 {
         match *self {
             ChildOutcome::Exited { code } => code,
-            ChildOutcome::OomKilled => 128 + crate::region::sys::SIGKILL,
+            ChildOutcome::OomKilled => 128 + crate::proc_ctl::SIGKILL,
             ChildOutcome::Killed { signal } => 128 + signal,
         }
     }

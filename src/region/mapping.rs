@@ -1,7 +1,6 @@
 //! [`Mapping`] (one anonymous private mapping, unmapped on drop) and [`Range`] (a slice of one).
 
 use std::fmt;
-use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::resident::os_page_size;
@@ -58,23 +57,29 @@ pub enum RegionError {
 /// The heap (`spark.executor.memory` bytes) is one mapping, the off-heap arena
 /// (`spark.memory.offHeap.size`) another. `MAP_NORESERVE` means the mapping costs address space
 /// only: pages become real (resident) when first written, exactly like an untouched JVM heap.
+///
+/// The mapping itself is a `memmap2::MmapRaw` (memmap2 makes the `mmap`/`munmap` calls and checks
+/// their results); spillway adds the claim list and the residency queries. `MmapRaw` hands out
+/// raw pointers from `&self`, which is what a shared heap needs: its bytes are reached only
+/// through [`MemoryBlock`](super::MemoryBlock)s (exclusive `&mut self` access to disjoint pieces)
+/// or through [`Range::touch`]/[`Range::release`], which hold the claim lock and refuse claimed
+/// bytes; every other `&self` method is a system call that does not read the bytes from Rust
+/// (`mincore`, `madvise` on free or unclaimed pages). So sharing a `Mapping` across threads is
+/// sound, and `Send`/`Sync` follow from its fields.
+///
+/// Transparent huge pages are refused for the mapping (`MADV_NOHUGEPAGE`, best effort): the
+/// model's residency is counted in OS pages, a touched reserved range and a written page must
+/// cost exactly their bytes, and `MADV_DONTNEED` of a free 4 KiB page must give it back. Under
+/// `transparent_hugepage=always` the kernel would otherwise back the heap with 2 MiB pages and
+/// RSS would no longer follow the pools.
 pub struct Mapping {
-    base: NonNull<u8>,
+    /// `None` for the empty mapping (`mmap` refuses a zero length).
+    map: Option<memmap2::MmapRaw>,
     len: u64,
     name: &'static str,
     /// `[start, end)` mapping offsets owned by page allocators; see the module doc.
     claims: Mutex<Vec<(u64, u64)>>,
 }
-
-// SAFETY: a Mapping is address space plus a Mutex-protected claim list. Its bytes are reached
-// only through MemoryBlocks (exclusive `&mut self` access to disjoint pieces) or through
-// Range::touch/release, which hold the claim lock and refuse claimed bytes; the raw base pointer
-// itself is never dereferenced without one of those guarantees, so sharing it across threads is
-// sound.
-unsafe impl Send for Mapping {}
-// SAFETY: see `Send` above; every `&self` method is either a syscall that does not access the
-// bytes from Rust (mincore, madvise on unclaimed or free pages) or is serialised by `claims`.
-unsafe impl Sync for Mapping {}
 
 impl Mapping {
     /// Maps `len` bytes of anonymous private memory, reserving no swap.
@@ -85,7 +90,7 @@ impl Mapping {
         let claims = Mutex::new(Vec::new());
         if len == 0 {
             return Ok(Arc::new(Mapping {
-                base: NonNull::dangling(),
+                map: None,
                 len,
                 name,
                 claims,
@@ -98,26 +103,17 @@ impl Mapping {
         };
         let len_usize = usize::try_from(len)
             .map_err(|_| map_failed(std::io::Error::from_raw_os_error(libc::ENOMEM)))?;
-        // SAFETY: a fresh anonymous mapping at an address the kernel chooses (addr = null, no
-        // MAP_FIXED) cannot alias any existing Rust object; fd -1 and offset 0 are what
-        // MAP_ANONYMOUS requires. The result is checked against MAP_FAILED below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len_usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(map_failed(std::io::Error::last_os_error()));
-        }
-        let base = NonNull::new(ptr.cast::<u8>())
-            .ok_or_else(|| map_failed(std::io::Error::from_raw_os_error(libc::EFAULT)))?;
+        let map = memmap2::MmapOptions::new()
+            .len(len_usize)
+            .no_reserve_swap()
+            .map_anon()
+            .map_err(map_failed)?;
+        // Best effort: a kernel built without transparent huge pages has none to refuse and
+        // answers EINVAL, which changes nothing for us.
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::NoHugePage);
         Ok(Arc::new(Mapping {
-            base,
+            map: Some(memmap2::MmapRaw::from(map)),
             len,
             name,
             claims,
@@ -141,7 +137,14 @@ impl Mapping {
 
     /// Address of the first byte, for diagnostics.
     pub fn base_addr(&self) -> usize {
-        self.base.as_ptr() as usize
+        self.base_ptr() as usize
+    }
+
+    /// The first byte's address (dangling, never dereferenced, for the empty mapping).
+    fn base_ptr(&self) -> *mut u8 {
+        self.map
+            .as_ref()
+            .map_or(std::ptr::NonNull::dangling().as_ptr(), |m| m.as_mut_ptr())
     }
 
     /// The whole mapping as a [`Range`] named like the mapping.
@@ -163,7 +166,7 @@ impl Mapping {
             self.len
         );
         // `wrapping_add` keeps this a safe function; in bounds it is the same as `add`.
-        self.base.as_ptr().wrapping_add(offset as usize)
+        self.base_ptr().wrapping_add(offset as usize)
     }
 
     /// Records `[start, end)` as owned by a page allocator, refusing an overlap with an existing
@@ -200,23 +203,21 @@ impl Mapping {
         if lo >= hi {
             return;
         }
+        let Some(map) = &self.map else {
+            return;
+        };
         // SAFETY: [lo, hi) is page-aligned and inside this live mapping (hi is at most the
         // page-rounded mapping length, which the kernel mapped). The caller guarantees that no
         // Rust reference covers these pages, so their contents reverting to zero is not observed
         // by anyone holding a reference.
         let rc = unsafe {
-            libc::madvise(
-                self.ptr_at(lo).cast(),
+            map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                lo as usize,
                 (hi - lo) as usize,
-                libc::MADV_DONTNEED,
             )
         };
-        debug_assert_eq!(
-            rc,
-            0,
-            "madvise(DONTNEED) [{lo}, {hi}): {}",
-            std::io::Error::last_os_error()
-        );
+        debug_assert!(rc.is_ok(), "madvise(DONTNEED) [{lo}, {hi}): {rc:?}");
     }
 
     /// Bytes of mapping offsets `[start, end)` that are resident, via `mincore`: each resident
@@ -262,24 +263,6 @@ impl Mapping {
             at += pages * page;
         }
         resident
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        if self.len == 0 {
-            return;
-        }
-        // SAFETY: base/len are exactly what mmap returned; every Range, allocator and block holds
-        // an Arc<Mapping>, so when the last Arc drops no reference into the mapping remains.
-        let rc = unsafe { libc::munmap(self.base.as_ptr().cast(), self.len as usize) };
-        debug_assert_eq!(
-            rc,
-            0,
-            "munmap of '{}': {}",
-            self.name,
-            std::io::Error::last_os_error()
-        );
     }
 }
 

@@ -13,7 +13,6 @@
 //! | [`MemoryBlock`] | an owned, disjoint piece of a range; frees itself on drop | `MemoryBlock` |
 //! | [`UserArena`] | a per-task bump arena over the user range | "user memory": UDF objects outside the unified manager |
 //! | [`process_rss_bytes`] | the process's resident set from `/proc` | executor metric `ProcessTreeJVMRSSMemory` |
-//! | [`sys`] | process control for cgroup runs: `pre_exec` confinement, signals | the YARN NodeManager's container launch |
 //!
 //! # Why the safe API is sound
 //!
@@ -42,7 +41,6 @@ mod alloc;
 mod arena;
 mod mapping;
 mod resident;
-pub mod sys;
 
 pub use alloc::{
     AllocError, DEFAULT_POOL_LIMIT_BYTES, GRANULE_BYTES, MemoryBlock, POOL_MIN_BLOCK_BYTES,

@@ -114,6 +114,8 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
         .clamp(10, 1000) as u64;
     let exception_on_leak = conf.bool(keys::EXCEPTION_ON_MEMORY_LEAK)?.unwrap_or(false);
 
+    // Read before the run loads the machine, so the load average is the machine's own.
+    let machine = crate::machine::MachineInfo::detect();
     let baseline_rss = crate::region::process_rss_bytes().unwrap_or(0);
     // What a run killed before it could clean up left in the local directories (crate::sweep).
     crate::sweep::sweep_local_dirs(&crate::storage::disk::DiskBlockManager::configured_roots(
@@ -192,6 +194,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
     let external = pool.report();
 
     let report = report::build(report::Inputs {
+        machine,
         scenario,
         conf: &conf,
         layout: &layout,

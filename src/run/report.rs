@@ -23,6 +23,8 @@ use super::{StageRun, failure_of, peak, stage_digests};
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Report {
     pub spillway_version: String,
+    /// The machine the run ran on (CPU, cores, memory, load at the start).
+    pub machine: crate::machine::MachineInfo,
     pub scenario: ScenarioInfo,
     /// Whether every stage of the scenario ran. `false` after an interrupt, a container kill,
     /// or (written by the `--cgroup` supervisor) when the executor died.
@@ -240,6 +242,7 @@ pub struct TimelineInfo {
 }
 
 pub(crate) struct Inputs<'a> {
+    pub machine: crate::machine::MachineInfo,
     pub scenario: &'a Scenario,
     pub conf: &'a SparkConf,
     pub layout: &'a Layout,
@@ -471,6 +474,7 @@ pub(crate) fn build(i: Inputs) -> Report {
         .collect();
     Report {
         spillway_version: env!("CARGO_PKG_VERSION").into(),
+        machine: i.machine,
         complete: i.stages.len() == i.scenario.stages.len() && killed_in.is_none(),
         interrupted: None,
         unexpected_stages,

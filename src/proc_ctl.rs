@@ -1,8 +1,22 @@
-//! Thin, safe wrappers over the process-control system calls spillway needs (the crate keeps
-//! every `unsafe` block inside `region/`): for cgroup runs, the child's set-up between fork and
-//! exec (join cgroups, die with the parent, be the OOM killer's first choice), sending signals,
-//! and the `vm.panic_on_oom` check; for external workers, `getrlimit`/`setrlimit` of
-//! `RLIMIT_AS`.
+//! Process control: the system calls that act on processes, not on memory, behind safe wrappers.
+#![allow(unsafe_code)]
+//!
+//! Why this module is allowed `unsafe`: `libc` offers these calls only as `unsafe fn`s (they
+//! take raw descriptors and pointers, and the `pre_exec` hook runs between `fork` and `exec`,
+//! where only async-signal-safe calls are allowed). The crate root denies `unsafe_code`; this
+//! module and `region/` (memory: mappings, `madvise`, `mincore`, raw pointers) are the only
+//! places that allow it, and each unsafe block here carries a `// SAFETY:` comment.
+//!
+//! What it may hold: wrappers over system calls about processes — their creation set-up,
+//! signals, resource limits — each a small safe function whose arguments cannot break memory
+//! safety. Nothing here maps, reads or writes memory that Rust code holds references to; memory
+//! belongs in `region/`.
+//!
+//! | function | used by | for |
+//! |---|---|---|
+//! | [`confine_child`] | `cgroup_run` | the child's set-up between fork and exec: join its cgroups, die with the parent, be the OOM killer's first choice |
+//! | [`send_signal`], [`SIGKILL`] | `pressure::control`, `cgroup_run` | killing a cgroup's processes (v1), classifying exits |
+//! | [`get_rlimit_as`], [`set_rlimit_as`] | `external::worker` | a worker lowering its own `RLIMIT_AS`, as PySpark's `worker.py` does |
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
