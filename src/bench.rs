@@ -690,3 +690,40 @@ pub fn render(r: &BenchReport) -> String {
     }
     s
 }
+
+impl crate::exit::Exit for anyhow::Error {
+    /// `bench` reports with `anyhow`: bad input when a configuration or scenario error is in
+    /// the chain, else a failure of the run.
+    fn exit_status(&self) -> crate::exit::ExitStatus {
+        let bad = self
+            .chain()
+            .any(|e| e.is::<crate::conf::ConfError>() || e.is::<crate::scenario::ScenarioError>());
+        if bad {
+            crate::exit::ExitStatus::BadInput
+        } else {
+            crate::exit::ExitStatus::Failure
+        }
+    }
+}
+
+#[cfg(test)]
+mod exit_tests {
+    use crate::exit::Exit;
+    #[test]
+    fn errors_map_bad_input_to_2_and_the_machine_to_1() {
+        let conf = crate::conf::ConfError::MissingEquals("x".into());
+        assert_eq!(conf.exit_status().code(), 2);
+        let exec =
+            crate::executor::ExecutorError::Conf(crate::conf::ConfError::MissingEquals("x".into()));
+        assert_eq!(exec.exit_status(), crate::exit::ExitStatus::BadInput);
+        let cgroup = crate::pressure::CgroupError::NoCgroup;
+        assert_eq!(cgroup.exit_status(), crate::exit::ExitStatus::Failure);
+        let wrapped =
+            anyhow::Error::from(crate::conf::ConfError::MissingEquals("x".into())).context("bench");
+        assert_eq!(wrapped.exit_status(), crate::exit::ExitStatus::BadInput);
+        assert_eq!(
+            anyhow::anyhow!("disk").exit_status(),
+            crate::exit::ExitStatus::Failure
+        );
+    }
+}

@@ -401,3 +401,16 @@ impl Residency {
         out
     }
 }
+
+impl crate::exit::Exit for ExecutorError {
+    /// The configuration and the local directories it names are input; a mapping that the
+    /// kernel refuses is the machine.
+    fn exit_status(&self) -> crate::exit::ExitStatus {
+        match self {
+            ExecutorError::Conf(_) | ExecutorError::LocalDirs(_) => {
+                crate::exit::ExitStatus::BadInput
+            }
+            ExecutorError::Region(_) => crate::exit::ExitStatus::Failure,
+        }
+    }
+}

@@ -16,11 +16,6 @@
 
 use std::fmt;
 
-use crate::conf::ConfError;
-use crate::executor::ExecutorError;
-use crate::run::RunError;
-use crate::scenario::ScenarioError;
-
 /// How the process ends. Numbers follow the shell: 0 is success, 2 is a usage error (as clap
 /// exits for a bad flag), and 128 + n means "ended by signal n".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -144,67 +139,11 @@ pub fn help_text() -> String {
     s
 }
 
-/// An error that can end the process says which status it ends it with. Implemented for every
-/// error type of the library that reaches `main`, so the binary never picks a number itself.
+/// An error that can end the process says which status it ends it with. Implemented beside
+/// every error type of the library that reaches `main` (this module is a leaf every layer may
+/// use), so the binary never picks a number itself.
 pub trait Exit {
     fn exit_status(&self) -> ExitStatus;
-}
-
-impl Exit for ConfError {
-    /// Every configuration error is bad input (see [`ConfError`]).
-    fn exit_status(&self) -> ExitStatus {
-        ExitStatus::BadInput
-    }
-}
-
-impl Exit for ScenarioError {
-    /// A scenario that cannot be read or parsed is bad input, as a missing properties file is.
-    fn exit_status(&self) -> ExitStatus {
-        ExitStatus::BadInput
-    }
-}
-
-impl Exit for ExecutorError {
-    /// The configuration and the local directories it names are input; a mapping that the
-    /// kernel refuses is the machine.
-    fn exit_status(&self) -> ExitStatus {
-        match self {
-            ExecutorError::Conf(_) | ExecutorError::LocalDirs(_) => ExitStatus::BadInput,
-            ExecutorError::Region(_) => ExitStatus::Failure,
-        }
-    }
-}
-
-impl Exit for RunError {
-    fn exit_status(&self) -> ExitStatus {
-        if self.is_bad_input() {
-            ExitStatus::BadInput
-        } else {
-            ExitStatus::Failure
-        }
-    }
-}
-
-impl Exit for crate::pressure::CgroupError {
-    /// A missing, refused or unwritable cgroup is the machine's state, not the user's input.
-    fn exit_status(&self) -> ExitStatus {
-        ExitStatus::Failure
-    }
-}
-
-impl Exit for anyhow::Error {
-    /// `bench` reports with `anyhow`: bad input when a configuration or scenario error is in
-    /// the chain, else a failure of the run.
-    fn exit_status(&self) -> ExitStatus {
-        let bad = self
-            .chain()
-            .any(|e| e.is::<ConfError>() || e.is::<ScenarioError>());
-        if bad {
-            ExitStatus::BadInput
-        } else {
-            ExitStatus::Failure
-        }
-    }
 }
 
 #[cfg(test)]
@@ -255,18 +194,5 @@ mod tests {
         for s in ["129", "130", "143"] {
             assert!(help.contains(s) && section.contains(s), "{s}");
         }
-    }
-
-    #[test]
-    fn errors_map_bad_input_to_2_and_the_machine_to_1() {
-        let conf = ConfError::MissingEquals("x".into());
-        assert_eq!(conf.exit_status().code(), 2);
-        let exec = ExecutorError::Conf(ConfError::MissingEquals("x".into()));
-        assert_eq!(exec.exit_status(), ExitStatus::BadInput);
-        let cgroup = crate::pressure::CgroupError::NoCgroup;
-        assert_eq!(cgroup.exit_status(), ExitStatus::Failure);
-        let wrapped = anyhow::Error::from(ConfError::MissingEquals("x".into())).context("bench");
-        assert_eq!(wrapped.exit_status(), ExitStatus::BadInput);
-        assert_eq!(anyhow::anyhow!("disk").exit_status(), ExitStatus::Failure);
     }
 }

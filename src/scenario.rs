@@ -337,6 +337,13 @@ fn parse_stage(
     })
 }
 
+impl crate::exit::Exit for ScenarioError {
+    /// A scenario that cannot be read or parsed is bad input, as a missing properties file is.
+    fn exit_status(&self) -> crate::exit::ExitStatus {
+        crate::exit::ExitStatus::BadInput
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,3 +81,10 @@ pub enum ConfError {
         reason: String,
     },
 }
+
+impl crate::exit::Exit for ConfError {
+    /// Every configuration error is bad input (see `ConfError`).
+    fn exit_status(&self) -> crate::exit::ExitStatus {
+        crate::exit::ExitStatus::BadInput
+    }
+}

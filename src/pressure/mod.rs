@@ -360,6 +360,13 @@ pub fn parse_psi(text: &str) -> Option<Psi> {
     seen.then_some(psi)
 }
 
+impl crate::exit::Exit for CgroupError {
+    /// A missing, refused or unwritable cgroup is the machine's state, not the user's input.
+    fn exit_status(&self) -> crate::exit::ExitStatus {
+        crate::exit::ExitStatus::Failure
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

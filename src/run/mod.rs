@@ -452,3 +452,13 @@ pub(crate) fn stage_digests(runs: &[StageTaskRun]) -> (RecordDigest, RecordDiges
 pub(crate) fn peak(samples: &[Sample], f: impl Fn(&Sample) -> u64) -> u64 {
     samples.iter().map(f).max().unwrap_or(0)
 }
+
+impl crate::exit::Exit for RunError {
+    fn exit_status(&self) -> crate::exit::ExitStatus {
+        if self.is_bad_input() {
+            crate::exit::ExitStatus::BadInput
+        } else {
+            crate::exit::ExitStatus::Failure
+        }
+    }
+}
