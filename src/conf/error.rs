@@ -73,6 +73,13 @@ pub enum ConfError {
         #[source]
         source: std::io::Error,
     },
+    /// A properties file that Java's `Properties.load` would refuse (or that holds a string
+    /// spillway cannot represent), naming the file and the line.
+    #[error("properties file {path}: {error}")]
+    PropertiesSyntax {
+        path: PathBuf,
+        error: super::properties::PropertiesError,
+    },
     /// A value spillway cannot honour although Spark would parse it (named with the reason).
     #[error("unsupported value for {key}: '{value}': {reason}")]
     Unsupported {

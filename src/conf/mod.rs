@@ -69,11 +69,14 @@ impl SparkConf {
 
     /// Sets `key` to `value`, remembering its source. Later calls override earlier ones.
     /// Keys outside `spark.*`/`spillway.*` are ignored with a warning, as spark-submit does.
+    /// The value is trimmed as Java's `String.trim` does (every character up to U+0020, not
+    /// Unicode spaces such as U+00A0), which every typed reader of Spark applies anyway.
     pub fn set_from(&mut self, key: &str, value: &str, source: ConfSource) -> &mut Self {
         let key = key.trim();
         if key.starts_with("spark.") || key.starts_with("spillway.") {
+            let value = value.trim_matches(|c: char| c <= ' ');
             self.entries
-                .insert(key.to_string(), (value.trim().to_string(), source));
+                .insert(key.to_string(), (value.to_string(), source));
         } else {
             self.ignored.push(key.to_string());
         }
@@ -89,15 +92,23 @@ impl SparkConf {
         Ok(())
     }
 
-    /// Loads a spark-defaults.conf style file (Java properties: `key value`, `key=value` or
-    /// `key: value`, `#`/`!` comments, `\` continuations and escapes).
+    /// Loads a spark-defaults.conf style file as Spark's `Utils.getPropertiesFromFile` does:
+    /// Java properties syntax (see [`properties`]) over the file decoded as UTF-8 (a malformed
+    /// byte sequence becomes U+FFFD, as Java's `InputStreamReader` makes it), each value
+    /// trimmed with [`properties::spark_trim`].
     pub fn load_properties_file(&mut self, path: &Path) -> Result<(), ConfError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfError::PropertiesFile {
+        let bytes = std::fs::read(path).map_err(|source| ConfError::PropertiesFile {
             path: path.to_path_buf(),
             source,
         })?;
-        for (key, value) in properties::parse(&text) {
-            self.set_from(&key, &value, ConfSource::PropertiesFile(path.to_path_buf()));
+        let text = String::from_utf8_lossy(&bytes);
+        let pairs = properties::parse(&text).map_err(|error| ConfError::PropertiesSyntax {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        for (key, value) in pairs {
+            let value = properties::spark_trim(&value);
+            self.set_from(&key, value, ConfSource::PropertiesFile(path.to_path_buf()));
         }
         Ok(())
     }
