@@ -88,7 +88,7 @@ impl Executor {
     /// Maps the heap (and the off-heap arena when `spark.memory.offHeap.enabled`), carves the
     /// heap into its regions and touches the reserved region.
     pub fn start(layout: &Layout, conf: &SparkConf) -> Result<Executor, ExecutorError> {
-        let retain = conf.bool(keys::RETAIN_FREED_MEMORY)?.unwrap_or(false);
+        let retain = conf.get_bool(keys::RETAIN_FREED_MEMORY)?;
         let policy = if retain {
             ReleasePolicy::Keep
         } else {
@@ -133,10 +133,8 @@ impl Executor {
         };
         // Freed pages kept for reuse are resident but no longer accounted: keep the pool small
         // so the model's picture of memory stays true (`spillway.memory.pagePoolBytes`).
-        let pool = conf
-            .size_as(keys::PAGE_POOL_BYTES, crate::conf::ByteUnit::Byte)?
-            .unwrap_or(16 << 20)
-            .max(0) as u64;
+        // Non-negative by the key table's limits.
+        let pool = conf.get_size(keys::PAGE_POOL_BYTES)? as u64;
         let allocator = |r: &Range| PageAllocator::with_pool_limit(r.clone(), policy, pool);
         let user_allocator = Arc::new(allocator(&user)?);
         let unified_allocator = Arc::new(allocator(&unified)?);
@@ -146,17 +144,10 @@ impl Executor {
         };
         let memory_manager = Arc::new(UnifiedMemoryManager::new(layout.pool_sizes()));
         let unroll = UnrollConf {
-            initial_threshold: conf
-                .long(keys::UNROLL_MEMORY_THRESHOLD)?
-                .unwrap_or(1 << 20)
-                .max(0) as u64,
-            check_period: conf
-                .long(keys::UNROLL_MEMORY_CHECK_PERIOD)?
-                .unwrap_or(16)
-                .max(1) as u64,
-            growth_factor: conf
-                .double(keys::UNROLL_MEMORY_GROWTH_FACTOR)?
-                .unwrap_or(1.5),
+            // Within the key table's limits: a threshold >= 0, a period >= 1.
+            initial_threshold: conf.get_long(keys::UNROLL_MEMORY_THRESHOLD)? as u64,
+            check_period: conf.get_long(keys::UNROLL_MEMORY_CHECK_PERIOD)? as u64,
+            growth_factor: conf.get_double(keys::UNROLL_MEMORY_GROWTH_FACTOR)?,
         };
         let memory_store = MemoryStore::new(
             Arc::clone(&memory_manager),

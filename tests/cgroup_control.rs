@@ -1,15 +1,13 @@
 //! `ChildCgroup` through the library: create, limit and read back, observe, and removal on drop,
 //! on `remove` and on a panic (docs/reliability.md test plan items 19 and 22). Needs a writable
-//! memory cgroup; otherwise prints `SKIPPED: <reason>` and returns.
+//! memory cgroup; otherwise prints `SKIPPED: <test>: <reason>` (`skip_support`) and returns.
 
 use std::path::PathBuf;
 
 use spillway::pressure::{CgroupVersion, ChildCgroup, OwnCgroup};
 
-fn skip(reason: &str) {
-    println!("SKIPPED: {reason}");
-    eprintln!("SKIPPED: {reason}");
-}
+mod skip_support;
+use skip_support::skip;
 
 fn own_writable() -> Result<OwnCgroup, String> {
     let own = OwnCgroup::discover().ok_or("no memory cgroup is mounted")?;

@@ -2,7 +2,7 @@
 //! 22): a run that fits, a kernel OOM kill, a SIGKILLed supervisor, and a clean-up audit after
 //! each. They need a writable memory cgroup (root on v1 or this hybrid host, a delegated
 //! `memory` controller on v2) and `vm.panic_on_oom = 0`; where that is missing they print
-//! `SKIPPED: <reason>` and return.
+//! `SKIPPED: <test>: <reason>` (`skip_support`) and return.
 //!
 //! Real memory stays under 2 GiB: the largest child is limited to 900 MiB and one runs at a
 //! time (the tests take a lock).
@@ -14,12 +14,10 @@ use std::time::{Duration, Instant};
 
 use spillway::pressure::{CgroupVersion, OwnCgroup, mem_available_bytes, panic_on_oom};
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+mod skip_support;
+use skip_support::skip;
 
-fn skip(reason: &str) {
-    println!("SKIPPED: {reason}");
-    eprintln!("SKIPPED: {reason}");
-}
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// The own cgroup if this process may create and limit child memory cgroups, else why not.
 fn writable_cgroup(limit_bytes: u64) -> Result<OwnCgroup, String> {

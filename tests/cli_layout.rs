@@ -98,6 +98,26 @@ fn bad_values_exit_2_naming_key_and_value() {
             vec!["spark.memory.offHeap.size"],
         ),
         ("spark.executor.memory", vec!["without '='"]),
+        (
+            "spark.executor.cores=4294967296",
+            vec!["spark.executor.cores", "4294967296", "should be int"],
+        ),
+        (
+            "spark.executor.cores=0",
+            vec!["'0' in spark.executor.cores is invalid", "positive"],
+        ),
+        (
+            "spark.task.cpus=0",
+            vec!["'0' in spark.task.cpus is invalid", "at least one core"],
+        ),
+        (
+            "spark.shuffle.file.buffer=4g",
+            vec!["spark.shuffle.file.buffer", "'4g'", "2097151"],
+        ),
+        (
+            "spillway.timeline.intervalMs=5",
+            vec!["spillway.timeline.intervalMs", "'5'", "10 to 1000"],
+        ),
     ] {
         let out = spillway(&["layout", "--conf", arg]);
         assert_eq!(out.status.code(), Some(2), "{arg}");

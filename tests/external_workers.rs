@@ -10,6 +10,9 @@ use std::process::Command;
 
 use serde_json::Value;
 
+mod skip_support;
+use skip_support::skip;
+
 struct Run {
     code: i32,
     stderr: String,
@@ -105,7 +108,7 @@ fn python3_present() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        eprintln!("SKIPPED: no working python3 with the resource module on this host");
+        skip("no working python3 with the resource module on this host");
     }
     ok
 }

@@ -2,15 +2,17 @@
 //! the file, with the partial file removed and execution/storage memory back where it was, and
 //! — where a directory is at fault (ENOSPC, EROFS, ENOENT) — the spill written again in the next
 //! local directory (`DiskBlockManager::write_temp_file`). Tests that need a mount are root-only
-//! and print `SKIPPED: <reason>` otherwise; the failpoint variants run everywhere.
+//! and print `SKIPPED: <test>: <reason>` otherwise; the failpoint variants run everywhere.
 
 mod faults_support;
+mod skip_support;
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
 
-use faults_support::{Tmpfs, bin, executor, files_under, private_dirs, skip};
+use faults_support::{Tmpfs, bin, executor, files_under, private_dirs};
+use skip_support::skip;
 use spillway::data::{PartitionData, stream_seed};
 use spillway::executor::Executor;
 use spillway::memory::{ConsumerSpillError, TaskMemoryError};

@@ -4,12 +4,14 @@
 //! to the root or own cgroup.
 
 mod faults_support;
+mod skip_support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use faults_support::{bin, executor, files_under, skip};
+use faults_support::{bin, executor, files_under};
+use skip_support::skip;
 use spillway::data::{PartitionData, stream_seed};
 use spillway::pressure::OwnCgroup;
 use spillway::pressure::check_limit_target;

@@ -2,6 +2,9 @@
 
 use std::process::Command;
 
+mod skip_support;
+use skip_support::skip;
+
 fn spillway(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_spillway"))
         .args(args)
@@ -171,8 +174,9 @@ fn writable_memory_cgroup() -> Result<(), String> {
 #[test]
 fn container_under_a_cgroup_is_the_kernels_oom_kill() {
     if let Err(why) = writable_memory_cgroup() {
-        println!("SKIPPED: container --cgroup needs a writable memory cgroup: {why}");
-        return;
+        return skip(&format!(
+            "container --cgroup needs a writable memory cgroup: {why}"
+        ));
     }
     let out = spillway(&["oom", "container", "--cgroup", "--json"]);
     assert!(

@@ -1,7 +1,7 @@
 //! spillway against real Apache Spark (PySpark, local mode), through `scripts/spark/`.
 //!
 //! These tests need `python3` with `pyspark` (`pip install -r scripts/spark/requirements.txt`)
-//! and a `java` on the PATH; without them each test prints `SKIPPED: <reason>` and passes, so CI
+//! and a `java` on the PATH; without them each test prints `SKIPPED: <test>: <reason>` and passes, so CI
 //! does not have to install Spark. They start real Spark JVMs (about a minute each on a quiet
 //! machine), one test at a time.
 //!
@@ -14,6 +14,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
+
+mod skip_support;
+use skip_support::skip;
 
 /// One Spark at a time: the machine is small and the UI port is shared.
 static SPARK: Mutex<()> = Mutex::new(());
@@ -73,8 +76,7 @@ fn tail(s: &str, lines: usize) -> String {
 #[test]
 fn cache_issue_caches_ten_of_twelve_on_spark_and_spillway() {
     if let Some(reason) = skip_reason() {
-        println!("SKIPPED: {reason}");
-        return;
+        return skip(&reason);
     }
     let _one = SPARK.lock().unwrap_or_else(|e| e.into_inner());
     let scenario = Path::new("scripts/spark/scenarios/cache-12-memory-only.toml");
@@ -127,8 +129,7 @@ fn cache_issue_caches_ten_of_twelve_on_spark_and_spillway() {
 #[test]
 fn layout_equals_spark_storage_memory_to_the_byte() {
     if let Some(reason) = skip_reason() {
-        println!("SKIPPED: {reason}");
-        return;
+        return skip(&reason);
     }
     let _one = SPARK.lock().unwrap_or_else(|e| e.into_inner());
     let v = python_json("layouts.py", &["--json"]);

@@ -8,6 +8,9 @@ use std::path::Path;
 
 use spillway::spill::{SpillError, SpillKind, SpillSink, SpillWriter, SpillWriterOptions};
 
+mod skip_support;
+use skip_support::skip;
+
 /// A sink that accepts `budget` bytes, then fails with `errno` (after a short write, like a
 /// filling disk). `fail_sync` makes `fsync` fail instead.
 struct Failpoint {
@@ -139,8 +142,7 @@ fn failed_fsync_is_never_trusted() {
 #[test]
 fn dev_full_is_storage_full_and_leaves_nothing() {
     if !Path::new("/dev/full").exists() {
-        eprintln!("skipped: no /dev/full on this system (the failpoint tests cover ENOSPC)");
-        return;
+        return skip("no /dev/full on this system (the failpoint tests cover ENOSPC)");
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("full.spill");

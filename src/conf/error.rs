@@ -29,6 +29,15 @@ pub enum ConfError {
         value: String,
         message: &'static str,
     },
+    /// A number outside the limits of the key table (`keys::Limits`), in the key's own unit.
+    #[error("'{value}' in {key} is invalid. {message} (accepted: {min} to {max})")]
+    OutOfRange {
+        key: String,
+        value: String,
+        min: i64,
+        max: i64,
+        message: &'static str,
+    },
     /// `SparkConf.validateSettings` (docs/spark-model.md §12.3).
     #[error("{key} should be between 0 and 1 (was '{value}').")]
     FractionOutOfRange { key: String, value: String },
@@ -72,6 +81,13 @@ pub enum ConfError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    /// A properties file that Java's `Properties.load` would refuse (or that holds a string
+    /// spillway cannot represent), naming the file and the line.
+    #[error("properties file {path}: {error}")]
+    PropertiesSyntax {
+        path: PathBuf,
+        error: super::properties::PropertiesError,
     },
     /// A value spillway cannot honour although Spark would parse it (named with the reason).
     #[error("unsupported value for {key}: '{value}': {reason}")]

@@ -32,7 +32,33 @@ pub struct KeyDef {
     pub kind: Kind,
     /// Spark's default as Spark writes it; `None` when the key is unset by default.
     pub default: Option<&'static str>,
+    /// The values spillway accepts for a number-valued key, in the key's own unit.
+    pub limits: Limits,
     pub doc: &'static str,
+}
+
+/// Inclusive bounds of a number-valued key (an `Int`, `Long` or `Bytes` key, in its own unit),
+/// checked wherever the key is read: a value outside them is a `ConfError::OutOfRange` naming
+/// the key and the value (exit 2). `message` is Spark's `checkValue` text where Spark checks
+/// the key, else why spillway cannot honour the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub min: i64,
+    pub max: i64,
+    pub message: &'static str,
+}
+
+/// No bounds beyond the type's own.
+pub const ANY: Limits = Limits {
+    min: i64::MIN,
+    max: i64::MAX,
+    message: "",
+};
+
+impl Limits {
+    pub fn contains(&self, v: i64) -> bool {
+        (self.min..=self.max).contains(&v)
+    }
 }
 
 pub const EXECUTOR_MEMORY: &str = "spark.executor.memory";
@@ -42,6 +68,9 @@ pub const EXECUTOR_MEMORY_OVERHEAD_FACTOR: &str = "spark.executor.memoryOverhead
 pub const PYSPARK_EXECUTOR_MEMORY: &str = "spark.executor.pyspark.memory";
 pub const PYTHON_WORKER_MEMORY: &str = "spark.python.worker.memory";
 pub const EXECUTOR_CORES: &str = "spark.executor.cores";
+/// `spark.task.cpus`: cores each task claims. Range-checked; spillway's scheduler runs one
+/// task per executor core, so another value is a warning.
+pub const TASK_CPUS: &str = "spark.task.cpus";
 pub const EXECUTOR_JAVA_OPTIONS: &str = "spark.executor.extraJavaOptions";
 pub const MEMORY_FRACTION: &str = "spark.memory.fraction";
 pub const MEMORY_STORAGE_FRACTION: &str = "spark.memory.storageFraction";
@@ -83,204 +112,285 @@ pub const KEYS: &[KeyDef] = &[
         key: EXECUTOR_MEMORY,
         kind: Kind::Bytes(ByteUnit::MiB),
         default: Some("1g"),
+        limits: ANY,
         doc: "executor JVM heap (-Xmx); MiB when unit-less",
     },
     KeyDef {
         key: EXECUTOR_MEMORY_OVERHEAD,
         kind: Kind::Bytes(ByteUnit::MiB),
         default: None,
+        limits: ANY,
         doc: "non-heap memory per executor; overrides the factor and minimum",
     },
     KeyDef {
         key: EXECUTOR_MIN_MEMORY_OVERHEAD,
         kind: Kind::Bytes(ByteUnit::MiB),
         default: Some("384m"),
+        limits: ANY,
         doc: "floor of the factor-based overhead",
     },
     KeyDef {
         key: EXECUTOR_MEMORY_OVERHEAD_FACTOR,
         kind: Kind::Double,
         default: Some("0.1"),
+        limits: ANY,
         doc: "overhead as a fraction of the heap",
     },
     KeyDef {
         key: PYSPARK_EXECUTOR_MEMORY,
         kind: Kind::Bytes(ByteUnit::MiB),
         default: None,
+        limits: ANY,
         doc: "memory for Python workers (RLIMIT_AS per worker = this / cores)",
     },
     KeyDef {
         key: PYTHON_WORKER_MEMORY,
         kind: Kind::PythonMemory,
         default: Some("512m"),
+        limits: ANY,
         doc: "Python worker aggregation spill threshold",
     },
     KeyDef {
         key: EXECUTOR_CORES,
         kind: Kind::Int,
         default: Some("1"),
+        limits: Limits {
+            min: 1,
+            max: i32::MAX as i64,
+            message: "Executor cores must be a positive number",
+        },
         doc: "task threads per executor",
+    },
+    KeyDef {
+        key: TASK_CPUS,
+        kind: Kind::Int,
+        default: Some("1"),
+        limits: Limits {
+            min: 1,
+            max: i32::MAX as i64,
+            message: "A task needs at least one core",
+        },
+        doc: "cores each task claims (checked; spillway runs one task per executor core)",
     },
     KeyDef {
         key: EXECUTOR_JAVA_OPTIONS,
         kind: Kind::Str,
         default: None,
+        limits: ANY,
         doc: "JVM options; may not set -Xmx",
     },
     KeyDef {
         key: MEMORY_FRACTION,
         kind: Kind::Double,
         default: Some("0.6"),
+        limits: ANY,
         doc: "fraction of (heap - 300 MiB) for the unified pool",
     },
     KeyDef {
         key: MEMORY_STORAGE_FRACTION,
         kind: Kind::Double,
         default: Some("0.5"),
+        limits: ANY,
         doc: "part of the unified pool immune to eviction",
     },
     KeyDef {
         key: MEMORY_OFFHEAP_ENABLED,
         kind: Kind::Bool,
         default: Some("false"),
+        limits: ANY,
         doc: "Tungsten pages off the heap",
     },
     KeyDef {
         key: MEMORY_OFFHEAP_SIZE,
         kind: Kind::Bytes(ByteUnit::Byte),
         default: Some("0"),
+        limits: Limits {
+            min: 0,
+            max: i64::MAX,
+            message: "The off-heap memory size must not be negative",
+        },
         doc: "off-heap arena; bytes when unit-less",
     },
     KeyDef {
         key: UNMANAGED_POLLING_INTERVAL,
         kind: Kind::TimeMs,
         default: Some("0s"),
+        limits: ANY,
         doc: "polling of unmanaged consumers (spillway has none)",
     },
     KeyDef {
         key: UNROLL_MEMORY_THRESHOLD,
         kind: Kind::Long,
         default: Some("1048576"),
+        limits: Limits {
+            min: 0,
+            max: i64::MAX,
+            message: "The initial unroll memory must not be negative",
+        },
         doc: "initial unroll memory per block",
     },
     KeyDef {
         key: UNROLL_MEMORY_CHECK_PERIOD,
         kind: Kind::Long,
         default: Some("16"),
+        limits: Limits {
+            min: 1,
+            max: i64::MAX,
+            message: "The unroll check period must be at least one element",
+        },
         doc: "elements between unroll size checks",
     },
     KeyDef {
         key: UNROLL_MEMORY_GROWTH_FACTOR,
         kind: Kind::Double,
         default: Some("1.5"),
+        limits: ANY,
         doc: "unroll memory growth factor",
     },
     KeyDef {
         key: SPILL_INITIAL_MEMORY_THRESHOLD,
         kind: Kind::Bytes(ByteUnit::Byte),
         default: Some("5m"),
+        limits: ANY,
         doc: "a spillable collection's first threshold",
     },
     KeyDef {
         key: SPILL_FORCE_SPILL_THRESHOLD,
         kind: Kind::Int,
         default: Some("2147483647"),
+        limits: ANY,
         doc: "records before a forced spill",
     },
     KeyDef {
         key: SPILL_BATCH_SIZE,
         kind: Kind::Long,
         default: Some("10000"),
+        limits: ANY,
         doc: "objects per spill batch",
     },
     KeyDef {
         key: SPILL_COMPRESS,
         kind: Kind::Bool,
         default: Some("true"),
+        limits: ANY,
         doc: "compress spills",
     },
     KeyDef {
         key: SHUFFLE_FILE_BUFFER,
         kind: Kind::Bytes(ByteUnit::KiB),
         default: Some("32k"),
+        limits: Limits {
+            min: 1,
+            max: (i32::MAX as i64 - 15) / 1024,
+            message: "The file buffer size must be positive and less than or equal to 2097151.",
+        },
         doc: "spill writer buffer; KiB when unit-less",
     },
     KeyDef {
         key: BUFFER_PAGE_SIZE,
         kind: Kind::Bytes(ByteUnit::Byte),
         default: None,
+        limits: ANY,
         doc: "Tungsten page size; default derived from the execution pool and cores",
     },
     KeyDef {
         key: PYSPARK_PYTHON,
         kind: Kind::Str,
         default: None,
+        limits: ANY,
         doc: "Python executable of the workers (default: PYSPARK_PYTHON, else python3)",
     },
     KeyDef {
         key: CONTAINER_MONITOR,
         kind: Kind::Str,
         default: Some("warn"),
+        limits: ANY,
         doc: "when executor + worker RSS passes the container: off, warn (YARN's log line) or kill (exit -104)",
     },
     KeyDef {
         key: LOCAL_DIR,
         kind: Kind::Str,
         default: None,
+        limits: ANY,
         doc: "comma-separated spill and block directories (default: the temp dir)",
     },
     KeyDef {
         key: EXCEPTION_ON_MEMORY_LEAK,
         kind: Kind::Bool,
         default: Some("false"),
+        limits: ANY,
         doc: "fail a task that leaks execution memory",
     },
     KeyDef {
         key: IS_PYTHON_APP,
         kind: Kind::Bool,
         default: None,
+        limits: ANY,
         doc: "count pyspark memory in the container (default: when it is set)",
     },
     KeyDef {
         key: TEST_MEMORY,
         kind: Kind::Long,
         default: None,
+        limits: Limits {
+            min: 0,
+            max: i64::MAX,
+            message: "a negative memory size cannot be mapped",
+        },
         doc: "system memory in bytes (instead of the JVM's max heap)",
     },
     KeyDef {
         key: TEST_RESERVED_MEMORY,
         kind: Kind::Long,
         default: None,
+        limits: Limits {
+            min: 0,
+            max: i64::MAX,
+            message: "a negative memory size cannot be mapped",
+        },
         doc: "reserved memory in bytes (default 300 MiB, 0 under spark.testing)",
     },
     KeyDef {
         key: IS_TESTING,
         kind: Kind::Str,
         default: None,
+        limits: ANY,
         doc: "when present, reserved memory defaults to 0",
     },
     KeyDef {
         key: JVM_GC,
         kind: Kind::Str,
         default: Some("g1"),
+        limits: ANY,
         doc: "g1 (JDK 17+ default) or parallel; G1 pages lose a 16-byte array header",
     },
     KeyDef {
         key: PAGE_POOL_BYTES,
         kind: Kind::Bytes(ByteUnit::Byte),
         default: Some("16m"),
+        limits: Limits {
+            min: 0,
+            max: i64::MAX,
+            message: "The pool of freed pages must not be negative",
+        },
         doc: "freed pages each allocator keeps for reuse without a syscall",
     },
     KeyDef {
         key: TIMELINE_INTERVAL_MS,
         kind: Kind::Long,
         default: Some("20"),
+        limits: Limits {
+            min: 10,
+            max: 1000,
+            message: "The timeline samples every 10 to 1000 ms",
+        },
         doc: "timeline sampling interval, 10..1000 ms",
     },
     KeyDef {
         key: RETAIN_FREED_MEMORY,
         kind: Kind::Bool,
         default: Some("false"),
+        limits: ANY,
         doc: "keep freed pages resident as a JVM keeps its heap (default: give them back)",
     },
 ];

@@ -69,11 +69,14 @@ impl SparkConf {
 
     /// Sets `key` to `value`, remembering its source. Later calls override earlier ones.
     /// Keys outside `spark.*`/`spillway.*` are ignored with a warning, as spark-submit does.
+    /// The value is trimmed as Java's `String.trim` does (every character up to U+0020, not
+    /// Unicode spaces such as U+00A0), which every typed reader of Spark applies anyway.
     pub fn set_from(&mut self, key: &str, value: &str, source: ConfSource) -> &mut Self {
         let key = key.trim();
         if key.starts_with("spark.") || key.starts_with("spillway.") {
+            let value = value.trim_matches(|c: char| c <= ' ');
             self.entries
-                .insert(key.to_string(), (value.trim().to_string(), source));
+                .insert(key.to_string(), (value.to_string(), source));
         } else {
             self.ignored.push(key.to_string());
         }
@@ -89,15 +92,23 @@ impl SparkConf {
         Ok(())
     }
 
-    /// Loads a spark-defaults.conf style file (Java properties: `key value`, `key=value` or
-    /// `key: value`, `#`/`!` comments, `\` continuations and escapes).
+    /// Loads a spark-defaults.conf style file as Spark's `Utils.getPropertiesFromFile` does:
+    /// Java properties syntax (see [`properties`]) over the file decoded as UTF-8 (a malformed
+    /// byte sequence becomes U+FFFD, as Java's `InputStreamReader` makes it), each value
+    /// trimmed with [`properties::spark_trim`].
     pub fn load_properties_file(&mut self, path: &Path) -> Result<(), ConfError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfError::PropertiesFile {
+        let bytes = std::fs::read(path).map_err(|source| ConfError::PropertiesFile {
             path: path.to_path_buf(),
             source,
         })?;
-        for (key, value) in properties::parse(&text) {
-            self.set_from(&key, &value, ConfSource::PropertiesFile(path.to_path_buf()));
+        let text = String::from_utf8_lossy(&bytes);
+        let pairs = properties::parse(&text).map_err(|error| ConfError::PropertiesSyntax {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        for (key, value) in pairs {
+            let value = properties::spark_trim(&value);
+            self.set_from(&key, value, ConfSource::PropertiesFile(path.to_path_buf()));
         }
         Ok(())
     }
@@ -140,6 +151,14 @@ impl SparkConf {
                 };
                 out.push(format!("{what} {key}: ignored"));
             }
+        }
+        if let Ok(Some(cpus)) = self.int(keys::TASK_CPUS)
+            && cpus != 1
+        {
+            out.push(format!(
+                "{}={cpus}: spillway runs one task per executor core",
+                keys::TASK_CPUS
+            ));
         }
         out
     }
@@ -185,6 +204,73 @@ impl SparkConf {
             .or_else(|| keys::lookup(key).and_then(|d| d.default.map(str::to_string)))
     }
 
+    /// The key table's entry for `key`, which must have a default: the typed `get_*` getters
+    /// serve keys that always have a value. A key without one is a bug in the caller (the
+    /// table test checks every default), not bad input.
+    fn table_default(key: &str) -> &'static str {
+        keys::lookup(key)
+            .and_then(|d| d.default)
+            .unwrap_or_else(|| panic!("{key} has no default in the key table"))
+    }
+
+    /// A string key's value, else its default from the key table.
+    pub fn get_str(&self, key: &str) -> &str {
+        self.get(key).unwrap_or_else(|| Self::table_default(key))
+    }
+
+    /// A `bytesConf` key with a default, in its own unit, range-checked.
+    pub fn get_size(&self, key: &str) -> Result<i64, ConfError> {
+        Self::table_default(key);
+        Ok(self.size(key)?.expect("a key with a default has a value"))
+    }
+
+    /// A `longConf` key with a default, range-checked.
+    pub fn get_long(&self, key: &str) -> Result<i64, ConfError> {
+        Self::table_default(key);
+        Ok(self.long(key)?.expect("a key with a default has a value"))
+    }
+
+    /// An `intConf` key with a default, range-checked.
+    pub fn get_int(&self, key: &str) -> Result<i32, ConfError> {
+        Self::table_default(key);
+        Ok(self.int(key)?.expect("a key with a default has a value"))
+    }
+
+    /// A `doubleConf` key with a default.
+    pub fn get_double(&self, key: &str) -> Result<f64, ConfError> {
+        Self::table_default(key);
+        Ok(self.double(key)?.expect("a key with a default has a value"))
+    }
+
+    /// A `booleanConf` key with a default.
+    pub fn get_bool(&self, key: &str) -> Result<bool, ConfError> {
+        Self::table_default(key);
+        Ok(self.bool(key)?.expect("a key with a default has a value"))
+    }
+
+    /// `spark.python.worker.memory`-style key with a default, in MiB.
+    pub fn get_python_memory_mib(&self, key: &str) -> Result<i64, ConfError> {
+        Self::table_default(key);
+        Ok(self
+            .python_memory_mib(key)?
+            .expect("a key with a default has a value"))
+    }
+
+    /// Checks a number read for `key` against the key table's limits.
+    fn in_limits(key: &str, value: &str, v: i64) -> Result<(), ConfError> {
+        let limits = keys::lookup(key).map_or(keys::ANY, |d| d.limits);
+        if limits.contains(v) {
+            return Ok(());
+        }
+        Err(ConfError::OutOfRange {
+            key: key.to_string(),
+            value: value.to_string(),
+            min: limits.min,
+            max: limits.max,
+            message: limits.message,
+        })
+    }
+
     /// A `bytesConf` key in its own unit (MiB for `spark.executor.memory`, bytes for
     /// `spark.memory.offHeap.size`, KiB for `spark.shuffle.file.buffer`), or its default.
     pub fn size(&self, key: &str) -> Result<Option<i64>, ConfError> {
@@ -192,7 +278,11 @@ impl SparkConf {
             Some(Kind::Bytes(unit)) => unit,
             _ => ByteUnit::Byte,
         };
-        self.size_as(key, unit)
+        let v = self.size_as(key, unit)?;
+        if let (Some(v), Some(raw)) = (v, self.raw_or_default(key)) {
+            Self::in_limits(key, &raw, v)?;
+        }
+        Ok(v)
     }
 
     /// A byte-string key read in `unit` (Spark's `getSizeAsBytes` is `unit = Byte`).
@@ -209,14 +299,22 @@ impl SparkConf {
             })
     }
 
-    /// A `longConf` key, or its default.
+    /// A `longConf` key, or its default, range-checked.
     pub fn long(&self, key: &str) -> Result<Option<i64>, ConfError> {
-        self.typed(key, "long", keys::parse_java_long)
+        let v = self.typed(key, "long", keys::parse_java_long)?;
+        if let (Some(v), Some(raw)) = (v, self.raw_or_default(key)) {
+            Self::in_limits(key, &raw, v)?;
+        }
+        Ok(v)
     }
 
-    /// An `intConf` key, or its default.
+    /// An `intConf` key, or its default, range-checked.
     pub fn int(&self, key: &str) -> Result<Option<i32>, ConfError> {
-        self.typed(key, "int", keys::parse_java_int)
+        let v = self.typed(key, "int", keys::parse_java_int)?;
+        if let (Some(v), Some(raw)) = (v, self.raw_or_default(key)) {
+            Self::in_limits(key, &raw, i64::from(v))?;
+        }
+        Ok(v)
     }
 
     /// A `doubleConf` key, or its default.
@@ -356,6 +454,91 @@ mod tests {
         let conf = SparkConf::new().with("spark.testing.memory", "1g");
         let err = conf.validate_values().unwrap_err().to_string();
         assert_eq!(err, "spark.testing.memory should be long, but was 1g");
+    }
+
+    #[test]
+    fn every_table_default_parses_within_its_limits() {
+        let conf = SparkConf::new();
+        for def in keys::KEYS {
+            let Some(default) = def.default else {
+                continue;
+            };
+            let checked = match def.kind {
+                Kind::Bytes(_) => conf.get_size(def.key).map(|_| ()),
+                Kind::Long => conf.get_long(def.key).map(|_| ()),
+                Kind::Int => conf.get_int(def.key).map(|_| ()),
+                Kind::Double => conf.get_double(def.key).map(|_| ()),
+                Kind::Bool => conf.get_bool(def.key).map(|_| ()),
+                Kind::PythonMemory => conf.get_python_memory_mib(def.key).map(|_| ()),
+                Kind::TimeMs | Kind::Str => Ok(()),
+            };
+            assert!(checked.is_ok(), "{} = {default}: {checked:?}", def.key);
+            assert!(def.limits.min <= def.limits.max, "{}", def.key);
+        }
+        assert!(conf.validate_values().is_ok());
+        assert!(conf.warnings().is_empty());
+    }
+
+    #[test]
+    fn out_of_range_values_name_key_and_value() {
+        // Past an int: Spark's own text (intConf).
+        let conf = SparkConf::new().with("spark.executor.cores", "4294967296");
+        let err = conf.validate_values().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "spark.executor.cores should be int, but was 4294967296"
+        );
+        for (key, value) in [
+            ("spark.task.cpus", "0"),
+            ("spark.task.cpus", "-1"),
+            ("spark.executor.cores", "0"),
+            ("spark.shuffle.file.buffer", "0"),
+            ("spark.shuffle.file.buffer", "2097152k"),
+            ("spark.storage.unrollMemoryCheckPeriod", "0"),
+            ("spark.storage.unrollMemoryThreshold", "-5"),
+            ("spark.testing.memory", "-1"),
+            ("spark.testing.reservedMemory", "-1"),
+            ("spillway.timeline.intervalMs", "9"),
+            ("spillway.timeline.intervalMs", "1001"),
+        ] {
+            let conf = SparkConf::new().with(key, value);
+            let err = conf.validate_values().unwrap_err();
+            assert!(
+                matches!(&err, ConfError::OutOfRange { key: k, value: v, .. } if k == key && v == value),
+                "{key}={value}: {err:?}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("'{value}' in {key} is invalid.")),
+                "{text}"
+            );
+        }
+        // The bounds themselves are accepted.
+        for (key, value) in [
+            ("spark.task.cpus", "1"),
+            ("spark.executor.cores", "2147483647"),
+            ("spark.shuffle.file.buffer", "2097151k"),
+            ("spillway.timeline.intervalMs", "10"),
+            ("spillway.timeline.intervalMs", "1000"),
+        ] {
+            let conf = SparkConf::new().with(key, value);
+            assert!(conf.validate_values().is_ok(), "{key}={value}");
+        }
+        assert_eq!(
+            SparkConf::new()
+                .with("spark.executor.cores", "8")
+                .get_int("spark.executor.cores")
+                .unwrap(),
+            8
+        );
+    }
+
+    #[test]
+    fn task_cpus_other_than_one_is_a_warning() {
+        let conf = SparkConf::new().with("spark.task.cpus", "2");
+        assert!(conf.validate_values().is_ok());
+        let w = conf.warnings();
+        assert!(w.iter().any(|w| w.contains("spark.task.cpus=2")), "{w:?}");
     }
 
     #[test]

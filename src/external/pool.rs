@@ -61,14 +61,12 @@ impl PoolConfig {
     ) -> Result<PoolConfig, ConfError> {
         let pyspark_mib = conf.size(keys::PYSPARK_EXECUTOR_MEMORY)?;
         let cores = layout.cores.max(1) as i64;
-        let policy = match conf.get(keys::CONTAINER_MONITOR) {
-            None => MonitorPolicy::Warn,
-            Some(v) => MonitorPolicy::parse(v).ok_or_else(|| ConfError::CheckFailed {
-                key: keys::CONTAINER_MONITOR.into(),
-                value: v.into(),
-                message: "spillway.container.monitor must be one of off, warn, kill",
-            })?,
-        };
+        let monitor = conf.get_str(keys::CONTAINER_MONITOR);
+        let policy = MonitorPolicy::parse(monitor).ok_or_else(|| ConfError::CheckFailed {
+            key: keys::CONTAINER_MONITOR.into(),
+            value: monitor.into(),
+            message: "spillway.container.monitor must be one of off, warn, kill",
+        })?;
         let python = conf
             .get(keys::PYSPARK_PYTHON)
             .map(str::to_string)
@@ -76,9 +74,7 @@ impl PoolConfig {
             .unwrap_or_else(|| "python3".into());
         Ok(PoolConfig {
             pyspark_memory_mb_per_worker: pyspark_mib.map(|m| m / cores),
-            python_worker_memory_mib: conf
-                .python_memory_mib(keys::PYTHON_WORKER_MEMORY)?
-                .unwrap_or(512),
+            python_worker_memory_mib: conf.get_python_memory_mib(keys::PYTHON_WORKER_MEMORY)?,
             local_dirs,
             spillway_exe: std::env::var_os("SPILLWAY_BIN")
                 .map(PathBuf::from)

@@ -78,7 +78,7 @@ impl MemoryConf {
     pub fn from_conf(conf: &SparkConf, system_memory: Option<i64>) -> Result<Self, ConfError> {
         conf.validate_values()?;
         for key in [keys::MEMORY_FRACTION, keys::MEMORY_STORAGE_FRACTION] {
-            let v = conf.double(key)?.unwrap_or(0.5);
+            let v = conf.get_double(key)?;
             // Spark's own comparison: NaN passes here (and then sizes a pool of 0).
             #[allow(clippy::manual_range_contains)]
             if v > 1.0 || v < 0.0 {
@@ -96,7 +96,7 @@ impl MemoryConf {
                 value: opts.to_string(),
             });
         }
-        let factor = req(conf.double(keys::EXECUTOR_MEMORY_OVERHEAD_FACTOR)?);
+        let factor = conf.get_double(keys::EXECUTOR_MEMORY_OVERHEAD_FACTOR)?;
         // `checkValue(v => v > 0.0)`: NaN fails too.
         #[allow(clippy::neg_cmp_op_on_partial_ord)]
         if !(factor > 0.0) {
@@ -106,36 +106,16 @@ impl MemoryConf {
                 message: "Ensure that memory overhead is a double greater than 0",
             });
         }
-        let cores = req(conf.int(keys::EXECUTOR_CORES)?);
-        if cores <= 0 {
-            return Err(ConfError::CheckFailed {
-                key: keys::EXECUTOR_CORES.to_string(),
-                value: cores.to_string(),
-                message: "Executor cores must be a positive number",
-            });
-        }
+        // Positive (Spark's check) by the key table's limits.
+        let cores = conf.get_int(keys::EXECUTOR_CORES)?;
         let executor_memory_check_bytes = if conf.contains(keys::EXECUTOR_MEMORY) {
             conf.size_as(keys::EXECUTOR_MEMORY, ByteUnit::Byte)?
         } else {
             None
         };
-        for key in [keys::TEST_MEMORY, keys::TEST_RESERVED_MEMORY] {
-            if let Some(v) = conf.long(key)?
-                && v < 0
-            {
-                return Err(ConfError::Unsupported {
-                    key: key.to_string(),
-                    value: v.to_string(),
-                    reason: "a negative memory size cannot be mapped".into(),
-                });
-            }
-        }
-        let gc = match conf
-            .get(keys::JVM_GC)
-            .unwrap_or("g1")
-            .to_ascii_lowercase()
-            .as_str()
-        {
+        // spark.testing.memory and spark.testing.reservedMemory are non-negative by the key
+        // table's limits (checked by validate_values above).
+        let gc = match conf.get_str(keys::JVM_GC).to_ascii_lowercase().as_str() {
             "g1" => Gc::G1,
             "parallel" | "serial" => Gc::Parallel,
             other => {
@@ -148,18 +128,18 @@ impl MemoryConf {
         };
         let pyspark_memory_mib = conf.size(keys::PYSPARK_EXECUTOR_MEMORY)?;
         Ok(MemoryConf {
-            executor_memory_mib: req(conf.size(keys::EXECUTOR_MEMORY)?),
+            executor_memory_mib: conf.get_size(keys::EXECUTOR_MEMORY)?,
             executor_memory_check_bytes,
             system_memory_override: system_memory,
             testing_memory: conf.long(keys::TEST_MEMORY)?,
             testing_reserved_memory: conf.long(keys::TEST_RESERVED_MEMORY)?,
             is_testing: conf.contains(keys::IS_TESTING),
-            memory_fraction: req(conf.double(keys::MEMORY_FRACTION)?),
-            storage_fraction: req(conf.double(keys::MEMORY_STORAGE_FRACTION)?),
-            off_heap_enabled: req(conf.bool(keys::MEMORY_OFFHEAP_ENABLED)?),
-            off_heap_size: req(conf.size(keys::MEMORY_OFFHEAP_SIZE)?),
+            memory_fraction: conf.get_double(keys::MEMORY_FRACTION)?,
+            storage_fraction: conf.get_double(keys::MEMORY_STORAGE_FRACTION)?,
+            off_heap_enabled: conf.get_bool(keys::MEMORY_OFFHEAP_ENABLED)?,
+            off_heap_size: conf.get_size(keys::MEMORY_OFFHEAP_SIZE)?,
             memory_overhead_mib: conf.size(keys::EXECUTOR_MEMORY_OVERHEAD)?,
-            min_memory_overhead_mib: req(conf.size(keys::EXECUTOR_MIN_MEMORY_OVERHEAD)?),
+            min_memory_overhead_mib: conf.get_size(keys::EXECUTOR_MIN_MEMORY_OVERHEAD)?,
             memory_overhead_factor: factor,
             is_python_app: conf
                 .bool(keys::IS_PYTHON_APP)?
@@ -170,11 +150,6 @@ impl MemoryConf {
             gc,
         })
     }
-}
-
-/// Keys with a default always have a value.
-fn req<T>(v: Option<T>) -> T {
-    v.expect("a key with a default has a value")
 }
 
 /// What set the memory overhead (docs/spark-model.md §11.1).

@@ -108,11 +108,9 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
         path: out_dir.clone(),
         source,
     })?;
-    let interval_ms = conf
-        .long(keys::TIMELINE_INTERVAL_MS)?
-        .unwrap_or(20)
-        .clamp(10, 1000) as u64;
-    let exception_on_leak = conf.bool(keys::EXCEPTION_ON_MEMORY_LEAK)?.unwrap_or(false);
+    // Layout::from_conf validated every key against its limits (10..=1000 ms here).
+    let interval_ms = conf.get_long(keys::TIMELINE_INTERVAL_MS)? as u64;
+    let exception_on_leak = conf.get_bool(keys::EXCEPTION_ON_MEMORY_LEAK)?;
 
     // Read before the run loads the machine, so the load average is the machine's own.
     let machine = crate::machine::MachineInfo::detect();

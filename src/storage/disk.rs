@@ -178,15 +178,8 @@ impl DiskBlockManager {
     /// directory; comma-separated. A directory that cannot be used is skipped with a warning.
     pub fn from_conf(conf: &SparkConf) -> Result<DiskBlockManager, LocalDirError> {
         let roots = Self::configured_roots(conf);
-        let buffer_kib = conf.size(keys::SHUFFLE_FILE_BUFFER)?.unwrap_or(32);
-        if buffer_kib <= 0 || buffer_kib > (i32::MAX as i64 - 15) / 1024 {
-            return Err(ConfError::CheckFailed {
-                key: keys::SHUFFLE_FILE_BUFFER.to_string(),
-                value: buffer_kib.to_string(),
-                message: "The file buffer size must be positive and less than or equal to 2097151.",
-            }
-            .into());
-        }
+        // 1..=2097151 KiB (Spark's check) by the key table's limits.
+        let buffer_kib = conf.get_size(keys::SHUFFLE_FILE_BUFFER)?;
         let dbm = Self::new(&roots, buffer_kib as usize * 1024)?;
         if let Ok(text) = std::env::var(DISK_FAULT_ENV) {
             let fault = DiskFault::parse(&text).map_err(|reason| LocalDirError::NoLocalDir {

@@ -16,11 +16,6 @@ pub fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
-pub fn skip(reason: &str) {
-    println!("SKIPPED: {reason}");
-    eprintln!("SKIPPED: {reason}");
-}
-
 /// A tmpfs mounted on a fresh temporary directory; unmounted (lazily if busy) and removed on drop.
 pub struct Tmpfs {
     pub dir: tempfile::TempDir,

@@ -1,9 +1,11 @@
 //! The clean-up audit (docs/reliability.md test plan 19): after every other test binary, nothing
-//! spillway created is left. Cargo runs integration-test binaries in alphabetical order of
-//! their names (doc-tests come after all of them), so this binary, `zz_…`, runs last.
+//! spillway created is left. It must run after the whole suite, which cargo does not order, so
+//! its tests are `#[ignore]`d and `.ci/run` runs them as an explicit last step:
+//! `cargo test --test cleanup_audit -- --ignored`.
 //!
-//! "This test run" is everything since the `cargo test` that started this binary (its parent
-//! process) began, so leftovers of other, concurrent sessions on the same host are reported
+//! "This test run" is everything since `SPILLWAY_AUDIT_SINCE` (Unix seconds; `.ci/run` sets it
+//! before the main `cargo test`), else since the `cargo test` that started this binary (its
+//! parent process) began; leftovers of other, concurrent sessions on the same host are reported
 //! but do not fail the audit. Checked:
 //! - no `spillway-<pid>-*` cgroup of a dead owner below the own cgroup, in the v1 memory tree
 //!   and in the cgroup2 tree (v2 or hybrid);
@@ -16,9 +18,18 @@ use std::path::{Path, PathBuf};
 use spillway::pressure::OwnCgroup;
 use spillway::sweep::{owner_pid, pid_alive};
 
-/// When the `cargo test` run began: the start of this process's parent (its `/proc` entry's
-/// change time), else the epoch (audit everything).
+mod skip_support;
+use skip_support::skip;
+
+/// When the audited run began: `SPILLWAY_AUDIT_SINCE`, else the start of this process's parent
+/// (its `/proc` entry's change time), else the epoch (audit everything).
 fn run_started_secs() -> i64 {
+    if let Ok(v) = std::env::var("SPILLWAY_AUDIT_SINCE") {
+        return v
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("SPILLWAY_AUDIT_SINCE={v:?} is not Unix seconds: {e}"));
+    }
     let ppid = std::fs::read_to_string("/proc/self/stat")
         .ok()
         .and_then(|s| {
@@ -37,10 +48,10 @@ fn cgroup_owner(name: &str) -> Option<u32> {
 }
 
 #[test]
+#[ignore = "runs after the whole suite: cargo test --test cleanup_audit -- --ignored"]
 fn no_spillway_cgroup_of_a_dead_owner_is_left() {
     let Some(own) = OwnCgroup::discover() else {
-        println!("SKIPPED: no memory cgroup is mounted");
-        return;
+        return skip("no memory cgroup is mounted");
     };
     let since = run_started_secs();
     let mut leaked = Vec::new();
@@ -71,6 +82,7 @@ fn no_spillway_cgroup_of_a_dead_owner_is_left() {
 }
 
 #[test]
+#[ignore = "runs after the whole suite: cargo test --test cleanup_audit -- --ignored"]
 fn no_spillway_process_of_this_build_is_running() {
     let exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_spillway")).unwrap();
     let me = std::process::id();
@@ -99,6 +111,7 @@ fn no_spillway_process_of_this_build_is_running() {
 }
 
 #[test]
+#[ignore = "runs after the whole suite: cargo test --test cleanup_audit -- --ignored"]
 fn no_private_dir_of_a_dead_pid_is_left_in_the_temp_dir() {
     let since = run_started_secs();
     let tmp: PathBuf = std::env::temp_dir();
