@@ -111,8 +111,10 @@ def main():
             print("error: " + p)
         return 3
     import pyspark
-    print("ok: Python {}, pyspark {}, {}".format(
-        sys.version.split()[0], pyspark.__version__, java_command()))
+    out = subprocess.run([java_command(), "-version"], capture_output=True, text=True, timeout=60)
+    print("ok: Python {}, pyspark {}, Java {} ({})".format(
+        sys.version.split()[0], pyspark.__version__, java_version(out.stderr + out.stdout),
+        java_command()))
     return 0
 
 
