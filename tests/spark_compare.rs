@@ -1,8 +1,11 @@
 //! spillway against real Apache Spark (PySpark, local mode), through `scripts/spark/`.
 //!
-//! These tests need `python3` with `pyspark` (`pip install -r scripts/spark/requirements.txt`)
-//! and a `java` on the PATH; without them each test prints `SKIPPED: <test>: <reason>` and passes, so CI
-//! does not have to install Spark. They start real Spark JVMs (about a minute each on a quiet
+//! These tests need Python >= 3.11 with PySpark 4.x and Java >= 17. They run the Python named by
+//! `SPILLWAY_SPARK_PYTHON` (`.ci/run` sets it to the venv it makes,
+//! `scripts/spark/.venv/bin/python`), else that venv's Python when it exists, else `python3`;
+//! `scripts/spark/check_env.py` says what is missing, and then each test prints
+//! `SKIPPED: <test>: <reason>` and passes — unless `SPILLWAY_SPARK_PYTHON` is set: whoever set it asked
+//! for the comparison, so a missing piece fails the test instead. They start real Spark JVMs (about a minute each on a quiet
 //! machine), one test at a time.
 //!
 //! - the caching issue's case (1 GiB, fraction 0.6, 2 cores, 12 partitions of 41,969,980 bytes,
@@ -25,39 +28,71 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Why Spark cannot run here, if it cannot.
-fn skip_reason() -> Option<String> {
-    match Command::new("java").arg("-version").output() {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => {
-            return Some(format!(
-                "`java -version` failed: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            ));
-        }
-        Err(e) => return Some(format!("no java on the PATH ({e})")),
+/// The Python that runs the Spark scripts: `SPILLWAY_SPARK_PYTHON`, else the venv the README's
+/// "Comparing with Spark" section makes, else `python3` on the PATH.
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("SPILLWAY_SPARK_PYTHON").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
     }
-    match Command::new("python3")
-        .args(["-c", "import pyspark"])
-        .output()
-    {
-        Ok(o) if o.status.success() => None,
-        Ok(_) => {
-            Some("pyspark is not installed (pip install -r scripts/spark/requirements.txt)".into())
-        }
-        Err(e) => Some(format!("no python3 on the PATH ({e})")),
+    let venv = root().join("scripts/spark/.venv/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
     }
 }
 
+/// Why Spark cannot run here, if it cannot: what `check_env.py` reports (Python >= 3.11,
+/// PySpark 4.x, Java >= 17).
+fn skip_reason() -> Option<String> {
+    let py = python();
+    match Command::new(&py)
+        .arg(root().join("scripts/spark/check_env.py"))
+        .output()
+    {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => {
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let said = said.trim().lines().collect::<Vec<_>>().join("; ");
+            Some(format!(
+                "{said} [python: {}; set SPILLWAY_SPARK_PYTHON, see README \"Comparing with Spark\"]",
+                py.display()
+            ))
+        }
+        Err(e) => Some(format!(
+            "cannot run {} ({e}); set SPILLWAY_SPARK_PYTHON to a Python >= 3.11 with pyspark, \
+             see README \"Comparing with Spark\"",
+            py.display()
+        )),
+    }
+}
+
+/// Whether Spark can run here; prints `SKIPPED: <reason>` when not, and panics with the reason
+/// when `SPILLWAY_SPARK_PYTHON` asked for the comparison.
+fn spark_available() -> bool {
+    let Some(reason) = skip_reason() else {
+        return true;
+    };
+    if std::env::var_os("SPILLWAY_SPARK_PYTHON").is_some_and(|p| !p.is_empty()) {
+        panic!("SPILLWAY_SPARK_PYTHON is set but Spark cannot run: {reason}");
+    }
+    skip(&reason);
+    false
+}
+
 fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
-    let out = Command::new("python3")
+    let out = Command::new(python())
         .arg(root().join("scripts/spark").join(script))
         .args(args)
         .args(["--spillway", env!("CARGO_BIN_EXE_spillway")])
         .current_dir(root())
         .env("SPILLWAY_LOG", "off")
         .output()
-        .expect("python3 runs");
+        .expect("the Spark Python runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -75,8 +110,8 @@ fn tail(s: &str, lines: usize) -> String {
 
 #[test]
 fn cache_issue_caches_ten_of_twelve_on_spark_and_spillway() {
-    if let Some(reason) = skip_reason() {
-        return skip(&reason);
+    if !spark_available() {
+        return;
     }
     let _one = SPARK.lock().unwrap_or_else(|e| e.into_inner());
     let scenario = Path::new("scripts/spark/scenarios/cache-12-memory-only.toml");
@@ -128,8 +163,8 @@ fn cache_issue_caches_ten_of_twelve_on_spark_and_spillway() {
 
 #[test]
 fn layout_equals_spark_storage_memory_to_the_byte() {
-    if let Some(reason) = skip_reason() {
-        return skip(&reason);
+    if !spark_available() {
+        return;
     }
     let _one = SPARK.lock().unwrap_or_else(|e| e.into_inner());
     let v = python_json("layouts.py", &["--json"]);

@@ -16,7 +16,8 @@
    column says why.
 
 Spark runs first, then spillway, one after the other, so neither disturbs the other's timing.
-Exit code 0 when both ran (differences are results, not errors), 3 when pyspark is missing.
+Exit code 0 when both ran (differences are results, not errors), 3 when Python, PySpark or Java
+is missing or too old (``check_env.py`` says which).
 """
 
 from __future__ import annotations
@@ -234,11 +235,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true",
                    help="print {spark, spillway, rows} as one JSON object")
     args = p.parse_args(argv)
-    try:
-        import pyspark  # noqa: F401
-    except ImportError:
-        print("error: pyspark is not installed: pip install -r scripts/spark/requirements.txt",
-              file=sys.stderr)
+    if not replay.check_env.report_problems():
         return 3
     if not Path(args.spillway).exists():
         print(f"error: no spillway binary at {args.spillway} (cargo build --release)",

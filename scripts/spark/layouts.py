@@ -129,6 +129,8 @@ def main(argv=None) -> int:
     p.add_argument("--settings", help="JSON file: a list of {property: value} objects")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    if not replay.check_env.report_problems():
+        return 3
     settings = json.loads(Path(args.settings).read_text()) if args.settings else SETTINGS
     rows = compare(args.spillway, settings)
     if args.json:

@@ -69,9 +69,14 @@ import random
 import re
 import sys
 import time
-import tomllib
-import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import check_env  # noqa: E402
+
+check_env.require_python()
+import tomllib  # noqa: E402
+import urllib.request  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 BUILTIN_DIR = REPO / "src" / "scenarios"
@@ -584,11 +589,7 @@ def main(argv=None) -> int:
                    help="extra Spark property (overrides the scenario's [conf])")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
-    try:
-        import pyspark  # noqa: F401
-    except ImportError:
-        print("error: pyspark is not installed: pip install -r scripts/spark/requirements.txt",
-              file=sys.stderr)
+    if not check_env.report_problems():
         return 3
     scenario = load_scenario(args.scenario)
     report = replay(scenario, args.master, parse_conf_args(args.conf))

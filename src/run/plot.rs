@@ -6,11 +6,20 @@
 //!   storage region (dashed) — then the off-heap arena above it the same way, the process's
 //!   resident memory as a line, and markers where tasks spilled and blocks were evicted;
 //! - `spill_per_task`: memory and disk bytes spilled by each task.
+//!
+//! Text is drawn with DejaVu Sans embedded in the binary (`fonts/`, registered with plotters'
+//! `register_font`), so drawing needs no system font and no fontconfig. Stage names go in rows
+//! above each chart, laid out by [`labels`] so that they never overlap.
 
+mod labels;
+
+use std::ops::Range;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::register_font;
 
 use crate::timeline::Sample;
 
@@ -24,10 +33,30 @@ pub const FILES: [&str; 4] = [
     "spill_per_task.png",
 ];
 
-type PlotResult = Result<(), Box<dyn std::error::Error>>;
+type PlotResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+/// DejaVu Sans (licence in `fonts/LICENSE`), the family plotters knows as "sans-serif".
+static SANS: &[u8] = include_bytes!("fonts/DejaVuSans.ttf");
+static SANS_BOLD: &[u8] = include_bytes!("fonts/DejaVuSans-Bold.ttf");
+
+/// Registers the embedded fonts with plotters, once per process; every plot needs them, the
+/// SVG ones too (plotters measures text to place it).
+fn register_fonts() -> PlotResult {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| {
+        register_font("sans-serif", FontStyle::Normal, SANS).is_ok()
+            && register_font("sans-serif", FontStyle::Bold, SANS_BOLD).is_ok()
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err("the embedded DejaVu Sans font does not parse".into())
+    }
+}
 
 /// Draws every plot into `out_dir`.
 pub fn draw_all(report: &Report, samples: &[Sample], out_dir: &Path) -> PlotResult {
+    register_fonts()?;
     let paths: Vec<_> = FILES.iter().map(|f| out_dir.join(f)).collect();
     let size = (1400, 800);
     {
@@ -156,37 +185,132 @@ type Chart<'a, DB> = ChartContext<
 
 fn stage_lines<DB: DrawingBackend>(
     chart: &mut Chart<DB>,
-    report: &Report,
-    samples: &[Sample],
+    starts: &[StageStart],
     y_max: f64,
-    labels: bool,
 ) -> PlotResult
 where
     DB::ErrorType: 'static,
 {
+    for start in starts {
+        chart.draw_series(LineSeries::new(
+            [(start.x, 0.0), (start.x, y_max)],
+            BLACK.mix(0.3).stroke_width(1),
+        ))?;
+    }
+    Ok(())
+}
+
+/// Where a stage starts on a chart's x axis, and its label.
+struct StageStart {
+    x: f64,
+    label: String,
+}
+
+/// The stages in `samples`, where each first appears.
+fn sample_stage_starts(report: &Report, samples: &[Sample]) -> Vec<StageStart> {
+    let mut starts = Vec::new();
     let mut current = -2;
     for s in samples {
         if s.stage != current && s.stage >= 0 {
-            let x = s.t_ms / 1e3;
-            chart.draw_series(LineSeries::new(
-                [(x, 0.0), (x, y_max)],
-                BLACK.mix(0.3).stroke_width(1),
-            ))?;
-            if labels {
-                let kind = report
-                    .stages
-                    .get(s.stage as usize)
-                    .map_or("", |st| st.kind.as_str());
-                chart.draw_series(std::iter::once(Text::new(
-                    format!(" {} {kind}", s.stage),
-                    (x, y_max * 0.97),
-                    ("sans-serif", 13).into_font().color(&BLACK),
-                )))?;
-            }
+            let kind = report
+                .stages
+                .get(s.stage as usize)
+                .map_or("", |st| st.kind.as_str());
+            starts.push(StageStart {
+                x: s.t_ms / 1e3,
+                label: format!("{} {kind}", s.stage),
+            });
         }
         current = s.stage;
     }
-    Ok(())
+    starts
+}
+
+const LABEL_SIZE: f64 = 13.0;
+/// Pixels per label row: the font size and room for descenders.
+const LABEL_ROW: i32 = 16;
+/// Pixels between a stage line and its label.
+const LABEL_PAD: i32 = 3;
+
+fn label_font() -> FontDesc<'static> {
+    ("sans-serif", LABEL_SIZE).into_font()
+}
+
+/// Stage labels laid out for a chart whose plotting area starts `left` pixels into its strip
+/// and is `width` pixels wide, over x values `0..x_max`.
+struct StageLabels {
+    texts: Vec<String>,
+    placed: Vec<labels::Placed>,
+}
+
+impl StageLabels {
+    fn new(starts: &[StageStart], x_max: f64, left: i32, width: i32) -> PlotResult<Self> {
+        let font = label_font();
+        let mut spans = Vec::with_capacity(starts.len());
+        for start in starts {
+            let (w, _) = font.box_size(&start.label)?;
+            spans.push((left + x_pixel(start.x, x_max, width) + LABEL_PAD, w as i32));
+        }
+        Ok(Self {
+            texts: starts.iter().map(|s| s.label.clone()).collect(),
+            placed: labels::place(&spans, left + width),
+        })
+    }
+
+    /// The strip's height in pixels.
+    fn height(&self) -> u32 {
+        (labels::rows(&self.placed) as i32 * LABEL_ROW + 4) as u32
+    }
+
+    /// Draws the labels into `strip`, row 0 at its bottom (nearest the chart).
+    fn draw<DB: DrawingBackend>(&self, strip: &DrawingArea<DB, Shift>) -> PlotResult
+    where
+        DB::ErrorType: 'static,
+    {
+        let bottom = strip.dim_in_pixel().1 as i32;
+        let style = label_font().color(&BLACK);
+        for (text, p) in self.texts.iter().zip(&self.placed) {
+            let y = bottom - (p.row as i32 + 1) * LABEL_ROW;
+            strip.draw(&Text::new(text.clone(), (p.x, y), style.clone()))?;
+        }
+        Ok(())
+    }
+}
+
+/// The pixel offset of `x` in a plotting area `width` pixels wide over `0..x_max`, as plotters
+/// maps it (so a label starts exactly on its stage line).
+fn x_pixel(x: f64, x_max: f64, width: i32) -> i32 {
+    (f64::from(width) * (x / x_max) + 1e-3).floor() as i32
+}
+
+/// Splits a chart's area (margins already taken) into its caption, the label strip and what is
+/// left for the chart, whose y labels take `y_label_area` pixels on the left. Also returns the
+/// pixel columns the labels assumed for the plotting area, for [`check_plotting_area`].
+fn caption_and_labels<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    caption: &str,
+    caption_size: u32,
+    starts: &[StageStart],
+    x_max: f64,
+    y_label_area: u32,
+) -> PlotResult<(DrawingArea<DB, Shift>, Range<i32>)>
+where
+    DB::ErrorType: 'static,
+{
+    let below = area.titled(caption, ("sans-serif", caption_size))?;
+    let left = y_label_area as i32;
+    let width = below.dim_in_pixel().0 as i32 - left;
+    let labels = StageLabels::new(starts, x_max, left, width)?;
+    let (strip, chart) = below.split_vertically(labels.height());
+    labels.draw(&strip)?;
+    let x0 = below.get_base_pixel().0 + left;
+    Ok((chart, x0..x0 + width))
+}
+
+/// The labels were placed for the plotting area `assumed`: the chart plotters built must have
+/// it, or the labels would drift off their stage lines.
+fn check_plotting_area<DB: DrawingBackend>(chart: &Chart<DB>, assumed: Range<i32>) {
+    debug_assert_eq!(chart.plotting_area().get_pixel_range().0, assumed);
 }
 
 fn timeline<DB: DrawingBackend>(
@@ -210,18 +334,23 @@ where
 
     // Top: the regions at their layout boundaries.
     let y_max = off_top * 1.12;
-    let mut chart = ChartBuilder::on(&top)
-        .caption(
-            format!(
-                "spillway: {} — regions at their layout boundaries (MiB)",
-                report.scenario.name
-            ),
-            ("sans-serif", 20),
-        )
-        .margin(10)
+    let starts = sample_stage_starts(report, s0);
+    let (area, assumed) = caption_and_labels(
+        &top.margin(10, 10, 10, 10),
+        &format!(
+            "spillway: {} — regions at their layout boundaries (MiB)",
+            report.scenario.name
+        ),
+        20,
+        &starts,
+        x_max,
+        60,
+    )?;
+    let mut chart = ChartBuilder::on(&area)
         .x_label_area_size(30)
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+    check_plotting_area(&chart, assumed);
     chart
         .configure_mesh()
         .light_line_style(WHITE.mix(0.0))
@@ -299,7 +428,7 @@ where
             .filter(|w| w[1].evictions > w[0].evictions)
             .map(|w| Cross::new((w[1].t_ms / 1e3, evict_y), 5, STORAGE.stroke_width(2))),
     )?;
-    stage_lines(&mut chart, report, s0, y_max, true)?;
+    stage_lines(&mut chart, &starts, y_max)?;
 
     // Bottom: what the model accounts, stacked, against what is resident.
     let stack = |s: &Sample, upto: usize| -> f64 {
@@ -347,7 +476,7 @@ where
         s0.iter().map(|s| (s.t_ms / 1e3, mib(s.rss))),
         BLACK.stroke_width(2),
     ))?;
-    stage_lines(&mut chart, report, s0, y2, false)?;
+    stage_lines(&mut chart, &starts, y2)?;
 
     legend(
         &side,
@@ -398,6 +527,26 @@ where
     Ok(())
 }
 
+/// The stages in the report's tasks (in run order), where each stage's first task is.
+fn task_stage_starts(report: &Report) -> Vec<StageStart> {
+    let mut starts = Vec::new();
+    let mut prev_stage = None;
+    for (i, t) in report.tasks.iter().enumerate() {
+        if prev_stage != Some(t.stage_id) {
+            let kind = report
+                .stages
+                .get(t.stage_id as usize)
+                .map_or("", |s| s.kind.as_str());
+            starts.push(StageStart {
+                x: i as f64,
+                label: format!("stage {} {kind}", t.stage_id),
+            });
+        }
+        prev_stage = Some(t.stage_id);
+    }
+    starts
+}
+
 fn spill_per_task<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, report: &Report) -> PlotResult
 where
     DB::ErrorType: 'static,
@@ -411,18 +560,23 @@ where
         .fold(0.0, f64::max)
         .max(1.0)
         * 1.15;
-    let mut chart = ChartBuilder::on(root)
-        .caption(
-            format!(
-                "spillway: {} — bytes spilled per task",
-                report.scenario.name
-            ),
-            ("sans-serif", 22),
-        )
-        .margin(15)
+    let starts = task_stage_starts(report);
+    let (area, assumed) = caption_and_labels(
+        &root.margin(15, 15, 15, 15),
+        &format!(
+            "spillway: {} — bytes spilled per task",
+            report.scenario.name
+        ),
+        22,
+        &starts,
+        n as f64,
+        70,
+    )?;
+    let mut chart = ChartBuilder::on(&area)
         .x_label_area_size(45)
         .y_label_area_size(70)
         .build_cartesian_2d(0.0..n as f64, 0.0..y_max)?;
+    check_plotting_area(&chart, assumed);
     chart
         .configure_mesh()
         .x_desc("task (in run order; stage boundaries drawn)")
@@ -449,26 +603,7 @@ where
         }))?
         .label("diskBytesSpilled (bytes written)")
         .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], STORAGE.filled()));
-    let mut prev_stage = u32::MAX;
-    for (i, t) in tasks.iter().enumerate() {
-        if t.stage_id != prev_stage {
-            let x = i as f64;
-            chart.draw_series(LineSeries::new(
-                [(x, 0.0), (x, y_max)],
-                BLACK.mix(0.3).stroke_width(1),
-            ))?;
-            let kind = report
-                .stages
-                .get(t.stage_id as usize)
-                .map_or("", |s| s.kind.as_str());
-            chart.draw_series(std::iter::once(Text::new(
-                format!("stage {} {kind}", t.stage_id),
-                (x + 0.1, y_max * 0.96),
-                ("sans-serif", 13).into_font().color(&BLACK),
-            )))?;
-        }
-        prev_stage = t.stage_id;
-    }
+    stage_lines(&mut chart, &starts, y_max)?;
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
@@ -477,4 +612,71 @@ where
         .label_font(("sans-serif", 13))
         .draw()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KINDS: [&str; 9] = [
+        "cache",
+        "scan",
+        "unpersist",
+        "broadcast",
+        "sort",
+        "aggregate",
+        "udf",
+        "python",
+        "cache-pressure",
+    ];
+
+    proptest! {
+        /// Stage spans as the plots see them (random start times, some stages a sample long,
+        /// labels measured with the embedded font): the chosen label boxes, one row per
+        /// `LABEL_ROW` pixels, never intersect, and each sits in the strip.
+        #[test]
+        fn stage_label_boxes_never_intersect(
+            stages in prop::collection::vec((0.0f64..1.0, 0usize..KINDS.len()), 1..40),
+            x_max in 0.5f64..600.0,
+            width in 300i32..1400,
+        ) {
+            register_fonts().expect("the embedded font parses");
+            let mut times: Vec<f64> = stages.iter().map(|(t, _)| t * x_max).collect();
+            times.sort_by(f64::total_cmp);
+            let starts: Vec<StageStart> = times
+                .iter()
+                .zip(&stages)
+                .enumerate()
+                .map(|(i, (&x, (_, k)))| StageStart { x, label: format!("{i} {}", KINDS[*k]) })
+                .collect();
+            let labels = StageLabels::new(&starts, x_max, 60, width).expect("labels measure");
+            let strip_height = labels.height() as i32;
+            let boxes: Vec<(i32, i32, i32, i32)> = labels
+                .placed
+                .iter()
+                .map(|p| {
+                    let y = strip_height - (p.row as i32 + 1) * LABEL_ROW;
+                    (p.x, y, p.x + p.width, y + LABEL_ROW)
+                })
+                .collect();
+            for (i, a) in boxes.iter().enumerate() {
+                prop_assert!(a.2 > a.0, "label {} measured empty", labels.texts[i]);
+                prop_assert!(a.1 >= 0, "label {} above its strip", labels.texts[i]);
+                for b in &boxes[..i] {
+                    let overlap = a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3;
+                    prop_assert!(!overlap, "{:?} and {:?} overlap", a, b);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_embedded_font_measures_text() {
+        register_fonts().expect("the embedded font parses");
+        let font = label_font();
+        let (short, _) = font.box_size("1 udf").expect("measures");
+        let (long, _) = font.box_size("1 udf and a longer tail").expect("measures");
+        assert!(0 < short && short < long, "{short} vs {long}");
+    }
 }
