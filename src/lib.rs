@@ -16,6 +16,7 @@ pub mod conf;
 pub mod data;
 pub mod executor;
 pub mod external;
+pub mod interrupt;
 pub mod layout;
 pub mod log;
 pub mod memory;

@@ -158,6 +158,26 @@ struct LayoutArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Commands that make files, processes or cgroups stop cleanly on SIGINT/SIGTERM/SIGHUP and
+    // exit 128 + n (spillway::interrupt); a worker is ended by its executor instead.
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Oom(_) | Command::Bench(_)
+    ) && let Err(e) = spillway::interrupt::install()
+    {
+        eprintln!("warning: cannot handle SIGINT/SIGTERM/SIGHUP: {e}");
+    }
+    let code = dispatch(cli);
+    match spillway::interrupt::interrupted() {
+        Some(signal) => {
+            eprintln!("spillway: interrupted by {signal}: stopped and cleaned up");
+            ExitCode::from(signal.exit_code())
+        }
+        None => code,
+    }
+}
+
+fn dispatch(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Layout(args) => layout(args),
         Command::Run(args) if args.cgroup.is_some() && !args.cgroup_child => {

@@ -39,6 +39,7 @@ pub fn python_task(
         verified: true,
         ..TaskOutput::default()
     };
+    crate::interrupt::check()?;
     if t.bytes_per_task > 0 {
         let seed = stream_seed(t.seed, ctx.stage_id as u64, ctx.partition as u64);
         let what = format!("udf of {} bytes", t.bytes_per_task);
@@ -77,6 +78,7 @@ pub fn python_task(
         out.digest_in = out.digest_in.combine(d);
         out.digest_out = out.digest_out.combine(d);
     }
+    crate::interrupt::check()?;
     if t.records_per_task > 0 {
         let seed = stream_seed(
             t.seed,

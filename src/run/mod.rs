@@ -144,8 +144,9 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
             })
         });
         for (i, stage) in scenario.stages.iter().enumerate() {
-            // A container killed by the monitor is an executor lost: nothing more runs.
-            if pool.is_killed() {
+            // A container killed by the monitor is an executor lost, and a signal stops the
+            // run (crate::interrupt): nothing more runs.
+            if pool.is_killed() || crate::interrupt::interrupted().is_some() {
                 break;
             }
             sampler
@@ -503,6 +504,9 @@ pub(crate) fn failure_of(run: &TaskRun<TaskOutput, TaskError>) -> Option<(String
         Err(TaskFailure::Task(e)) => Some((e.class.clone(), e.message.clone())),
         Err(TaskFailure::Leak(e)) => Some(("MEMORY_LEAK".into(), e.to_string())),
         Err(TaskFailure::Panicked(m)) => Some(("PANIC".into(), m.clone())),
+        Err(f @ (TaskFailure::Interrupted(_) | TaskFailure::NotLaunched(_))) => {
+            Some(("TaskKilled".into(), f.to_string()))
+        }
     }
 }
 

@@ -37,9 +37,19 @@ impl From<StorageError> for TaskError {
         let class = match &e {
             StorageError::Spill(_) => "IOException",
             StorageError::Mismatch { .. } => "VERIFICATION_FAILED",
+            StorageError::Interrupted(_) => "TaskKilled",
         };
         TaskError {
             class: class.into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<crate::interrupt::Interrupted> for TaskError {
+    fn from(e: crate::interrupt::Interrupted) -> Self {
+        TaskError {
+            class: "TaskKilled".into(),
             message: e.to_string(),
         }
     }
@@ -81,6 +91,7 @@ impl From<crate::tasks::TaskError> for TaskError {
             E::Spill(_) | E::TempFile(_) => "IOException",
             E::Verification(_) => "VERIFICATION_FAILED",
             E::InvalidSpec(_) => "INVALID_SPEC",
+            E::Interrupted(_) => "TaskKilled",
         };
         TaskError {
             class: class.into(),
@@ -249,6 +260,9 @@ pub fn udf_task(
     let mut digest = RecordDigest::default();
     let mut state = stream_seed(seed, ctx.stage_id as u64, ctx.partition as u64);
     while allocated < bytes {
+        if digest.records.is_multiple_of(crate::interrupt::CHECK_EVERY) {
+            crate::interrupt::check()?;
+        }
         let n = object_bytes.min(bytes - allocated) as usize;
         let obj = arena.alloc_bytes(n)?;
         for w in obj.chunks_mut(8) {
