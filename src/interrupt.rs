@@ -248,6 +248,12 @@ const KILL_GRACE: Duration = Duration::from_secs(2);
 /// `_exit`.
 fn clean_up_now(signal: Signal) {
     let entries: Vec<Entry> = registry().values().cloned().collect();
+    clean_up(&entries, signal);
+}
+
+/// Undoes `entries`: children first (forwarded ones get `signal` and a grace period), then
+/// cgroups, then directories (a child may still be writing into one until it is gone).
+fn clean_up(entries: &[Entry], signal: Signal) {
     let own = std::process::id();
     let children: Vec<(u32, bool)> = entries
         .iter()
@@ -274,12 +280,12 @@ fn clean_up_now(signal: Signal) {
     }
     let all: Vec<u32> = children.iter().map(|c| c.0).collect();
     wait_until_gone(&all, own, KILL_GRACE);
-    for e in &entries {
+    for e in entries {
         if let Entry::Cgroup(dir) = e {
             remove_cgroup(dir);
         }
     }
-    for e in &entries {
+    for e in entries {
         if let Entry::Dir(dir) = e {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -382,6 +388,45 @@ mod tests {
         assert!(has());
         drop(r);
         assert!(!has());
+    }
+
+    #[test]
+    fn the_second_signal_path_kills_children_and_removes_directories() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("spillway-blockmgr-test");
+        std::fs::create_dir_all(dir.join("0a")).unwrap();
+        std::fs::write(dir.join("0a").join("temp_local_1"), b"x").unwrap();
+        // A child that ignores nothing (killed outright) and one that exits on the forwarded
+        // signal by itself.
+        let mut killed = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut forwarded = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let entries = [
+            Entry::Dir(dir.clone()),
+            Entry::Child {
+                pid: killed.id(),
+                forward: false,
+            },
+            Entry::Child {
+                pid: forwarded.id(),
+                forward: true,
+            },
+            // Already gone: ignored.
+            Entry::Cgroup(root.path().join("no-such-cgroup")),
+        ];
+        clean_up(&entries, Signal::Term);
+        assert!(!dir.exists());
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            killed.wait().unwrap().signal(),
+            Some(crate::region::sys::SIGKILL)
+        );
+        assert_eq!(forwarded.wait().unwrap().signal(), Some(SIGTERM));
     }
 
     #[test]

@@ -524,6 +524,7 @@ fn run_scenario(toml: &str, opts: &CaseOptions) -> Result<crate::run::Report, St
     let scenario =
         crate::scenario::Scenario::parse(toml, "oom case", None).map_err(|e| e.to_string())?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let _cleanup = crate::interrupt::register_dir(dir.path());
     let run_opts = crate::run::RunOptions {
         properties_file: None,
         conf_args: opts.conf_args.clone(),
@@ -588,6 +589,7 @@ fn container(opts: &CaseOptions) -> Result<Outcome, String> {
 /// container size; the kernel's OOM killer ends it (SIGKILL, exit 137) and spillway reports it.
 fn container_in_cgroup(opts: &CaseOptions) -> Result<Outcome, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let _cleanup_dir = crate::interrupt::register_dir(dir.path());
     let scenario = dir.path().join("container.toml");
     let text = CONTAINER_SCENARIO.replace(
         "\"spillway.container.monitor\" = \"kill\"",
@@ -608,12 +610,17 @@ fn container_in_cgroup(opts: &CaseOptions) -> Result<Outcome, String> {
     for a in &opts.conf_args {
         cmd.arg("--conf").arg(a);
     }
-    let status = cmd
+    // Its own process group, with a signal forwarded once (crate::interrupt): the supervisor
+    // then stops its executor, removes the cgroup and exits; a second signal is forwarded too.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd
         .env("SPILLWAY_LOG", "off")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .status()
+        .spawn()
         .map_err(|e| e.to_string())?;
+    let _cleanup_child = crate::interrupt::register_child(child.id(), true);
+    let status = wait_forwarding_signals(&mut child).map_err(|e| e.to_string())?;
     let report: serde_json::Value = std::fs::read(out.join("report.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -685,4 +692,21 @@ worker = "spillway"
                  per Python task"
             .into(),
     })
+}
+
+/// Waits for `child`, sending it the first SIGINT/SIGTERM/SIGHUP this process receives.
+fn wait_forwarding_signals(
+    child: &mut std::process::Child,
+) -> std::io::Result<std::process::ExitStatus> {
+    let mut forwarded = false;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if !forwarded && let Some(signal) = crate::interrupt::interrupted() {
+            forwarded = true;
+            let _ = crate::region::sys::send_signal(child.id(), signal.number());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
