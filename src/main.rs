@@ -1,7 +1,8 @@
 //! The `spillway` binary: parse the command line, call the library, print, return an exit code.
 //!
 //! Exit codes: 0 success, 1 a failure of the run itself, 2 bad input (configuration, flags),
-//! 3 the executor's container was killed by the kernel OOM killer (`run --cgroup`).
+//! 3 the executor's container was killed by the kernel OOM killer (`run --cgroup`), 128 + n
+//! stopped by signal n (130 SIGINT, 143 SIGTERM, 129 SIGHUP; see `spillway::interrupt`).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
