@@ -467,3 +467,34 @@ fn sigterm_to_a_cgroup_supervisor_is_forwarded_and_the_cgroup_removed() {
         "the supervisor added its cgroup"
     );
 }
+
+#[test]
+fn a_second_sigint_to_a_cgroup_supervisor_still_leaves_no_cgroup() {
+    if !cgroup_v1_memory_writable() {
+        eprintln!("SKIPPED: no writable cgroup v1 memory controller here");
+        return;
+    }
+    let mut case = Case::start(SORT, &["--cgroup"]);
+    let supervisor = case.pid();
+    case.wait_for("a spill file", |c| has_file_named(&c.tmp, "temp_local"));
+    case.signal("INT");
+    case.wait_for("the first signal taken", |c| {
+        c.stderr_text().contains("SIGINT received")
+    });
+    // The normal path may already be done (then there is nothing to signal twice).
+    let _ = Command::new("kill")
+        .arg("-INT")
+        .arg(supervisor.to_string())
+        .status();
+    case.assert_clean_exit(130);
+    assert!(
+        cgroups_of(supervisor).is_empty(),
+        "cgroup left: {:?}",
+        cgroups_of(supervisor)
+    );
+    if case.stderr_text().contains("received again") {
+        eprintln!("second signal exited at once");
+    } else {
+        eprintln!("the first signal's clean-up finished before the second signal");
+    }
+}
