@@ -233,6 +233,9 @@ pub fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Bench
         .prefix("spillway-bench-")
         .tempdir_in(&opts.dir)
         .map_err(|e| anyhow::anyhow!("cannot create a directory in {}: {e}", opts.dir.display()))?;
+    // A second SIGINT/SIGTERM/SIGHUP deletes it before exiting (crate::interrupt); a first one
+    // stops the bench between two steps, and the drop deletes it.
+    let _cleanup = crate::interrupt::register_dir(work.path());
     let file_bytes = (opts.size_bytes / opts.runs as u64).max(RECORD_BYTES as u64 * 16);
     let records_per_file = (file_bytes as usize / RECORD_BYTES).max(1);
     // Source data of the writes: one file's worth of records, generated once (not timed).
@@ -257,33 +260,37 @@ pub fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Bench
     let sorted_runs = write_sorted_runs(&runs_dir, opts, records_per_file)?;
 
     for rep in 1..=opts.repeats {
-        let step = |s: &str| progress(&format!("[{rep}/{}] {s}", opts.repeats));
-        step("disk write (32 KiB writes + fsync)");
+        let step = |s: &str| -> Result<(), crate::interrupt::Interrupted> {
+            crate::interrupt::check()?;
+            progress(&format!("[{rep}/{}] {s}", opts.repeats));
+            Ok(())
+        };
+        step("disk write (32 KiB writes + fsync)")?;
         disk_write.push(raw_write(work.path(), opts, &write_data)?);
-        step("spill write (SpillWriter, 56-byte records, fsync)");
+        step("spill write (SpillWriter, 56-byte records, fsync)")?;
         spill_write.push(spill_write_rate(
             work.path(),
             opts,
             &write_data,
             write_digest,
         )?);
-        step("disk read (1 MiB reads, page cache dropped)");
+        step("disk read (1 MiB reads, page cache dropped)")?;
         disk_read.push(raw_read(&sorted_runs)?);
-        step("spill read-merge (SpillReader + SortedMerge, page cache dropped)");
+        step("spill read-merge (SpillReader + SortedMerge, page cache dropped)")?;
         merge.push(merge_rate(&sorted_runs)?);
-        step("disk write (for eviction)");
+        step("disk write (for eviction)")?;
         evict_limit.push(raw_write(work.path(), opts, &write_data)?);
-        step("eviction to disk (MEMORY_AND_DISK blocks, block manager, fsync)");
+        step("eviction to disk (MEMORY_AND_DISK blocks, block manager, fsync)")?;
         evict.push(evict_rate(work.path(), opts, ReleasePolicy::Keep)?);
-        step("eviction to disk, pages given back to the kernel");
+        step("eviction to disk, pages given back to the kernel")?;
         evict_release.push(evict_rate(
             work.path(),
             opts,
             ReleasePolicy::ReturnToKernel,
         )?);
-        step("first touch of fresh anonymous memory");
+        step("first touch of fresh anonymous memory")?;
         touch.push(first_touch(opts.size_bytes)?);
-        step("memcpy of warm memory");
+        step("memcpy of warm memory")?;
         memcpy.push(memcpy_rate(opts.size_bytes));
     }
     drop(sorted_runs);

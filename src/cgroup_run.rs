@@ -268,8 +268,18 @@ pub fn supervise(
     let limit = cgroup.set_limit(limit_bytes)?;
     let before = cgroup.stats();
 
+    // A second signal (crate::interrupt) removes the cgroup (and its PSI twin) after the child.
+    let _cgroup_cleanup: Vec<crate::interrupt::Registration> =
+        std::iter::once(cgroup.memory_dir().to_path_buf())
+            .chain(cgroup.unified_dir().map(Path::to_path_buf))
+            .map(|d| crate::interrupt::register_cgroup(&d))
+            .collect();
+
     let mut cmd = Command::new(exe);
     cmd.args(args);
+    // Its own process group: a Ctrl-C at the terminal reaches the supervisor only, which
+    // forwards it once; the child would otherwise see it twice and exit at once.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     crate::proc_ctl::confine_child(&mut cmd, cgroup.open_procs_files()?, 1000);
     let child = cmd.spawn().map_err(|source| CgroupRunError::Spawn {
         exe: exe.to_path_buf(),
@@ -277,6 +287,10 @@ pub fn supervise(
     })?;
     let child_pid = child.id();
     let mut guard = ChildGuard(Some(child));
+    // A second signal forwards itself to the child (which then cleans up and exits at once),
+    // and kills it after a grace period.
+    let _child_cleanup = crate::interrupt::register_child(child_pid, true);
+    let mut forwarded = false;
 
     let mut samples = 0u64;
     let mut sampled_peak = 0u64;
@@ -285,6 +299,12 @@ pub fn supervise(
         let c = guard.0.as_mut().expect("the child is held until reaped");
         if let Some(st) = c.try_wait().map_err(CgroupRunError::Wait)? {
             break st;
+        }
+        // The first SIGINT/SIGTERM/SIGHUP goes to the child, which stops its run, writes its
+        // report and exits 128 + n; the supervisor keeps sampling until then.
+        if !forwarded && let Some(signal) = crate::interrupt::interrupted() {
+            forwarded = true;
+            let _ = crate::proc_ctl::send_signal(child_pid, signal.number());
         }
         let s = cgroup.stats();
         samples += 1;

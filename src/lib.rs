@@ -20,6 +20,7 @@ pub mod exit;
 pub mod external;
 pub mod fsio;
 pub mod ids;
+pub mod interrupt;
 pub mod layout;
 pub mod log;
 pub mod machine;

@@ -167,6 +167,26 @@ struct LayoutArgs {
 fn main() -> ExitCode {
     spillway::log::init();
     let cli = Cli::parse();
+    // Commands that make files, processes or cgroups stop cleanly on SIGINT/SIGTERM/SIGHUP and
+    // exit 128 + n (spillway::interrupt); a worker is ended by its executor instead.
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Oom(_) | Command::Bench(_)
+    ) && let Err(e) = spillway::interrupt::install()
+    {
+        log::warn!(target: "spillway", "cannot handle SIGINT/SIGTERM/SIGHUP: {e}");
+    }
+    let code = dispatch(cli);
+    match spillway::interrupt::interrupted() {
+        Some(signal) => {
+            eprintln!("spillway: interrupted by {signal}: stopped and cleaned up");
+            ExitStatus::Signal(signal.number()).into()
+        }
+        None => code,
+    }
+}
+
+fn dispatch(cli: Cli) -> ExitCode {
     let done = |r: Result<(), Failure>| r.map(|()| ExitStatus::Success);
     let result = match cli.command {
         Command::Layout(args) => done(layout(args)),

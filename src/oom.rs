@@ -623,6 +623,7 @@ fn run_scenario(toml: &str, opts: &CaseOptions) -> Result<crate::run::Report, Oo
     let scenario = crate::scenario::Scenario::parse(toml, "oom case", None)
         .map_err(OomError::BuiltInScenario)?;
     let dir = tempfile::tempdir().map_err(OomError::TempDir)?;
+    let _cleanup = crate::interrupt::register_dir(dir.path());
     let run_opts = crate::run::RunOptions {
         properties_file: None,
         conf_args: opts.conf_args.clone(),
@@ -685,6 +686,7 @@ fn container(opts: &CaseOptions) -> Result<Outcome, OomError> {
 /// container size; the kernel's OOM killer ends it (SIGKILL, exit 137) and spillway reports it.
 fn container_in_cgroup(opts: &CaseOptions) -> Result<Outcome, OomError> {
     let dir = tempfile::tempdir().map_err(OomError::TempDir)?;
+    let _cleanup_dir = crate::interrupt::register_dir(dir.path());
     let scenario = dir.path().join("container.toml");
     let text = CONTAINER_SCENARIO.replace(
         "\"spillway.container.monitor\" = \"kill\"",
@@ -711,17 +713,34 @@ fn container_in_cgroup(opts: &CaseOptions) -> Result<Outcome, OomError> {
     for a in &opts.conf_args {
         cmd.arg("--conf").arg(a);
     }
-    let output = cmd
+    // Its own process group, with a signal forwarded once (crate::interrupt): the supervisor
+    // then stops its executor, removes the cgroup and exits; a second signal is forwarded too.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child_proc = cmd
         .env("SPILLWAY_LOG", "off")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
-        .output()
+        .spawn()
         .map_err(|source| OomError::Spawn {
             exe: exe.clone(),
             source,
         })?;
-    let status = output.status;
-    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    let _cleanup_child = crate::interrupt::register_child(child_proc.id(), true);
+    // The child's stderr is a few lines (its log is off): read it on a thread so a full pipe
+    // can never stall it.
+    let stderr_pipe = child_proc.stderr.take();
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut pipe) = stderr_pipe {
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+        }
+        text
+    });
+    let status = wait_forwarding_signals(&mut child_proc).map_err(|source| OomError::Spawn {
+        exe: exe.clone(),
+        source,
+    })?;
+    let stderr = stderr_reader.join().unwrap_or_default().trim().to_string();
     let child = status.code().and_then(ExitStatus::from_code);
     let report: Option<serde_json::Value> = std::fs::read(out.join("report.json"))
         .ok()
@@ -797,4 +816,21 @@ worker = "spillway"
                  per Python task"
             .into(),
     })
+}
+
+/// Waits for `child`, sending it the first SIGINT/SIGTERM/SIGHUP this process receives.
+fn wait_forwarding_signals(
+    child: &mut std::process::Child,
+) -> std::io::Result<std::process::ExitStatus> {
+    let mut forwarded = false;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if !forwarded && let Some(signal) = crate::interrupt::interrupted() {
+            forwarded = true;
+            let _ = crate::proc_ctl::send_signal(child.id(), signal.number());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

@@ -1,6 +1,11 @@
 //! Runs a stage's tasks on `spark.executor.cores` threads, each task with its own task memory
 //! manager, and cleans up after every task as Spark's `Executor.TaskRunner` does: task memory
 //! (with the leak check), then the task's unroll memory.
+//!
+//! After a SIGINT/SIGTERM/SIGHUP ([`crate::interrupt`]) no further task is launched: each one
+//! not yet started ends as [`TaskFailure::NotLaunched`], and a task that stops (or fails)
+//! after the signal as [`TaskFailure::Interrupted`], as Spark reports tasks of a cancelled
+//! stage as killed.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,6 +52,23 @@ pub enum TaskFailure<E> {
     /// The task panicked (a bug): reported, never propagated to the other tasks.
     #[error("task panicked: {0}")]
     Panicked(String),
+    /// The task was running when the process received a signal, and stopped (or failed)
+    /// after it: its error is a consequence of the interrupt, not a finding.
+    #[error("task killed: interrupted by {0}")]
+    Interrupted(crate::interrupt::Signal),
+    /// The process received a signal before this task was launched.
+    #[error("task not launched: interrupted by {0}")]
+    NotLaunched(crate::interrupt::Signal),
+}
+
+impl<E> TaskFailure<E> {
+    /// Whether the task was killed or never launched because of a signal.
+    pub fn is_interrupt(&self) -> bool {
+        matches!(
+            self,
+            TaskFailure::Interrupted(_) | TaskFailure::NotLaunched(_)
+        )
+    }
 }
 
 /// Runs `num_tasks` tasks of a stage on the executor's cores; results come back in partition
@@ -70,7 +92,10 @@ pub fn run_stage<T: Send, E: Send>(
                     if i >= num_tasks as usize {
                         break;
                     }
-                    let run = run_one(executor, stage_id, i as u32, exception_on_leak, &task);
+                    let run = match crate::interrupt::interrupted() {
+                        Some(signal) => not_launched(i as u32, signal),
+                        None => run_one(executor, stage_id, i as u32, exception_on_leak, &task),
+                    };
                     on_done(&run);
                     results.lock().unwrap_or_else(|e| e.into_inner()).push(run);
                 }
@@ -80,6 +105,20 @@ pub fn run_stage<T: Send, E: Send>(
     let mut runs = results.into_inner().unwrap_or_else(|e| e.into_inner());
     runs.sort_by_key(|r| r.partition);
     runs
+}
+
+/// A task the scheduler did not launch because a signal arrived first: it has no attempt id
+/// (0, which the report leaves out of its task list) and ran for no time.
+fn not_launched<T, E>(partition: u32, signal: crate::interrupt::Signal) -> TaskRun<T, E> {
+    TaskRun {
+        partition,
+        task_attempt_id: 0,
+        result: Err(TaskFailure::NotLaunched(signal)),
+        run_time: Duration::ZERO,
+        peak_execution_memory: 0,
+        waits: WaitStats::default(),
+        leaked_bytes: 0,
+    }
 }
 
 fn run_one<T, E>(
@@ -111,6 +150,13 @@ fn run_one<T, E>(
                 .unwrap_or_else(|| "unknown panic".into()),
         )),
     };
+    // A task that failed once the process was interrupted was stopped by it (a typed
+    // interrupted error, or a failure the shutdown caused): reported as killed.
+    if result.is_err()
+        && let Some(signal) = crate::interrupt::interrupted()
+    {
+        result = Err(TaskFailure::Interrupted(signal));
+    }
     let peak_execution_memory = ctx.memory.peak_execution_memory();
     // Executor.TaskRunner: release task memory (leak check), then unroll memory.
     let leaked_bytes = match ctx.memory.clean_up_all_allocated_memory(exception_on_leak) {

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,10 +43,24 @@ def run_spillway(binary: str, scenario: str, system_memory: int | None, conf: di
         cmd += ["--system-memory", str(system_memory)]
     for k, v in conf.items():
         cmd += ["--conf", f"{k}={v}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0 and not proc.stdout.strip():
-        raise SystemExit(f"spillway failed (exit {proc.returncode}): {proc.stderr.strip()}")
-    return json.loads(proc.stdout)
+    # Its own session: a Ctrl-C at the terminal reaches this script only, which forwards it
+    # once; spillway then stops, cleans up and exits 130 (a second signal would make it exit at
+    # once). subprocess.run would SIGKILL it 0.25 s after a Ctrl-C and leave its files.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        raise
+    if proc.returncode != 0 and not stdout.strip():
+        raise SystemExit(f"spillway failed (exit {proc.returncode}): {stderr.strip()}")
+    return json.loads(stdout)
 
 
 def _b(n) -> str:
@@ -235,6 +250,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true",
                    help="print {spark, spillway, rows} as one JSON object")
     args = p.parse_args(argv)
+    replay.install_interrupts()
     if not replay.check_env.report_problems():
         return 3
     if not Path(args.spillway).exists():

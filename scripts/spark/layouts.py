@@ -70,42 +70,46 @@ def measure(settings: list[dict]) -> list[dict]:
         group_key(settings[i])))
     results = [None] * len(settings)
     current_key, sc, previous = None, None, {}
-    for i in order:
-        setting = settings[i]
-        master, conf = replay.session_conf(dict(setting, **{"spark.executor.cores": "1"}), None)
-        conf["spark.app.name"] = f"spillway-layout-{i}"
-        if sc is not None and group_key(setting) != current_key:
-            replay.stop_jvm(sc)
-            sc, previous = None, {}
+    try:
+        for i in order:
+            setting = settings[i]
+            master, conf = replay.session_conf(
+                dict(setting, **{"spark.executor.cores": "1"}), None)
+            conf["spark.app.name"] = f"spillway-layout-{i}"
+            if sc is not None and group_key(setting) != current_key:
+                replay.stop_jvm(sc)
+                sc, previous = None, {}
+            if sc is not None:
+                sc.stop()
+                system = SparkContext._jvm.java.lang.System
+                for k in previous:
+                    if k not in conf:
+                        system.clearProperty(k)
+            t = time.perf_counter()
+            sc, _spark = replay.start_context(master, conf)
+            # A property of the previous context that this one still sees would falsify the row.
+            leaked = {k: sc.getConf().get(k) for k in previous
+                      if k not in conf and sc.getConf().contains(k)}
+            current_key, previous = group_key(setting), conf
+            rest = replay.Rest(sc)
+            ex = replay.executor_memory(rest)["executors"][0]
+            jvm = replay.jvm_info(sc)
+            results[i] = {
+                "setting": setting,
+                "runtimeMaxMemory": jvm["runtimeMaxMemory"],
+                "xmx": jvm["xmx"],
+                "garbageCollectors": jvm["garbageCollectors"],
+                "sparkConfSeen": {k: sc.getConf().get(k) for k in setting},
+                "maxMemory": ex["maxMemory"],
+                "totalOnHeapStorageMemory": ex["memoryMetrics"]["totalOnHeapStorageMemory"],
+                "totalOffHeapStorageMemory": ex["memoryMetrics"]["totalOffHeapStorageMemory"],
+                "leakedProperties": leaked,
+                "contextStartMs": round((time.perf_counter() - t) * 1000, 1),
+            }
+    finally:
+        # Also on Ctrl-C / SIGTERM / SIGHUP (replay.install_interrupts): no JVM is left.
         if sc is not None:
-            sc.stop()
-            system = SparkContext._jvm.java.lang.System
-            for k in previous:
-                if k not in conf:
-                    system.clearProperty(k)
-        t = time.perf_counter()
-        sc, _spark = replay.start_context(master, conf)
-        # A property of the previous context that this one still sees would falsify the row.
-        leaked = {k: sc.getConf().get(k) for k in previous
-                  if k not in conf and sc.getConf().contains(k)}
-        current_key, previous = group_key(setting), conf
-        rest = replay.Rest(sc)
-        ex = replay.executor_memory(rest)["executors"][0]
-        jvm = replay.jvm_info(sc)
-        results[i] = {
-            "setting": setting,
-            "runtimeMaxMemory": jvm["runtimeMaxMemory"],
-            "xmx": jvm["xmx"],
-            "garbageCollectors": jvm["garbageCollectors"],
-            "sparkConfSeen": {k: sc.getConf().get(k) for k in setting},
-            "maxMemory": ex["maxMemory"],
-            "totalOnHeapStorageMemory": ex["memoryMetrics"]["totalOnHeapStorageMemory"],
-            "totalOffHeapStorageMemory": ex["memoryMetrics"]["totalOffHeapStorageMemory"],
-            "leakedProperties": leaked,
-            "contextStartMs": round((time.perf_counter() - t) * 1000, 1),
-        }
-    if sc is not None:
-        replay.stop_jvm(sc)
+            replay.stop_jvm(sc)
     return results
 
 
@@ -129,6 +133,7 @@ def main(argv=None) -> int:
     p.add_argument("--settings", help="JSON file: a list of {property: value} objects")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    replay.install_interrupts()
     if not replay.check_env.report_problems():
         return 3
     settings = json.loads(Path(args.settings).read_text()) if args.settings else SETTINGS

@@ -190,6 +190,15 @@ def session_conf(conf: dict, master: str | None) -> tuple[str, dict]:
     return master, conf
 
 
+def install_interrupts() -> None:
+    """SIGTERM and SIGHUP stop the script as Ctrl-C does (KeyboardInterrupt), so the driver JVM
+    is stopped and a spillway child is stopped cleanly on every one of them."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.default_int_handler)
+
+
 def start_context(master: str, conf: dict):
     """A SparkContext + SparkSession. Launches the driver JVM with the conf if none runs yet."""
     from pyspark import SparkConf, SparkContext
@@ -489,6 +498,14 @@ def replay(scenario: dict, master: str | None = None, extra_conf: dict | None = 
     t0 = time.perf_counter()
     sc, spark = start_context(master, conf)
     startup_ms = (time.perf_counter() - t0) * 1000
+    try:
+        return _replay_in(sc, spark, scenario, master, conf, startup_ms)
+    finally:
+        # Also on Ctrl-C / SIGTERM / SIGHUP (see install_interrupts): no driver JVM is left.
+        stop_jvm(sc)
+
+
+def _replay_in(sc, spark, scenario: dict, master: str, conf: dict, startup_ms: float) -> dict:
     rest = Rest(sc)
     report = {"scenario": {"name": scenario["name"], "source": scenario["path"]},
               "master": master, "conf": conf, "jvm": jvm_info(sc),
@@ -533,7 +550,6 @@ def replay(scenario: dict, master: str | None = None, extra_conf: dict | None = 
         time.sleep(0.5)
         report["storage"] = {"rdds": storage_snapshot(rest)}
         report["executors"] = executor_memory(rest)
-    stop_jvm(sc)
     return report
 
 
@@ -589,6 +605,7 @@ def main(argv=None) -> int:
                    help="extra Spark property (overrides the scenario's [conf])")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
+    install_interrupts()
     if not check_env.report_problems():
         return 3
     scenario = load_scenario(args.scenario)

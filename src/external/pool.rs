@@ -101,6 +101,8 @@ struct PythonExe {
 struct WorkerHandle {
     pid: u32,
     child: Mutex<Child>,
+    /// A second SIGINT/SIGTERM/SIGHUP kills the worker before the process exits.
+    _cleanup: crate::interrupt::Registration,
 }
 
 /// One worker process (a guard: dropping it reaps the process).
@@ -288,6 +290,9 @@ impl WorkerPool {
             .iter()
             .map(|d| d.display().to_string())
             .collect();
+        // Its own process group: a Ctrl-C at the terminal reaches the executor only, which
+        // ends its workers itself (crate::interrupt) instead of finding them dead mid-task.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -325,6 +330,7 @@ impl WorkerPool {
         let handle = Arc::new(WorkerHandle {
             pid,
             child: Mutex::new(child),
+            _cleanup: crate::interrupt::register_child(pid, false),
         });
         lock(&self.shared.live).push(Arc::clone(&handle));
         self.started.fetch_add(1, Ordering::Relaxed);
@@ -538,8 +544,15 @@ impl WorkerPool {
     }
 
     /// Samples until `stop` is set (the thread is unparked to stop promptly).
+    /// After a signal ([`crate::interrupt`]) it kills the live workers once, so that a task
+    /// blocked on a worker's reply stops at once (it fails, and is reported as killed).
     pub fn monitor(&self, stop: &AtomicBool, interval: Duration, heap_touched: impl Fn() -> u64) {
+        let mut interrupt_seen = false;
         while !stop.load(Ordering::Acquire) {
+            if !interrupt_seen && crate::interrupt::interrupted().is_some() {
+                interrupt_seen = true;
+                self.kill_all();
+            }
             self.check_container_with(Some(heap_touched()));
             std::thread::park_timeout(interval);
         }

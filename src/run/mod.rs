@@ -163,8 +163,9 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
             })
         });
         for (i, stage) in scenario.stages.iter().enumerate() {
-            // A container killed by the monitor is an executor lost: nothing more runs.
-            if pool.is_killed() {
+            // A container killed by the monitor is an executor lost, and a signal stops the
+            // run (crate::interrupt): nothing more runs.
+            if pool.is_killed() || crate::interrupt::interrupted().is_some() {
                 break;
             }
             sampler.stage.store(i as u32, Ordering::Relaxed);
@@ -435,6 +436,9 @@ pub(crate) fn failure_of(run: &StageTaskRun) -> Option<(String, String)> {
         Err(TaskFailure::Task(e)) => Some((e.class.clone(), e.message.clone())),
         Err(TaskFailure::Leak(e)) => Some(("MEMORY_LEAK".into(), e.to_string())),
         Err(TaskFailure::Panicked(m)) => Some(("PANIC".into(), m.clone())),
+        Err(f @ (TaskFailure::Interrupted(_) | TaskFailure::NotLaunched(_))) => {
+            Some(("TaskKilled".into(), f.to_string()))
+        }
     }
 }
 

@@ -29,10 +29,13 @@ pub struct Report {
     /// Whether every stage of the scenario ran. `false` after an interrupt, a container kill,
     /// or (written by the `--cgroup` supervisor) when the executor died.
     pub complete: bool,
-    /// The signal that stopped the run (`SIGINT`, `SIGTERM`, `SIGHUP`), if one did.
+    /// The signal that stopped the run (`SIGINT`, `SIGTERM`, `SIGHUP`), if one arrived before
+    /// the report was built.
     pub interrupted: Option<String>,
     /// Stages whose tasks ended otherwise than the stage declared (`expect`).
     pub unexpected_stages: Vec<u32>,
+    /// The stages that ran all their tasks, none killed by the interrupt.
+    pub stages_finished: Vec<u32>,
     pub wall_time_ms: f64,
     pub layout: LayoutJson,
     /// Every configuration value that was set, after precedence.
@@ -92,6 +95,8 @@ pub struct StageReport {
     pub num_tasks: u32,
     pub num_complete_tasks: u32,
     pub num_failed_tasks: u32,
+    /// Tasks stopped by a signal, or never launched after it (Spark's `numKilledTasks`).
+    pub num_killed_tasks: u32,
     pub memory_bytes_spilled: u64,
     pub disk_bytes_spilled: u64,
     /// Sum over tasks, as Spark's stage metrics sum task metrics.
@@ -281,6 +286,7 @@ pub(crate) fn build(i: Inputs) -> Report {
         crate::spill::RecordDigest::default(),
         crate::spill::RecordDigest::default(),
     );
+    let mut stages_finished = Vec::new();
     for s in i.stages {
         let mut r = StageReport {
             stage_id: s.stage_id,
@@ -292,6 +298,7 @@ pub(crate) fn build(i: Inputs) -> Report {
             num_tasks: s.runs.len() as u32,
             num_complete_tasks: 0,
             num_failed_tasks: 0,
+            num_killed_tasks: 0,
             memory_bytes_spilled: 0,
             disk_bytes_spilled: 0,
             peak_execution_memory: 0,
@@ -363,6 +370,11 @@ pub(crate) fn build(i: Inputs) -> Report {
                     t.spill_count = o.spill_count;
                     t.read_from = o.read_from;
                 }
+                Err(f) if f.is_interrupt() => {
+                    r.num_killed_tasks += 1;
+                    t.status = "KILLED".into();
+                    t.error = Some(format!("TaskKilled ({f})"));
+                }
                 Err(_) => {
                     r.num_failed_tasks += 1;
                     t.status = "FAILED".into();
@@ -378,7 +390,16 @@ pub(crate) fn build(i: Inputs) -> Report {
                     }
                 }
             }
-            tasks.push(t);
+            // A task never launched has no attempt: it is counted, not listed.
+            if !matches!(
+                run.result,
+                Err(crate::scheduler::TaskFailure::NotLaunched(_))
+            ) {
+                tasks.push(t);
+            }
+        }
+        if r.num_killed_tasks == 0 {
+            stages_finished.push(s.stage_id);
         }
         r.spill_write_time_ms = spill_write_ns as f64 / 1e6;
         if spill_write_ns > 0 {
@@ -475,8 +496,9 @@ pub(crate) fn build(i: Inputs) -> Report {
     Report {
         spillway_version: env!("CARGO_PKG_VERSION").into(),
         machine: i.machine,
-        complete: i.stages.len() == i.scenario.stages.len() && killed_in.is_none(),
-        interrupted: None,
+        complete: stages_finished.len() == i.scenario.stages.len() && killed_in.is_none(),
+        interrupted: crate::interrupt::interrupted().map(|s| s.name().to_string()),
+        stages_finished,
         unexpected_stages,
         scenario: ScenarioInfo::of(i.scenario),
         wall_time_ms: ms(i.wall),
@@ -821,6 +843,12 @@ pub fn summary_table(report: &Report, out_dir: &Path) -> String {
             format_mib(x.container_monitor.peak_total_rss_bytes),
             format_mib(x.container_monitor.limit_bytes),
             if x.container_monitor.killed { "KILLED" } else { "not killed" }
+        ));
+    }
+    if let Some(signal) = &report.interrupted {
+        out.push_str(&format!(
+            "INTERRUPTED by {signal}: stages finished {:?}; the report is marked incomplete\n",
+            report.stages_finished
         ));
     }
     out.push_str(&format!(

@@ -113,6 +113,10 @@ pub enum SpillError {
         value: u64,
         reason: &'static str,
     },
+    /// Writing or reading stopped because the process received a signal
+    /// ([`crate::interrupt`]); a writer dropped unfinished deletes its file.
+    #[error(transparent)]
+    Interrupted(#[from] crate::interrupt::Interrupted),
 }
 
 impl SpillError {
@@ -156,7 +160,8 @@ impl SpillError {
         }
     }
 
-    /// The file the error is about (`None` only for [`SpillError::InvalidOption`]).
+    /// The file the error is about (`None` for [`SpillError::InvalidOption`] and
+    /// [`SpillError::Interrupted`]).
     pub fn path(&self) -> Option<&Path> {
         match self {
             Self::StorageFull { path, .. }
@@ -171,7 +176,7 @@ impl SpillError {
             | Self::RecordSize { path, .. }
             | Self::RecordTooLarge { path, .. }
             | Self::Poisoned { path, .. } => Some(path),
-            Self::InvalidOption { .. } => None,
+            Self::InvalidOption { .. } | Self::Interrupted(_) => None,
         }
     }
 

@@ -449,8 +449,15 @@ impl From<StorageError> for ClassifiedError {
         let class = match &e {
             StorageError::Spill(_) => "IOException",
             StorageError::Mismatch { .. } => "VERIFICATION_FAILED",
+            StorageError::Interrupted(_) => "TaskKilled",
         };
         ClassifiedError::new(class, &e)
+    }
+}
+
+impl From<crate::interrupt::Interrupted> for ClassifiedError {
+    fn from(e: crate::interrupt::Interrupted) -> Self {
+        ClassifiedError::new("TaskKilled", &e)
     }
 }
 
@@ -468,6 +475,7 @@ impl From<crate::tasks::TaskError> for ClassifiedError {
             E::Spill(_) | E::TempFile(_) => "IOException",
             E::Verification(_) => "VERIFICATION_FAILED",
             E::InvalidSpec(_) => "INVALID_SPEC",
+            E::Interrupted(_) => "TaskKilled",
         };
         ClassifiedError::new(class, &e)
     }

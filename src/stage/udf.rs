@@ -94,6 +94,9 @@ pub fn udf_task(
     let mut digest = RecordDigest::default();
     let mut state = stream_seed(seed, ctx.stage_id as u64, ctx.partition as u64);
     while allocated < bytes {
+        if digest.records.is_multiple_of(crate::interrupt::CHECK_EVERY) {
+            crate::interrupt::check()?;
+        }
         let n = object_bytes.min(bytes - allocated) as usize;
         let obj = arena.alloc_bytes(n)?;
         for w in obj.chunks_mut(8) {

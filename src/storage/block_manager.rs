@@ -42,6 +42,10 @@ pub enum StorageError {
         from: &'static str,
         detail: String,
     },
+    /// The process received a signal while the block was being computed, written or read:
+    /// nothing of it was kept.
+    #[error(transparent)]
+    Interrupted(#[from] crate::interrupt::Interrupted),
 }
 
 /// Where a read found its block.
@@ -238,6 +242,10 @@ impl BlockManager {
             while source.next_record().is_some() {}
         }
         report.digest = source.digest;
+        if let Err(e) = source.check_interrupted() {
+            self.remove(block);
+            return Err(e);
+        }
         if !report.in_memory && !report.on_disk {
             self.status
                 .lock()
@@ -294,6 +302,7 @@ impl BlockManager {
             if let Some(e) = source.inner.error.take() {
                 return Err(e.into());
             }
+            source.check_interrupted()?;
             return Ok((ReadFrom::Disk, source.digest));
         }
         self.counters.recomputes.fetch_add(1, Ordering::Relaxed);
@@ -435,9 +444,14 @@ impl DropHandler for BlockManager {
 }
 
 /// Digests every record that passes through, and keeps the first read error.
+///
+/// It is also where a put notices a signal ([`crate::interrupt`]): every
+/// [`crate::interrupt::CHECK_EVERY`] records it looks, and once interrupted it ends the stream
+/// as failed, so the memory store caches nothing and no block file is finished.
 struct DigestingSource<S> {
     inner: S,
     digest: RecordDigest,
+    interrupted: Option<crate::interrupt::Interrupted>,
 }
 
 impl<S> DigestingSource<S> {
@@ -445,19 +459,40 @@ impl<S> DigestingSource<S> {
         DigestingSource {
             inner,
             digest: RecordDigest::default(),
+            interrupted: None,
+        }
+    }
+
+    /// `Err` if the stream was cut short by a signal.
+    fn check_interrupted(&self) -> Result<(), StorageError> {
+        match self.interrupted {
+            Some(i) => Err(i.into()),
+            None => Ok(()),
         }
     }
 }
 
 impl<S: RecordSource> RecordSource for DigestingSource<S> {
     fn next_record(&mut self) -> Option<&[u8]> {
+        if self.interrupted.is_some() {
+            return None;
+        }
+        if self
+            .digest
+            .records
+            .is_multiple_of(crate::interrupt::CHECK_EVERY)
+            && let Err(i) = crate::interrupt::check()
+        {
+            self.interrupted = Some(i);
+            return None;
+        }
         let r = self.inner.next_record()?;
         self.digest.add(r);
         Some(r)
     }
 
     fn failed(&self) -> bool {
-        self.inner.failed()
+        self.interrupted.is_some() || self.inner.failed()
     }
 }
 

@@ -170,6 +170,9 @@ pub struct DiskBlockManager {
     counter: AtomicU64,
     buffer_bytes: usize,
     fault: Mutex<Option<DiskFault>>,
+    /// The directories in the cleanup registry of a second signal (crate::interrupt); declared
+    /// after `dirs`, so they leave it only once deleted.
+    _cleanup: Vec<crate::interrupt::Registration>,
 }
 
 impl DiskBlockManager {
@@ -253,6 +256,10 @@ impl DiskBlockManager {
         }
         Ok(DiskBlockManager {
             failed: dirs.iter().map(|_| AtomicBool::new(false)).collect(),
+            _cleanup: dirs
+                .iter()
+                .map(|d| crate::interrupt::register_dir(d.path()))
+                .collect(),
             dirs,
             counter: AtomicU64::new(0),
             buffer_bytes,
@@ -500,6 +507,9 @@ impl DiskStore {
                 writer.write_record(r)?;
             }
         }
+        // A signal may have cut the source short: an unfinished writer deletes its file, so
+        // no truncated block is ever kept.
+        crate::interrupt::check()?;
         let info = writer.finish()?;
         let disk_block = DiskBlock { path, info };
         if let Some(old) = self.lock().insert(block.clone(), disk_block.clone())

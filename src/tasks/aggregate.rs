@@ -144,6 +144,9 @@ pub fn run_aggregate_task(
     let mut buf = vec![0u8; spec.record_bytes];
     let insert_started = Instant::now();
     for i in 0..spec.records_per_task {
+        if i.is_multiple_of(crate::interrupt::CHECK_EVERY) {
+            crate::interrupt::check()?;
+        }
         write_record(seed, spec.distinct_keys, i, &mut buf);
         let key = u64::from_le_bytes(buf[0..8].try_into().expect("8 bytes"));
         let value = u64::from_le_bytes(buf[8..16].try_into().expect("8 bytes"));
@@ -151,6 +154,7 @@ pub fn run_aggregate_task(
     }
     let insert_ns = insert_started.elapsed().as_nanos() as u64;
     let mut expected = expected_aggregates(spec, seed);
+    crate::interrupt::check()?;
     let mut expected_digest = RecordDigest::default();
     for (&k, &(c, s)) in &expected {
         expected_digest.add(entry_bytes(&[k, c, s]).as_slice());
@@ -400,7 +404,12 @@ impl SpillableAggregator {
         })?;
         let mut current: Option<[u64; 3]> = None;
         let mut keys_out = 0u64;
+        let mut merged = 0u64;
         while let Some(r) = merge.next_record()? {
+            merged += 1;
+            if merged.is_multiple_of(crate::interrupt::CHECK_EVERY) {
+                crate::interrupt::check()?;
+            }
             let (k, c, s) = (read_u64(r, 0), read_u64(r, 8), read_u64(r, 16));
             match current.as_mut() {
                 Some(e) if e[0] == k => {
@@ -468,8 +477,12 @@ impl State {
         // The table is freed only once the spill is on disk, so a spill that fails in one
         // local directory is written again in the next (`write_temp_file`).
         let info = self.dirs.write_temp_file("temp_local", &opts, &mut |w| {
-            for e in &entries[..len] {
+            for (n, e) in entries[..len].iter().enumerate() {
                 w.write_record(e.as_bytes())?;
+                // Stopped by a signal: the unfinished writer deletes its file.
+                if (n as u64 + 1).is_multiple_of(crate::interrupt::CHECK_EVERY) {
+                    crate::interrupt::check()?;
+                }
             }
             Ok(())
         })?;

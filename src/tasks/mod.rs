@@ -118,6 +118,9 @@ pub enum TaskError {
     /// A spec that cannot run.
     #[error("invalid task spec: {0}")]
     InvalidSpec(String),
+    /// The process received a signal: the task stopped between two records.
+    #[error(transparent)]
+    Interrupted(#[from] crate::interrupt::Interrupted),
 }
 
 impl TaskError {

@@ -307,6 +307,8 @@ impl ExternalSorter {
         let mut digest = RecordDigest::default();
         let mut next = 0u64;
         loop {
+            // Once per page or array: a signal stops the task between two records.
+            crate::interrupt::check()?;
             let need = {
                 let mut st = self.shared.lock();
                 st.fill(&mut next, count, &mut produce, &mut digest)
@@ -414,6 +416,7 @@ impl ExternalSorter {
         let mut digest = RecordDigest::default();
         let mut ordered = true;
         let mut last_key = 0u64;
+        let mut out_records = 0u64;
         let mut check = |r: &[u8]| {
             let k = record_key(r);
             ordered &= k >= last_key;
@@ -425,6 +428,10 @@ impl ExternalSorter {
             let mut run = MemRun::new(sorted_pairs, &page_table);
             while run.advance()? {
                 check(run.current());
+                out_records += 1;
+                if out_records.is_multiple_of(crate::interrupt::CHECK_EVERY) {
+                    crate::interrupt::check()?;
+                }
             }
         } else {
             if records > 0 {
@@ -433,6 +440,10 @@ impl ExternalSorter {
             let mut merge = SortedMerge::new(runs, record_key)?;
             while let Some(r) = merge.next_record()? {
                 check(r);
+                out_records += 1;
+                if out_records.is_multiple_of(crate::interrupt::CHECK_EVERY) {
+                    crate::interrupt::check()?;
+                }
             }
         }
         drop(page_table);
@@ -537,8 +548,14 @@ impl State {
         let info = self.dirs.write_temp_file("temp_local", &opts, &mut |w| {
             w.use_known_digest(known);
             let mut run = MemRun::new(sorted, &table);
+            let mut written = 0u64;
             while run.advance()? {
                 w.write_record(run.current())?;
+                written += 1;
+                // Stopped by a signal: the unfinished writer deletes its file.
+                if written.is_multiple_of(crate::interrupt::CHECK_EVERY) {
+                    crate::interrupt::check()?;
+                }
             }
             Ok(())
         })?;
