@@ -137,7 +137,7 @@ impl KeyType {
             KeyType::Size { min, max } => format!("size {min}..={}", bound(max)),
             KeyType::Level => "StorageLevel".into(),
             KeyType::Text => "string".into(),
-            KeyType::Choice(c) if c.is_empty() => "string".into(),
+            KeyType::Choice([]) => "string".into(),
             KeyType::Choice(c) => c
                 .iter()
                 .map(|o| format!("`\"{o}\"`"))
@@ -457,7 +457,7 @@ impl From<StorageError> for ClassifiedError {
 
 impl From<crate::interrupt::Interrupted> for ClassifiedError {
     fn from(e: crate::interrupt::Interrupted) -> Self {
-        ClassifiedError::new("TaskKilled", &e)
+        ClassifiedError::new("TaskKilled", e)
     }
 }
 
