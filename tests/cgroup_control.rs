@@ -10,10 +10,13 @@ mod skip_support;
 use skip_support::skip;
 
 fn own_writable() -> Result<OwnCgroup, String> {
+    // The tests of this file run on parallel threads: each probes under its own name.
+    static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let own = OwnCgroup::discover().ok_or("no memory cgroup is mounted")?;
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let probe = own
         .memory_dir
-        .join(format!("spillway-{}-probe", std::process::id()));
+        .join(format!("spillway-{}-probe{n}", std::process::id()));
     std::fs::create_dir(&probe)
         .map_err(|e| format!("cannot create a child of {}: {e}", own.memory_dir.display()))?;
     let _ = std::fs::remove_dir(&probe);

@@ -37,9 +37,12 @@ fn writable_cgroup(limit_bytes: u64) -> Result<OwnCgroup, String> {
             ));
         }
     }
+    // The tests of this file run on parallel threads: each probes under its own name.
+    static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let probe = own
         .memory_dir
-        .join(format!("spillway-{}-probe", std::process::id()));
+        .join(format!("spillway-{}-probe{n}", std::process::id()));
     std::fs::create_dir(&probe)
         .map_err(|e| format!("cannot create a child of {}: {e}", own.memory_dir.display()))?;
     let writable = std::fs::OpenOptions::new()

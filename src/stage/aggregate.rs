@@ -3,8 +3,8 @@
 //! checked against the generator's.
 
 use super::{
-    ClassifiedError, Key, KeyError, KeyType, KindDef, MAX_COUNT, MAX_TASKS, RunContext, Stage,
-    TaskOutput, Tasks, Values,
+    ClassifiedError, Key, KeyError, KeyType, KindDef, MAX_COUNT, RunContext, Stage, TASKS_KEY,
+    TaskOutput, Tasks, Values, generated_bytes,
 };
 use crate::tasks::aggregate::{AggregateSpec, run_aggregate_task};
 
@@ -12,15 +12,7 @@ pub static KIND: KindDef = KindDef {
     name: "aggregate",
     summary: "a `reduceByKey` per task in a spillable map: spilled under pressure, merged and checked",
     keys: &[
-        Key {
-            name: "tasks",
-            ty: KeyType::Int {
-                min: 1,
-                max: MAX_TASKS,
-            },
-            default: Some("4"),
-            doc: "tasks in the stage",
-        },
+        TASKS_KEY,
         Key {
             name: "records_per_task",
             ty: KeyType::Int {
@@ -75,9 +67,7 @@ impl Stage for Aggregate {
     }
 
     fn input_bytes(&self, _run: &RunContext) -> u64 {
-        (self.tasks as u64)
-            .saturating_mul(self.records_per_task)
-            .saturating_mul(self.record_bytes)
+        generated_bytes(self.tasks, self.records_per_task, self.record_bytes)
     }
 
     fn label(&self) -> String {

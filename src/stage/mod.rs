@@ -76,6 +76,35 @@ pub const COMMON_KEYS: &[Key] = &[
     },
 ];
 
+/// `tasks`, for the kinds whose task count is a key.
+pub const TASKS_KEY: Key = Key {
+    name: "tasks",
+    ty: KeyType::Int {
+        min: 1,
+        max: MAX_TASKS,
+    },
+    default: Some("4"),
+    doc: "tasks in the stage",
+};
+
+/// `rdd`, for the kinds that read an RDD an earlier `cache` stage cached.
+pub const CACHED_RDD_KEY: Key = Key {
+    name: "rdd",
+    ty: KeyType::Int {
+        min: 0,
+        max: MAX_TASKS,
+    },
+    default: Some("1"),
+    doc: "the RDD id of an earlier `cache` stage",
+};
+
+/// Bytes `tasks` tasks of `records` records of `record_bytes` each generate (saturating).
+pub fn generated_bytes(tasks: u32, records: u64, record_bytes: u64) -> u64 {
+    u64::from(tasks)
+        .saturating_mul(records)
+        .saturating_mul(record_bytes)
+}
+
 /// One stage kind.
 pub struct KindDef {
     pub name: &'static str,

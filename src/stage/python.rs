@@ -4,7 +4,7 @@
 //! against the overhead budget; the executor checks every answer.
 
 use super::{
-    Key, KeyError, KeyType, KindDef, MAX_COUNT, MAX_TASKS, RunContext, Stage, TaskOutput, Tasks,
+    Key, KeyError, KeyType, KindDef, MAX_COUNT, RunContext, Stage, TASKS_KEY, TaskOutput, Tasks,
     Values,
 };
 use crate::external::task::{PythonTask, PythonTaskOutput, python_task};
@@ -14,15 +14,7 @@ pub static KIND: KindDef = KindDef {
     name: "python",
     summary: "tasks run in Python worker processes, outside the heap, in the overhead budget",
     keys: &[
-        Key {
-            name: "tasks",
-            ty: KeyType::Int {
-                min: 1,
-                max: MAX_TASKS,
-            },
-            default: Some("4"),
-            doc: "tasks in the stage",
-        },
+        TASKS_KEY,
         Key {
             name: "bytes_per_task",
             ty: KeyType::Size {

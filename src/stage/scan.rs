@@ -3,8 +3,8 @@
 //! checks every record against what the cache stage generated.
 
 use super::{
-    CachedRdd, ClassifiedError, Key, KeyError, KeyType, KindDef, MAX_TASKS, RddUse, RunContext,
-    Stage, TaskOutput, Tasks, Values,
+    CACHED_RDD_KEY, CachedRdd, ClassifiedError, KeyError, KindDef, RddUse, RunContext, Stage,
+    TaskOutput, Tasks, Values,
 };
 use crate::data::RecordSource;
 use crate::scheduler::TaskContext;
@@ -14,15 +14,7 @@ use crate::storage::block_manager::{ReadFrom, StorageError};
 pub static KIND: KindDef = KindDef {
     name: "scan",
     summary: "`rdd.count()` over a cached RDD: each partition from memory, disk or recomputed, every record checked",
-    keys: &[Key {
-        name: "rdd",
-        ty: KeyType::Int {
-            min: 0,
-            max: MAX_TASKS,
-        },
-        default: Some("1"),
-        doc: "the RDD id of an earlier `cache` stage",
-    }],
+    keys: &[CACHED_RDD_KEY],
     parse,
 };
 

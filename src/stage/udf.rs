@@ -3,7 +3,7 @@
 //! `java.lang.OutOfMemoryError: Java heap space`.
 
 use super::{
-    ClassifiedError, Key, KeyError, KeyType, KindDef, MAX_COUNT, MAX_TASKS, RunContext, Stage,
+    ClassifiedError, Key, KeyError, KeyType, KindDef, MAX_COUNT, RunContext, Stage, TASKS_KEY,
     TaskOutput, Tasks, Values,
 };
 use crate::data::stream_seed;
@@ -14,15 +14,7 @@ pub static KIND: KindDef = KindDef {
     name: "udf",
     summary: "a UDF building objects in user memory; past the user region, `java.lang.OutOfMemoryError`",
     keys: &[
-        Key {
-            name: "tasks",
-            ty: KeyType::Int {
-                min: 1,
-                max: MAX_TASKS,
-            },
-            default: Some("4"),
-            doc: "tasks in the stage",
-        },
+        TASKS_KEY,
         Key {
             name: "bytes_per_task",
             ty: KeyType::Size {

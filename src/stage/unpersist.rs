@@ -1,22 +1,14 @@
 //! `unpersist`: `rdd.unpersist()` — one task removes every block of a cached RDD.
 
 use super::{
-    Key, KeyError, KeyType, KindDef, MAX_TASKS, RddUse, RunContext, Stage, StageTaskRun,
-    TaskOutput, Tasks, Values,
+    CACHED_RDD_KEY, KeyError, KindDef, RddUse, RunContext, Stage, StageTaskRun, TaskOutput, Tasks,
+    Values,
 };
 
 pub static KIND: KindDef = KindDef {
     name: "unpersist",
     summary: "`rdd.unpersist()`: removes an RDD's blocks from memory and disk",
-    keys: &[Key {
-        name: "rdd",
-        ty: KeyType::Int {
-            min: 0,
-            max: MAX_TASKS,
-        },
-        default: Some("1"),
-        doc: "the RDD id of an earlier `cache` stage",
-    }],
+    keys: &[CACHED_RDD_KEY],
     parse,
 };
 
