@@ -2,17 +2,8 @@
 //! of the library that can reach `main` says which of them it ends the process with.
 //!
 //! The table is the contract scripts rely on (`spillway run … || case $? in …`), so it lives
-//! here once: `main.rs` holds no exit number, the README's "Exit status" section and the
-//! `--help` text are checked against [`TABLE`] by the tests below.
-//!
-//! | status | meaning |
-//! |---|---|
-//! | 0 | success (for `oom CASE`: the case reproduced its failure) |
-//! | 1 | the run or the machine failed: I/O, mapping, executor start, temp dir, a child killed for an unknown cause, an `oom` case that did not reproduce |
-//! | 2 | bad input: configuration, scenario, command-line values, properties file |
-//! | 3 | the executor's container was killed by the kernel OOM killer (`run --cgroup`) |
-//! | 4 | tasks failed that their stage did not declare |
-//! | 128+n | interrupted by signal n: 129 SIGHUP, 130 SIGINT, 143 SIGTERM |
+//! here once ([`TABLE`]): `main.rs` holds no exit number, and the tests below check that the
+//! README's "Exit status" section and the `--help` text carry every row word for word.
 
 use std::fmt;
 
@@ -105,28 +96,27 @@ pub struct Row {
 pub const TABLE: &[Row] = &[
     Row {
         code: "0",
-        meaning: "success (oom CASE: the case reproduced its failure)",
+        meaning: "success; for `oom CASE`, the case reproduced its failure (a reproduced OOM is a result)",
     },
     Row {
         code: "1",
-        meaning: "the run or the machine failed: I/O, mapping, executor start, temp dir, a child \
-                  killed for an unknown cause, an oom case that did not reproduce",
+        meaning: "the run or the machine failed: I/O, mapping, executor start, temp dir, a child killed for an unknown cause, a container killed by the YARN-style monitor where no stage declared it, an `oom` case that did not reproduce",
     },
     Row {
         code: "2",
-        meaning: "bad input: configuration, scenario, command-line values, properties file",
+        meaning: "bad input: configuration (`--conf`, properties file), scenario, command-line values, an unknown `oom` case; nothing is written",
     },
     Row {
         code: "3",
-        meaning: "the executor's container was killed by the kernel OOM killer (run --cgroup)",
+        meaning: "the executor's container was killed by the kernel OOM killer (`run --cgroup`); the report is written",
     },
     Row {
         code: "4",
-        meaning: "tasks failed that their stage did not declare",
+        meaning: "the run wrote its report, but a stage did not end as it declares (`expect`): tasks failed that it did not declare, a declared failure did not happen, or its output did not verify",
     },
     Row {
         code: "128+n",
-        meaning: "interrupted by signal n: 129 SIGHUP, 130 SIGINT, 143 SIGTERM",
+        meaning: "interrupted by signal n (129 SIGHUP, 130 SIGINT, 143 SIGTERM), after cleaning up; the report says `complete: false`",
     },
 ];
 
@@ -185,10 +175,10 @@ mod tests {
             .expect("README.md has an \"Exit status\" section");
         for r in TABLE {
             assert!(help.contains(r.code) && help.contains(r.meaning), "{help}");
+            let row = format!("| {} | {} |", r.code, r.meaning);
             assert!(
-                section.contains(&format!("| {} |", r.code)),
-                "README's exit status table lacks {}",
-                r.code
+                section.contains(&row),
+                "README's exit status table lacks the row {row}"
             );
         }
         for s in ["129", "130", "143"] {

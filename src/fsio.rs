@@ -1,40 +1,38 @@
 //! The one way spillway writes an output file: to a temporary file beside it, flushed to disk,
 //! then renamed over the target, so a reader (or a run that dies half-way) never sees half a
-//! file. report.json, timeline.csv and the plots all go through here.
+//! file. report.json, timeline.csv and the plots (drawn in memory first) all go through here.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// The temporary name `path` is written under before the rename.
+/// The temporary name `path` is written under before the rename: hidden, and unique to this
+/// process, so two writers of one directory never share a temporary.
 pub fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(format!(".{}.tmp", std::process::id()));
     path.with_file_name(name)
 }
 
-/// Writes `bytes` to `path` atomically: write, fsync, rename.
+/// Writes `bytes` to `path` atomically: write, fsync, rename, fsync the directory (so the new
+/// name survives a crash too). On any error, and on a second signal while writing
+/// (`crate::interrupt`), the temporary is removed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = temp_path(path);
+    let _cleanup = crate::interrupt::register_file(&tmp);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(dir)?.sync_all()
     })();
-    commit(&tmp, path, result)
-}
-
-/// Finishes a file another writer produced at [`temp_path`] (a plot): fsync, then rename over
-/// `path`. On any error the temporary file is removed.
-pub fn commit_written(path: &Path) -> std::io::Result<()> {
-    let tmp = temp_path(path);
-    let result = std::fs::File::open(&tmp).and_then(|f| f.sync_all());
-    commit(&tmp, path, result)
-}
-
-fn commit(tmp: &Path, path: &Path, written: std::io::Result<()>) -> std::io::Result<()> {
-    let result = written.and_then(|()| std::fs::rename(tmp, path));
     if result.is_err() {
-        let _ = std::fs::remove_file(tmp);
+        let _ = std::fs::remove_file(&tmp);
     }
     result
 }

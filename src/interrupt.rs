@@ -66,13 +66,6 @@ impl Signal {
             Signal::Hup => "SIGHUP",
         }
     }
-
-    /// The shell's exit status of a process ended by this signal: 128 + its number (130, 143,
-    /// 129), which spillway exits with after an interrupted run.
-    pub fn exit_code(self) -> u8 {
-        // The three numbers are below 16.
-        (128 + self.number()) as u8
-    }
 }
 
 impl std::fmt::Display for Signal {
@@ -174,7 +167,9 @@ pub fn install() -> std::io::Result<()> {
                         } else {
                             eprintln!("spillway: {signal} received again: cleaning up and exiting");
                             clean_up_now(signal);
-                            signal_hook::low_level::exit(i32::from(signal.exit_code()));
+                            signal_hook::low_level::exit(i32::from(
+                                crate::exit::ExitStatus::Signal(signal.number()).code(),
+                            ));
                         }
                     }
                 })
@@ -195,6 +190,8 @@ enum Entry {
     Child { pid: u32, forward: bool },
     /// A cgroup directory spillway created: its processes are killed and it is removed.
     Cgroup(PathBuf),
+    /// A file being written (an output's temporary): removed.
+    File(PathBuf),
 }
 
 static REGISTRY: Mutex<BTreeMap<u64, Entry>> = Mutex::new(BTreeMap::new());
@@ -224,6 +221,11 @@ fn register(entry: Entry) -> Registration {
 /// A private directory (e.g. `spillway-blockmgr-*`) the second signal must delete.
 pub fn register_dir(path: &Path) -> Registration {
     register(Entry::Dir(path.to_path_buf()))
+}
+
+/// A temporary file being written, which the second signal must delete.
+pub fn register_file(path: &Path) -> Registration {
+    register(Entry::File(path.to_path_buf()))
 }
 
 /// A child process the second signal must end: SIGKILL, or with `forward` the signal first
@@ -286,8 +288,14 @@ fn clean_up(entries: &[Entry], signal: Signal) {
         }
     }
     for e in entries {
-        if let Entry::Dir(dir) = e {
-            let _ = std::fs::remove_dir_all(dir);
+        match e {
+            Entry::Dir(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Entry::File(file) => {
+                let _ = std::fs::remove_file(file);
+            }
+            _ => {}
         }
     }
 }
@@ -357,9 +365,10 @@ mod tests {
 
     #[test]
     fn exit_codes_are_the_shells() {
-        assert_eq!(Signal::Int.exit_code(), 130);
-        assert_eq!(Signal::Term.exit_code(), 143);
-        assert_eq!(Signal::Hup.exit_code(), 129);
+        let code = |s: Signal| crate::exit::ExitStatus::Signal(s.number()).code();
+        assert_eq!(code(Signal::Int), 130);
+        assert_eq!(code(Signal::Term), 143);
+        assert_eq!(code(Signal::Hup), 129);
         for s in [Signal::Int, Signal::Term, Signal::Hup] {
             assert_eq!(Signal::from_number(s.number()), Some(s));
         }

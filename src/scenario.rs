@@ -236,20 +236,33 @@ impl Scenario {
                 "a scenario needs at least one [[stages]] entry".into(),
             ));
         }
-        // A scan or unpersist needs a cache stage of its RDD before it.
+        // A scan or unpersist needs its RDD cached by an earlier stage and not unpersisted
+        // since; an RDD still cached is not cached again (its blocks would not be the new
+        // stage's).
         let mut cached = Vec::new();
         for (i, s) in stages.iter().enumerate() {
+            let bad_rdd = |rdd: u32, reason: &str| ScenarioError::BadValue {
+                origin: origin.into(),
+                index: i,
+                key: "rdd".into(),
+                value: rdd.to_string(),
+                reason: reason.into(),
+            };
             match s.stage.rdd() {
-                RddUse::Caches(rdd) => cached.push(rdd),
-                RddUse::Reads(rdd) if !cached.contains(&rdd) => {
-                    return Err(ScenarioError::BadValue {
-                        origin: origin.into(),
-                        index: i,
-                        key: "rdd".into(),
-                        value: rdd.to_string(),
-                        reason: "no earlier cache stage of this RDD".into(),
-                    });
+                RddUse::Caches(rdd) if cached.contains(&rdd) => {
+                    return Err(bad_rdd(
+                        rdd,
+                        "this RDD is still cached by an earlier stage (unpersist it first)",
+                    ));
                 }
+                RddUse::Caches(rdd) => cached.push(rdd),
+                RddUse::Reads(rdd) | RddUse::Removes(rdd) if !cached.contains(&rdd) => {
+                    return Err(bad_rdd(
+                        rdd,
+                        "no earlier cache stage of this RDD (or it was unpersisted since)",
+                    ));
+                }
+                RddUse::Removes(rdd) => cached.retain(|r| *r != rdd),
                 _ => {}
             }
         }
@@ -315,24 +328,19 @@ fn parse_stage(
         value: e.value,
         reason: e.reason,
     };
-    let expect = match t.get("expect") {
-        None => Expect::Success,
-        Some(toml::Value::String(s)) if s == "success" => Expect::Success,
-        Some(toml::Value::String(s)) if s == "failure" => Expect::Failure,
-        Some(v) => {
-            return Err(bad(KeyError {
-                key: "expect".into(),
-                value: v.to_string(),
-                reason: "must be \"success\" or \"failure\"".into(),
-            }));
-        }
-    };
     let mut values = Values::new(kind, t);
+    let expect = match values.choice("expect").map_err(bad)? {
+        "failure" => Expect::Failure,
+        _ => Expect::Success,
+    };
     let stage = (kind.parse)(&mut values).map_err(bad)?;
+    let mut params = values.into_resolved();
+    // The report shows `expect` beside the kind's own keys.
+    params.remove("expect");
     Ok(ScenarioStage {
         kind,
         expect,
-        params: values.into_resolved(),
+        params,
         stage: Arc::from(stage),
     })
 }
@@ -468,6 +476,35 @@ record_bytes = 56
             .unwrap_err()
             .to_string();
         assert!(err.contains("'expect'") && err.contains("oom"), "{err}");
+        let err = Scenario::parse(
+            "[[stages]]\nkind = \"cache\"\n[[stages]]\nkind = \"unpersist\"\n[[stages]]\nkind = \"scan\"\n",
+            "t",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("stage 2") && err.contains("unpersisted"),
+            "{err}"
+        );
+        let err = Scenario::parse(
+            "[[stages]]\nkind = \"cache\"\n[[stages]]\nkind = \"cache\"\npartitions = 2\n",
+            "t",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("stage 1") && err.contains("still cached"),
+            "{err}"
+        );
+        // Cached again after an unpersist: fine.
+        Scenario::parse(
+            "[[stages]]\nkind = \"cache\"\n[[stages]]\nkind = \"unpersist\"\n[[stages]]\nkind = \"cache\"\n",
+            "t",
+            None,
+        )
+        .unwrap();
         let err = Scenario::load("no-such-scenario").unwrap_err().to_string();
         assert!(err.contains("cache-then-sort"), "{err}");
     }

@@ -21,9 +21,16 @@ fuzz_target!(|data: &[u8]| {
             for stage in &s.stages {
                 let _ = stage.stage.label();
                 match stage.stage.rdd() {
-                    RddUse::Caches(rdd) => cached.push(rdd),
+                    RddUse::Caches(rdd) => {
+                        assert!(!cached.contains(&rdd), "rdd {rdd} cached twice");
+                        cached.push(rdd);
+                    }
                     RddUse::Reads(rdd) => {
                         assert!(cached.contains(&rdd), "rdd {rdd} used before it is cached");
+                    }
+                    RddUse::Removes(rdd) => {
+                        assert!(cached.contains(&rdd), "rdd {rdd} used before it is cached");
+                        cached.retain(|r| *r != rdd);
                     }
                     RddUse::None => {}
                 }

@@ -94,20 +94,14 @@ pub fn scenario_conf(scenario: &Scenario, opts: &RunOptions) -> Result<SparkConf
 /// Runs a scenario and writes its report; returns the report (also when tasks failed: a
 /// reproduced failure is a result).
 pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), RunError> {
+    // The report counts this run's warnings, not the process's (a library user may run several).
+    let warnings_before = crate::log::warnings_logged();
     let conf = scenario_conf(scenario, opts)?;
     for w in conf.warnings() {
         crate::log::warn("SparkConf", &w);
     }
     let layout = Layout::from_conf(&conf, opts.system_memory)?;
     validate_sizes(scenario, &layout)?;
-    let out_dir = match &opts.out_dir {
-        Some(d) => d.clone(),
-        None => default_out_dir(&scenario.name),
-    };
-    std::fs::create_dir_all(&out_dir).map_err(|source| RunError::Output {
-        path: out_dir.clone(),
-        source,
-    })?;
     // Layout::from_conf validated every key against its limits (10..=1000 ms here).
     let interval_ms = conf.get_long(keys::TIMELINE_INTERVAL_MS)? as u64;
     let exception_on_leak = conf.get_bool(keys::EXCEPTION_ON_MEMORY_LEAK)?;
@@ -131,6 +125,15 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
             .map(|d| d.to_path_buf())
             .collect(),
     )?);
+    // Only once all input is known good: bad input (exit 2) writes nothing.
+    let out_dir = match &opts.out_dir {
+        Some(d) => d.clone(),
+        None => default_out_dir(&scenario.name),
+    };
+    std::fs::create_dir_all(&out_dir).map_err(|source| RunError::Output {
+        path: out_dir.clone(),
+        source,
+    })?;
     let sampler =
         Sampler::new(&executor, Duration::from_millis(interval_ms), start).with_workers(&pool);
     let mut ctx = RunContext {
@@ -193,6 +196,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
     let external = pool.report();
 
     let report = report::build(report::Inputs {
+        warnings_logged: crate::log::warnings_logged().saturating_sub(warnings_before),
         machine,
         scenario,
         conf: &conf,
@@ -216,9 +220,16 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
         source,
     };
     report::write(&report, &samples, &out_dir).map_err(output)?;
-    // The plots are drawn from the written report, as a step after it.
-    plot::draw_all(&report, &samples, &out_dir)
-        .map_err(|e| output(std::io::Error::other(e.to_string())))?;
+    // The plots are drawn from the written report, as a step after it. If they cannot be, the
+    // report is rewritten without them, so it never names a file that is not there.
+    if let Err(e) = plot::draw_all(&report, &samples, &out_dir) {
+        let mut report = report;
+        report.plots.clear();
+        report::write_report(&report, &out_dir).map_err(output)?;
+        return Err(output(std::io::Error::other(format!(
+            "drawing the plots: {e}"
+        ))));
+    }
     Ok((report, out_dir))
 }
 

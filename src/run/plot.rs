@@ -54,32 +54,57 @@ fn register_fonts() -> PlotResult {
     }
 }
 
-/// Draws every plot into `out_dir`.
+/// Draws every plot into `out_dir`: each is drawn in memory and written with
+/// `fsio::write_atomic`, so a run stopped mid-plot never leaves half a file.
 pub fn draw_all(report: &Report, samples: &[Sample], out_dir: &Path) -> PlotResult {
     register_fonts()?;
     let paths: Vec<_> = FILES.iter().map(|f| out_dir.join(f)).collect();
     let size = (1400, 800);
-    {
-        let root = SVGBackend::new(&paths[0], size).into_drawing_area();
-        timeline(&root, report, samples)?;
-        root.present()?;
-    }
-    {
-        let root = BitMapBackend::new(&paths[1], size).into_drawing_area();
-        timeline(&root, report, samples)?;
-        root.present()?;
-    }
+    write_svg(&paths[0], size, |root| timeline(root, report, samples))?;
+    write_png(&paths[1], size, |root| timeline(root, report, samples))?;
     let size = (1200, 600);
+    write_svg(&paths[2], size, |root| spill_per_task(root, report))?;
+    write_png(&paths[3], size, |root| spill_per_task(root, report))?;
+    Ok(())
+}
+
+/// One SVG plot, drawn into a string and written atomically.
+fn write_svg(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> PlotResult,
+) -> PlotResult {
+    let mut text = String::new();
     {
-        let root = SVGBackend::new(&paths[2], size).into_drawing_area();
-        spill_per_task(&root, report)?;
+        let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
+        draw(&root)?;
         root.present()?;
     }
+    crate::fsio::write_atomic(path, text.as_bytes())?;
+    Ok(())
+}
+
+/// One PNG plot, drawn into an RGB buffer, encoded in memory and written atomically.
+fn write_png(
+    path: &Path,
+    (width, height): (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> PlotResult,
+) -> PlotResult {
+    let mut rgb = vec![0u8; width as usize * height as usize * 3];
     {
-        let root = BitMapBackend::new(&paths[3], size).into_drawing_area();
-        spill_per_task(&root, report)?;
+        let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
+        draw(&root)?;
         root.present()?;
     }
+    let mut png = Vec::new();
+    image::ImageEncoder::write_image(
+        image::codecs::png::PngEncoder::new(&mut png),
+        &rgb,
+        width,
+        height,
+        image::ColorType::Rgb8,
+    )?;
+    crate::fsio::write_atomic(path, &png)?;
     Ok(())
 }
 

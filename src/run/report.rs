@@ -247,6 +247,8 @@ pub struct TimelineInfo {
 }
 
 pub(crate) struct Inputs<'a> {
+    /// Warnings this run logged.
+    pub warnings_logged: u64,
     pub machine: crate::machine::MachineInfo,
     pub scenario: &'a Scenario,
     pub conf: &'a SparkConf,
@@ -604,7 +606,7 @@ fn memory_report(i: &Inputs) -> MemoryReport {
         cgroup: i
             .cgroup
             .map(|c| format!("{:?} {}", c.version, c.memory_dir.display())),
-        warnings_logged: crate::log::warnings_logged(),
+        warnings_logged: i.warnings_logged,
     }
 }
 

@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 
 use super::{
-    CachedRdd, ClassifiedError, Key, KeyError, KeyType, KindDef, MAX_COUNT, MAX_TASKS, RddUse,
-    RunContext, Stage, StageTaskRun, TaskOutput, Tasks, Values, put_block,
+    CACHED_RDD_KEY, CachedRdd, ClassifiedError, Key, KeyError, KeyType, KindDef, MAX_COUNT,
+    MAX_TASKS, RddUse, RunContext, Stage, StageTaskRun, TaskOutput, Tasks, Values, generated_bytes,
+    put_block,
 };
 use crate::scheduler::TaskContext;
 use crate::storage::StorageLevel;
@@ -15,13 +16,8 @@ pub static KIND: KindDef = KindDef {
     summary: "`rdd.persist(level); rdd.count()`: each task generates one partition and caches it",
     keys: &[
         Key {
-            name: "rdd",
-            ty: KeyType::Int {
-                min: 0,
-                max: MAX_TASKS,
-            },
-            default: Some("1"),
             doc: "the RDD id (a later `scan` or `unpersist` names it)",
+            ..CACHED_RDD_KEY
         },
         Key {
             name: "name",
@@ -106,7 +102,7 @@ impl Stage for Cache {
     }
 
     fn input_bytes(&self, _run: &RunContext) -> u64 {
-        self.partitions as u64 * self.partition_bytes
+        generated_bytes(self.partitions, 1, self.partition_bytes)
     }
 
     fn label(&self) -> String {

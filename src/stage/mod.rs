@@ -226,6 +226,7 @@ impl<'a> Values<'a> {
         self.kind
             .keys
             .iter()
+            .chain(COMMON_KEYS)
             .find(|k| k.name == name)
             .unwrap_or_else(|| panic!("kind {} reads an undeclared key {name}", self.kind.name))
     }
@@ -384,6 +385,8 @@ pub enum RddUse {
     None,
     Caches(u32),
     Reads(u32),
+    /// Reads it one last time: it is no longer cached after the stage (`unpersist`).
+    Removes(u32),
 }
 
 /// A parsed stage of one kind.

@@ -4,7 +4,7 @@
 
 use super::{
     CACHED_RDD_KEY, CachedRdd, ClassifiedError, KeyError, KindDef, RddUse, RunContext, Stage,
-    TaskOutput, Tasks, Values,
+    TaskOutput, Tasks, Values, generated_bytes,
 };
 use crate::data::RecordSource;
 use crate::scheduler::TaskContext;
@@ -35,7 +35,7 @@ impl Stage for Scan {
     fn input_bytes(&self, run: &RunContext) -> u64 {
         run.rdds
             .get(&self.rdd)
-            .map_or(0, |r| r.partitions as u64 * r.partition_bytes)
+            .map_or(0, |r| generated_bytes(r.partitions, 1, r.partition_bytes))
     }
 
     fn label(&self) -> String {

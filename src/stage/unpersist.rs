@@ -23,7 +23,7 @@ struct Unpersist {
 
 impl Stage for Unpersist {
     fn rdd(&self) -> RddUse {
-        RddUse::Reads(self.rdd)
+        RddUse::Removes(self.rdd)
     }
 
     fn input_bytes(&self, _run: &RunContext) -> u64 {
