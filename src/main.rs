@@ -130,7 +130,7 @@ impl ConfArgs {
         }
         let system_memory = self.system_memory()?;
         for warning in conf.warnings() {
-            eprintln!("warning: {warning}");
+            spillway::log::warn("SparkConf", &warning);
         }
         Ok((conf, system_memory))
     }
@@ -375,21 +375,20 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
         }
         .into());
     }
-    let buffer_kib = conf
-        .size(spillway::conf::keys::SHUFFLE_FILE_BUFFER)?
-        .unwrap_or(32);
-    let dir = args
-        .dir
-        .or_else(|| {
-            conf.get(spillway::conf::keys::LOCAL_DIR)
-                .and_then(|d| d.split(',').next().map(PathBuf::from))
-        })
-        .unwrap_or_else(std::env::temp_dir);
+    // The key table's default and limits (1..=2097151 KiB) apply.
+    let buffer_kib = conf.get_size(spillway::conf::keys::SHUFFLE_FILE_BUFFER)?;
+    let dir = match args.dir {
+        Some(d) => d,
+        None => spillway::storage::disk::DiskBlockManager::configured_roots(&conf)
+            .into_iter()
+            .next()
+            .unwrap_or_else(std::env::temp_dir),
+    };
     let opts = spillway::bench::BenchOptions {
         dir,
         size_bytes: size_bytes as u64,
         runs: 8,
-        buffer_bytes: buffer_kib.max(1) as usize * 1024,
+        buffer_bytes: buffer_kib as usize * 1024,
         repeats: args.repeats,
     };
     let bar = (!args.json && std::io::stderr().is_terminal()).then(|| {

@@ -644,17 +644,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const KINDS: [&str; 9] = [
-        "cache",
-        "scan",
-        "unpersist",
-        "broadcast",
-        "sort",
-        "aggregate",
-        "udf",
-        "python",
-        "cache-pressure",
-    ];
+    /// A stage label's kind: every registered kind, and a long name for the worst case.
+    fn kind_name(i: usize) -> &'static str {
+        crate::stage::KINDS.get(i).map_or("aggregate-with-a-long-name", |k| k.name)
+    }
 
     proptest! {
         /// Stage spans as the plots see them (random start times, some stages a sample long,
@@ -662,7 +655,7 @@ mod tests {
         /// `LABEL_ROW` pixels, never intersect, and each sits in the strip.
         #[test]
         fn stage_label_boxes_never_intersect(
-            stages in prop::collection::vec((0.0f64..1.0, 0usize..KINDS.len()), 1..40),
+            stages in prop::collection::vec((0.0f64..1.0, 0usize..=crate::stage::KINDS.len()), 1..40),
             x_max in 0.5f64..600.0,
             width in 300i32..1400,
         ) {
@@ -673,7 +666,7 @@ mod tests {
                 .iter()
                 .zip(&stages)
                 .enumerate()
-                .map(|(i, (&x, (_, k)))| StageStart { x, label: format!("{i} {}", KINDS[*k]) })
+                .map(|(i, (&x, (_, k)))| StageStart { x, label: format!("{i} {}", kind_name(*k)) })
                 .collect();
             let labels = StageLabels::new(&starts, x_max, 60, width).expect("labels measure");
             let strip_height = labels.height() as i32;
