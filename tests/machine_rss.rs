@@ -5,7 +5,8 @@
 //! container monitor read). Two independent readers agreeing, and both moving by the bytes
 //! written, is what makes the report's RSS columns trustworthy.
 //!
-//! The worker case needs `python3`; without it it prints `SKIPPED: <reason>` and returns.
+//! The worker case needs `python3`; without it it prints `SKIPPED: <test>: <reason>`
+//! (`skip_support`) and returns.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -13,6 +14,8 @@ use std::process::{Child, Command, Stdio};
 use spillway::external::pid_rss_bytes;
 use spillway::region::{Mapping, process_rss_bytes, process_rss_bytes_fast};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+mod skip_support;
 
 const MIB: u64 = 1 << 20;
 
@@ -100,11 +103,7 @@ fn worker_rss_agrees_with_sysinfo_after_it_writes_200_mib() {
         .spawn();
     let mut child = match spawned {
         Ok(c) => Reaped(c),
-        Err(e) => {
-            println!("SKIPPED: cannot start python3: {e}");
-            eprintln!("SKIPPED: cannot start python3: {e}");
-            return;
-        }
+        Err(e) => return skip_support::skip(&format!("cannot start python3: {e}")),
     };
     let pid = child.0.id();
     let mut line = String::new();

@@ -21,6 +21,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod skip_support;
+
 const MODEL_DOC: &str = "docs/spark-model.md";
 const RELIABILITY_DOC: &str = "docs/reliability.md";
 
@@ -469,8 +471,7 @@ impl Checker {
 fn every_reference_points_into_the_repository() {
     let root = root();
     let Some(files) = tracked_files(&root) else {
-        println!("SKIPPED: not a git checkout (git ls-files failed)");
-        return;
+        return skip_support::skip("not a git checkout (git ls-files failed)");
     };
     let read = |p: &str| {
         std::fs::read_to_string(root.join(p)).unwrap_or_else(|e| panic!("cannot read {p}: {e}"))

@@ -2,11 +2,15 @@
 //! mid-eviction, with Python workers running, under `--cgroup` — with exit 128 + n, an
 //! incomplete report.json naming the signal, and nothing left behind: no `spillway-*` entry in
 //! TMPDIR (each case gets a fresh private one), no worker process, no cgroup. A second SIGINT
-//! exits at once, and still leaves nothing.
+//! exits at once, and still leaves nothing. The cases that need `python3` or a writable cgroup v1
+//! memory controller skip without one (`skip_support`: `SKIPPED: <test>: <reason>`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+mod skip_support;
+use skip_support::skip;
 
 /// Long enough for a slow, loaded machine; the waits end as soon as their condition holds.
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -308,23 +312,25 @@ storage_level = "MEMORY_ONLY"
     assert_eq!(report["stages_finished"], serde_json::json!([0]));
 }
 
-fn python3_present() -> bool {
-    let ok = Command::new("python3")
+/// `Err(reason)` when this host has no `python3` with the `resource` module, which the Python
+/// worker cases need.
+fn python3_usable() -> Result<(), String> {
+    let status = Command::new("python3")
         .args(["-c", "import resource"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("SKIPPED: no working python3 with the resource module on this host");
+        .status();
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("python3 cannot import resource ({s})")),
+        Err(e) => Err(format!("cannot start python3: {e}")),
     }
-    ok
 }
 
 #[test]
 fn sigint_with_python_workers_running_ends_them() {
-    if !python3_present() {
-        return;
+    if let Err(r) = python3_usable() {
+        return skip(&r);
     }
     let scenario = r#"
 name = "signal-python"
@@ -361,8 +367,8 @@ worker = "python3"
 
 #[test]
 fn a_second_sigint_exits_at_once_and_leaves_nothing() {
-    if !python3_present() {
-        return;
+    if let Err(r) = python3_usable() {
+        return skip(&r);
     }
     // Workers and spill files both exist when the signals come.
     let scenario = r#"
@@ -402,27 +408,31 @@ worker = "python3"
     }
 }
 
-/// Whether this host lets spillway create a child cgroup v1 memory controller below its own.
-fn cgroup_v1_memory_writable() -> bool {
-    let Ok(text) = std::fs::read_to_string("/proc/self/cgroup") else {
-        return false;
-    };
-    let Some(rel) = text.lines().find_map(|l| {
-        let mut f = l.splitn(3, ':');
-        let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
-        ctrl.split(',')
-            .any(|c| c == "memory")
-            .then(|| path.to_string())
-    }) else {
-        return false;
-    };
+/// `Err(reason)` unless this host lets spillway create a child cgroup v1 memory controller
+/// below its own.
+fn cgroup_v1_memory_writable() -> Result<(), String> {
+    // The tests of this file run on parallel threads: each probes under its own name (two
+    // probes under one name collide with EEXIST and would skip for no reason).
+    static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let text = std::fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
+    let rel = text
+        .lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
+            ctrl.split(',')
+                .any(|c| c == "memory")
+                .then(|| path.to_string())
+        })
+        .ok_or("no cgroup v1 memory controller in /proc/self/cgroup")?;
     let dir = Path::new("/sys/fs/cgroup/memory").join(rel.trim_start_matches('/'));
-    let probe = dir.join(format!("spillway-signal-probe-{}", std::process::id()));
-    if std::fs::create_dir(&probe).is_err() {
-        return false;
-    }
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = dir.join(format!("spillway-signal-probe-{}-{n}", std::process::id()));
+    std::fs::create_dir(&probe)
+        .map_err(|e| format!("cannot create a child of {}: {e}", dir.display()))?;
     let _ = std::fs::remove_dir(&probe);
-    true
+    Ok(())
 }
 
 /// `spillway-<pid>-*` cgroups left below the memory controller's root.
@@ -445,9 +455,8 @@ fn cgroups_of(pid: u32) -> Vec<PathBuf> {
 
 #[test]
 fn sigterm_to_a_cgroup_supervisor_is_forwarded_and_the_cgroup_removed() {
-    if !cgroup_v1_memory_writable() {
-        eprintln!("SKIPPED: no writable cgroup v1 memory controller here");
-        return;
+    if let Err(r) = cgroup_v1_memory_writable() {
+        return skip(&r);
     }
     let mut case = Case::start(SORT, &["--cgroup"]);
     let supervisor = case.pid();
@@ -470,9 +479,8 @@ fn sigterm_to_a_cgroup_supervisor_is_forwarded_and_the_cgroup_removed() {
 
 #[test]
 fn a_second_sigint_to_a_cgroup_supervisor_still_leaves_no_cgroup() {
-    if !cgroup_v1_memory_writable() {
-        eprintln!("SKIPPED: no writable cgroup v1 memory controller here");
-        return;
+    if let Err(r) = cgroup_v1_memory_writable() {
+        return skip(&r);
     }
     let mut case = Case::start(SORT, &["--cgroup"]);
     let supervisor = case.pid();
