@@ -98,7 +98,9 @@ STORAGE_LEVELS = {
     "OFF_HEAP": (True, True, True, False, 1),
 }
 
-# Stage keys and defaults, as src/scenario.rs documents them.
+# The keys and defaults of the kinds the replay supports: those of spillway's stage registry
+# (src/stage/<kind>.rs); tests/docs_tables.rs checks that they are equal. `expect` (every kind)
+# only tells spillway's exit status whether a failure was meant, so the replay accepts it.
 STAGE_DEFAULTS = {
     "cache": {"rdd": 1, "partitions": 8, "partition_bytes": "16m", "record_bytes": 100,
               "storage_level": "MEMORY_ONLY", "name": None},
@@ -152,11 +154,12 @@ def load_scenario(name_or_path: str) -> dict:
         if kind not in STAGE_DEFAULTS:
             raise SystemExit(f"error: unknown stage kind '{kind}' in stage {i} "
                              f"(accepted: {', '.join(STAGE_DEFAULTS)})")
-        unknown = set(raw) - set(STAGE_DEFAULTS[kind]) - {"kind"}
+        unknown = set(raw) - set(STAGE_DEFAULTS[kind]) - {"kind", "expect"}
         if unknown:
             raise SystemExit(f"error: unknown key(s) {sorted(unknown)} in {kind} stage {i}")
         st = dict(STAGE_DEFAULTS[kind])
         st.update(raw)
+        st.pop("expect", None)
         for k in SIZE_KEYS & set(st):
             st[k] = byte_string(st[k])
         if kind == "cache" and st["name"] is None:
