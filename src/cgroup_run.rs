@@ -112,22 +112,45 @@ pub struct CgroupRunArgs {
     pub own_args: Vec<OsString>,
 }
 
+/// What the supervisor found of the child's report.json once the child ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChildReport {
+    /// The child wrote its report; the supervisor extended it.
+    Written,
+    /// There was no report.json: the child ended before writing one.
+    Missing,
+    /// report.json was there but not a report (cut short, not JSON, not readable); `reason`
+    /// says why. The supervisor wrote a stand-in over it.
+    Malformed { reason: String },
+}
+
+impl ChildReport {
+    /// Whether the report written is a stand-in rather than the child's own.
+    pub fn is_stand_in(&self) -> bool {
+        !matches!(self, ChildReport::Written)
+    }
+}
+
 /// A finished `run --cgroup`: how the child ended and the report written.
 #[derive(Debug, Clone)]
 pub struct CgroupRun {
     pub supervised: Supervised,
     /// report.json as written in `out_dir`.
     pub report: Report,
+    /// Whether the child left its own report (a child that exited without one is a failure).
+    pub child_report: ChildReport,
     pub out_dir: PathBuf,
 }
 
 impl CgroupRun {
-    /// The supervisor's exit status: the child's own when it exited (its codes are the same
-    /// table; one outside it is a failure), 3 for a kernel OOM kill, 1 for a kill of unknown
-    /// cause.
+    /// The supervisor's exit status: the child's own when it exited and left its report (its
+    /// codes are the same table; one outside it is a failure), 1 when it exited without a
+    /// readable report (whatever its code: the run's result is lost), 3 for a kernel OOM
+    /// kill, 1 for a kill of unknown cause.
     pub fn exit_status(&self) -> crate::exit::ExitStatus {
         use crate::exit::ExitStatus as S;
         match self.supervised.outcome {
+            ChildOutcome::Exited { .. } if self.child_report.is_stand_in() => S::Failure,
             ChildOutcome::Exited { code } => S::from_code(code).unwrap_or(S::Failure),
             ChildOutcome::OomKilled => S::ContainerOomKilled,
             ChildOutcome::Killed { .. } => S::Failure,
@@ -152,17 +175,20 @@ impl CgroupRun {
         })
     }
 
-    /// The error lines (for stderr) when the child was killed: the error class, the
-    /// explanation with its numbers, and where the report is.
+    /// The error lines (for stderr) when the child was killed, or exited without a readable
+    /// report: the error class, the explanation with its numbers, and where the report is.
     pub fn failure_text(&self) -> Option<String> {
-        let class = match self.supervised.outcome {
+        let (class, explanation) = match self.supervised.outcome {
+            ChildOutcome::Exited { code } if self.child_report.is_stand_in() => (
+                REPORT_MISSING,
+                missing_report_message(code, &self.child_report),
+            ),
             ChildOutcome::Exited { .. } => return None,
-            ChildOutcome::OomKilled => "CONTAINER_OOM_KILLED",
-            ChildOutcome::Killed { .. } => "EXECUTOR_LOST",
+            ChildOutcome::OomKilled => ("CONTAINER_OOM_KILLED", explain(&self.supervised.report)),
+            ChildOutcome::Killed { .. } => ("EXECUTOR_LOST", explain(&self.supervised.report)),
         };
         Some(format!(
-            "error: [{class}] {}\nreport: {}\n",
-            explain(&self.supervised.report),
+            "error: [{class}] {explanation}\nreport: {}\n",
             self.out_dir.join("report.json").display()
         ))
     }
@@ -211,6 +237,8 @@ pub fn run(args: &CgroupRunArgs) -> Result<CgroupRun, CgroupRunError> {
     let _ = std::fs::remove_file(out_dir.join("report.json"));
 
     let own = OwnCgroup::discover().ok_or(CgroupError::NoCgroup)?;
+    // The machine as the run found it: detected after the child, its load would be the run's.
+    let machine = crate::machine::MachineInfo::detect();
     let exe = std::env::current_exe().map_err(CgroupRunError::CurrentExe)?;
     let child_args = child_args(
         &args.own_args,
@@ -229,11 +257,13 @@ pub fn run(args: &CgroupRunArgs) -> Result<CgroupRun, CgroupRunError> {
         out_dir: &out_dir,
         scenario: &scenario,
         layout: layout.to_json(),
+        machine,
     };
-    let report = finish_report(&ctx, &supervised)?;
+    let (report, child_report) = finish_report(&ctx, &supervised)?;
     Ok(CgroupRun {
         supervised,
         report,
+        child_report,
         out_dir,
     })
 }
@@ -391,52 +421,121 @@ pub fn explain(r: &CgroupReport) -> String {
     }
 }
 
+/// The `failures[]` error of a child that exited by itself without a readable report.
+pub const REPORT_MISSING: &str = "REPORT_MISSING";
+
 /// What the caller of [`finish_report`] needs for a report the child could not write.
 pub struct ReportContext<'a> {
     pub out_dir: &'a Path,
     pub scenario: &'a Scenario,
     pub layout: LayoutJson,
+    /// Detected before the child started, so its load is the machine's, not the run's.
+    pub machine: crate::machine::MachineInfo,
 }
 
-/// Adds the `cgroup` section to the child's report.json, or, when the child was killed before
-/// it wrote one, writes an incomplete report itself; a killed child adds a `failures[]` entry
-/// (`CONTAINER_OOM_KILLED` or `EXECUTOR_LOST`, no stage or task: the executor died) carrying
-/// the numbers. The report is the run's one typed `Report`, written by the same atomic writer.
-pub fn finish_report(ctx: &ReportContext, sup: &Supervised) -> Result<Report, CgroupRunError> {
+/// Reads the child's report.json, telling a missing one from one that is not a report.
+fn read_child_report(path: &Path) -> (Option<Report>, ChildReport) {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (None, ChildReport::Missing),
+        Err(e) => {
+            return (
+                None,
+                ChildReport::Malformed {
+                    reason: format!("cannot read it: {e}"),
+                },
+            );
+        }
+    };
+    match serde_json::from_slice::<Report>(&bytes) {
+        Ok(r) => (Some(r), ChildReport::Written),
+        Err(e) => (
+            None,
+            ChildReport::Malformed {
+                reason: format!("not a report: {e}"),
+            },
+        ),
+    }
+}
+
+/// The message of a `REPORT_MISSING` failure.
+fn missing_report_message(code: i32, child_report: &ChildReport) -> String {
+    match child_report {
+        ChildReport::Malformed { reason } => format!(
+            "the executor exited with code {code} and left a report.json that cannot be used ({reason}); this report is the supervisor's stand-in"
+        ),
+        _ => format!(
+            "the executor exited with code {code} without writing report.json; this report is the supervisor's stand-in"
+        ),
+    }
+}
+
+/// Adds the `cgroup` section to the child's report.json, or, when the child ended without a
+/// readable one, writes an incomplete stand-in itself (a malformed one is logged and replaced).
+/// A killed child adds a `failures[]` entry (`CONTAINER_OOM_KILLED` or `EXECUTOR_LOST`, no
+/// stage or task: the executor died) carrying the numbers; a child that exited by itself
+/// without a readable report adds `REPORT_MISSING` with its exit status. The report is the
+/// run's one typed `Report`, written by the same atomic writer.
+pub fn finish_report(
+    ctx: &ReportContext,
+    sup: &Supervised,
+) -> Result<(Report, ChildReport), CgroupRunError> {
     let path = ctx.out_dir.join("report.json");
-    let child: Option<Report> = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let (child, child_report) = read_child_report(&path);
+    if let ChildReport::Malformed { reason } = &child_report {
+        crate::log::warn(
+            "cgroup",
+            &format!(
+                "the executor's {} is unusable ({reason}); writing a stand-in report",
+                path.display()
+            ),
+        );
+    }
     let mut report = child.unwrap_or_else(|| Report {
         spillway_version: env!("CARGO_PKG_VERSION").into(),
-        machine: crate::machine::MachineInfo::detect(),
+        machine: ctx.machine.clone(),
         scenario: ScenarioInfo::of(ctx.scenario),
         complete: false,
+        interrupted: crate::interrupt::interrupted().map(|s| s.name().to_string()),
         layout: ctx.layout.clone(),
         ..Report::default()
     });
     report.cgroup = Some(sup.report.clone());
-    let error = match sup.outcome {
+    let failure = match sup.outcome {
+        ChildOutcome::Exited { code } if child_report.is_stand_in() => Some(FailureReport {
+            stage_id: None,
+            task_id: None,
+            error: REPORT_MISSING.into(),
+            message: missing_report_message(code, &child_report),
+            limit_bytes: None,
+            peak_usage_bytes: None,
+            oom_kill: None,
+            exit_status: Some(sup.report.exit_status),
+        }),
         ChildOutcome::Exited { .. } => None,
-        ChildOutcome::OomKilled => Some("CONTAINER_OOM_KILLED"),
-        ChildOutcome::Killed { .. } => Some("EXECUTOR_LOST"),
-    };
-    if let Some(error) = error {
-        report.complete = false;
-        report.failures.push(FailureReport {
+        ChildOutcome::OomKilled | ChildOutcome::Killed { .. } => Some(FailureReport {
             // Not a task's failure: the whole executor died (Spark: ExecutorLostFailure).
             stage_id: None,
             task_id: None,
-            error: error.into(),
+            error: if sup.outcome == ChildOutcome::OomKilled {
+                "CONTAINER_OOM_KILLED"
+            } else {
+                "EXECUTOR_LOST"
+            }
+            .into(),
             message: explain(&sup.report),
             limit_bytes: Some(sup.report.limit_bytes),
             peak_usage_bytes: Some(sup.report.peak_usage_bytes),
             oom_kill: Some(sup.report.oom_kill),
             exit_status: Some(sup.report.exit_status),
-        });
+        }),
+    };
+    if let Some(failure) = failure {
+        report.complete = false;
+        report.failures.push(failure);
     }
     write_report(&report, ctx.out_dir).map_err(|source| CgroupRunError::Output { path, source })?;
-    Ok(report)
+    Ok((report, child_report))
 }
 
 /// The child's command line: the supervisor's own arguments with the hidden `--cgroup-child`
@@ -478,6 +577,156 @@ mod tests {
             ChildOutcome::Exited { code: 2 }
         );
         assert_eq!(ChildOutcome::OomKilled.shell_status(), 137);
+    }
+
+    fn supervised(outcome: ChildOutcome) -> Supervised {
+        Supervised {
+            outcome,
+            report: CgroupReport {
+                version: crate::pressure::CgroupVersion::V2,
+                path: "/sys/fs/cgroup/test/spillway-1-1".into(),
+                pressure_path: None,
+                limit_bytes: 400 << 20,
+                limit_source: "container".into(),
+                peak_usage_bytes: 300 << 20,
+                sampled_peak_usage_bytes: 290 << 20,
+                oom_kill: u64::from(outcome == ChildOutcome::OomKilled),
+                psi_some_total_us: 0,
+                psi_full_total_us: 0,
+                events: Default::default(),
+                stat: Default::default(),
+                samples: 3,
+                child_pid: 12345,
+                outcome,
+                exit_status: outcome.shell_status(),
+            },
+        }
+    }
+
+    /// Runs `finish_report` over `out_dir` as `run` would, returning the `CgroupRun`.
+    fn finish(out_dir: &Path, outcome: ChildOutcome) -> CgroupRun {
+        let scenario = Scenario::load("default").expect("the built-in default scenario");
+        let machine = crate::machine::MachineInfo {
+            cpu_arch: "detected before the child".into(),
+            ..Default::default()
+        };
+        let ctx = ReportContext {
+            out_dir,
+            scenario: &scenario,
+            layout: LayoutJson::default(),
+            machine,
+        };
+        let supervised = supervised(outcome);
+        let (report, child_report) = finish_report(&ctx, &supervised).expect("report written");
+        let written: Report =
+            serde_json::from_slice(&std::fs::read(out_dir.join("report.json")).unwrap())
+                .expect("the written report parses");
+        assert_eq!(written.failures.len(), report.failures.len());
+        assert_eq!(written.machine, report.machine);
+        CgroupRun {
+            supervised,
+            report,
+            child_report,
+            out_dir: out_dir.to_path_buf(),
+        }
+    }
+
+    #[test]
+    fn a_child_that_exits_without_a_report_is_a_failure_with_a_stand_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = finish(dir.path(), ChildOutcome::Exited { code: 0 });
+        assert_eq!(run.child_report, ChildReport::Missing);
+        assert!(!run.report.complete);
+        assert_eq!(run.report.machine.cpu_arch, "detected before the child");
+        assert_eq!(run.report.scenario.name, "default");
+        let [f] = run.report.failures.as_slice() else {
+            panic!("one failure: {:?}", run.report.failures);
+        };
+        assert_eq!(f.error, REPORT_MISSING);
+        assert_eq!((f.stage_id, f.task_id), (None, None));
+        assert_eq!(f.exit_status, Some(0));
+        assert!(
+            f.message
+                .contains("exited with code 0 without writing report.json"),
+            "{}",
+            f.message
+        );
+        assert!(run.report.cgroup.is_some());
+        // Exit 0 from the child is not the supervisor's: the run's result is lost.
+        assert_eq!(run.exit_status(), crate::exit::ExitStatus::Failure);
+        let text = run.failure_text().expect("an error line");
+        assert!(text.starts_with("error: [REPORT_MISSING]"), "{text}");
+    }
+
+    #[test]
+    fn a_malformed_child_report_is_logged_and_replaced() {
+        crate::log::init();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("report.json"), b"{\"complete\": tr").unwrap();
+        let before = crate::log::warnings_logged();
+        let run = finish(dir.path(), ChildOutcome::Exited { code: 4 });
+        let ChildReport::Malformed { reason } = &run.child_report else {
+            panic!("malformed, got {:?}", run.child_report);
+        };
+        assert!(reason.starts_with("not a report:"), "{reason}");
+        assert!(
+            crate::log::warnings_logged() > before,
+            "a warning was logged"
+        );
+        assert_eq!(run.report.failures.len(), 1);
+        assert_eq!(run.report.failures[0].error, REPORT_MISSING);
+        assert!(
+            run.report.failures[0].message.contains("cannot be used"),
+            "{}",
+            run.report.failures[0].message
+        );
+        assert_eq!(run.exit_status(), crate::exit::ExitStatus::Failure);
+    }
+
+    #[test]
+    fn the_childs_own_report_is_extended_and_its_exit_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = Report {
+            spillway_version: "child".into(),
+            complete: true,
+            stages_finished: vec![0, 1],
+            ..Report::default()
+        };
+        write_report(&own, dir.path()).unwrap();
+        let run = finish(dir.path(), ChildOutcome::Exited { code: 4 });
+        assert_eq!(run.child_report, ChildReport::Written);
+        assert_eq!(run.report.spillway_version, "child");
+        assert!(run.report.complete);
+        assert_eq!(run.report.stages_finished, [0, 1]);
+        assert!(run.report.failures.is_empty());
+        assert_eq!(
+            run.report.cgroup.as_ref().map(|c| c.limit_bytes),
+            Some(400 << 20)
+        );
+        assert_eq!(
+            run.exit_status(),
+            crate::exit::ExitStatus::UndeclaredTaskFailures
+        );
+        assert!(run.failure_text().is_none());
+    }
+
+    #[test]
+    fn a_killed_child_without_a_report_is_its_kill_not_a_missing_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = finish(dir.path(), ChildOutcome::OomKilled);
+        assert_eq!(run.child_report, ChildReport::Missing);
+        let errors: Vec<&str> = run
+            .report
+            .failures
+            .iter()
+            .map(|f| f.error.as_str())
+            .collect();
+        assert_eq!(errors, ["CONTAINER_OOM_KILLED"]);
+        assert_eq!(run.report.failures[0].oom_kill, Some(1));
+        assert_eq!(
+            run.exit_status(),
+            crate::exit::ExitStatus::ContainerOomKilled
+        );
     }
 
     #[test]

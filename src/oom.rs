@@ -742,7 +742,7 @@ fn container_in_cgroup(opts: &CaseOptions) -> Result<Outcome, OomError> {
     })?;
     let stderr = stderr_reader.join().unwrap_or_default().trim().to_string();
     let child = status.code().and_then(ExitStatus::from_code);
-    let report: Option<serde_json::Value> = std::fs::read(out.join("report.json"))
+    let report: Option<crate::run::Report> = std::fs::read(out.join("report.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     let report = match (child, report) {
@@ -753,13 +753,13 @@ fn container_in_cgroup(opts: &CaseOptions) -> Result<Outcome, OomError> {
         (_, report) => report.unwrap_or_default(),
     };
     let killed = child == Some(ExitStatus::ContainerOomKilled);
-    let cg = &report["cgroup"];
-    let num = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
-    let message = report["failures"]
-        .as_array()
-        .and_then(|f| f.first())
-        .and_then(|f| f["message"].as_str())
-        .map(str::to_string)
+    let cg = report.cgroup.as_ref();
+    // The supervisor's failure, not whichever came first (a task may have failed before).
+    let message = report
+        .failures
+        .iter()
+        .find(|f| f.error == "CONTAINER_OOM_KILLED")
+        .map(|f| f.message.clone())
         .unwrap_or_else(|| format!("spillway run --cgroup ended with {status}"));
     Ok(Outcome {
         case: "container",
@@ -768,9 +768,9 @@ fn container_in_cgroup(opts: &CaseOptions) -> Result<Outcome, OomError> {
         message,
         region: "the container's memory cgroup: heap + overhead, enforced by the kernel".into(),
         numbers: vec![
-            ("limit".into(), num(&cg["limit_bytes"])),
-            ("peak".into(), num(&cg["peak_usage_bytes"])),
-            ("oom_kill_count".into(), num(&cg["oom_kill"])),
+            ("limit".into(), cg.map_or(0, |c| c.limit_bytes)),
+            ("peak".into(), cg.map_or(0, |c| c.peak_usage_bytes)),
+            ("oom_kill_count".into(), cg.map_or(0, |c| c.oom_kill)),
         ],
         advice: "raise spark.executor.memoryOverhead (or the pod limit): the kernel kills the \
                  largest process in the cgroup, whatever Spark's pools say"
