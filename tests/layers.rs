@@ -75,8 +75,8 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The module path of a source file (`src/foo.rs`, `src/foo/mod.rs` → `[foo]`,
-/// `src/foo/bar.rs` → `[foo, bar]`; empty for lib.rs and main.rs).
+/// The module path of a source file (`src/scenario.rs` → `[scenario]`, `src/run/mod.rs` →
+/// `[run]`, `src/run/report.rs` → `[run, report]`; empty for lib.rs and main.rs).
 fn module_path(path: &Path) -> Vec<String> {
     let Ok(rel) = path.strip_prefix(root().join("src")) else {
         return Vec::new();
@@ -544,7 +544,7 @@ fn the_parser_joins_groups_over_lines_and_nested_groups() {
 
 #[test]
 fn super_in_a_top_level_file_is_the_crate_root() {
-    // src/foo.rs or src/foo/mod.rs: `super::bar` is module bar.
+    // In a top-level module's file (foo.rs, or foo/mod.rs): `super::bar` is module bar.
     let code = "use super::bar::X;\nuse super::{baz, qux::Y};\nmod tests {\n    use super::*;\n    use super::inner::Z;\n    use super::super::conf;\n}\nuse super::exit;\n";
     assert_eq!(
         crate_uses(code, &["foo"]),
@@ -554,23 +554,27 @@ fn super_in_a_top_level_file_is_the_crate_root() {
 
 #[test]
 fn super_super_in_a_nested_file_reaches_its_top_level_module() {
-    // src/foo/bar.rs: `super` is foo, `super::super` the crate root.
+    // In a nested module's file (foo/bar.rs): `super` is foo, `super::super` the crate root.
     let code = "use super::Sibling;\nuse super::super::conf::K;\nuse super::{super::layout, Other};\npub(super) fn f() {}\n";
     assert_eq!(
         crate_uses(code, &["foo", "bar"]),
         ["foo", "conf", "layout", "foo"]
     );
-    // src/foo/bar/mod.rs and deeper: three levels up from foo::bar::baz is the root.
+    // Deeper: three levels up from foo::bar::baz is the root.
     assert_eq!(
         crate_uses("use super::super::super::memory;", &["foo", "bar", "baz"]),
         ["memory"]
     );
     assert_eq!(
-        module_path(&root().join("src/foo/bar/mod.rs")),
-        ["foo", "bar"]
+        module_path(&root().join("src/run/plot/labels.rs")),
+        ["run", "plot", "labels"]
     );
-    assert_eq!(module_path(&root().join("src/foo/mod.rs")), ["foo"]);
-    assert_eq!(module_path(&root().join("src/foo.rs")), ["foo"]);
+    assert_eq!(
+        module_path(&root().join("src/run/report.rs")),
+        ["run", "report"]
+    );
+    assert_eq!(module_path(&root().join("src/run/mod.rs")), ["run"]);
+    assert_eq!(module_path(&root().join("src/scenario.rs")), ["scenario"]);
     assert!(module_path(&root().join("src/lib.rs")).is_empty());
 }
 
