@@ -20,6 +20,10 @@
 //!
 //! Only a SIGKILL leaves anything behind; the next run's start-up sweep (`crate::sweep`) and
 //! the cgroup sweep remove that.
+//!
+//! A hidden test hook, [`HOLD_ENV`], holds the first signal's stop for a while, so that the
+//! end-to-end tests (`tests/signals.rs`) can send the second signal while everything is still
+//! live and prove that its path, not the first one's, cleaned up.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -147,26 +151,44 @@ pub const CHECK_EVERY: u64 = 4096;
 /// Registers SIGINT, SIGTERM and SIGHUP and starts the thread that receives them. Idempotent:
 /// only the first call registers. Call it at the start of a command that makes files,
 /// processes or cgroups (`run`, `oom`, `bench`), never in a worker.
+///
+/// A malformed [`HOLD_ENV`] ends the process with exit 2 here, before anything is created.
 pub fn install() -> std::io::Result<()> {
     static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     INSTALLED
         .get_or_init(|| {
+            let hold = match test_hold() {
+                Ok(hold) => hold,
+                Err(message) => {
+                    eprintln!("spillway: {message}");
+                    std::process::exit(i32::from(crate::exit::ExitStatus::BadInput.code()));
+                }
+            };
             let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| e.to_string())?;
             std::thread::Builder::new()
                 .name("spillway-signals".into())
                 .spawn(move || {
+                    // Counted here, not by the flag: under the test hold the flag is raised
+                    // later than the first signal arrives.
+                    let mut first_taken = false;
                     for n in signals.forever() {
                         let Some(signal) = Signal::from_number(n) else {
                             continue;
                         };
-                        if PROCESS.raise(signal) {
+                        if !first_taken {
+                            first_taken = true;
                             eprintln!(
                                 "spillway: {signal} received: stopping the run and cleaning up \
                                  (send it again to exit at once)"
                             );
+                            raise_after(signal, hold);
                         } else {
                             eprintln!("spillway: {signal} received again: cleaning up and exiting");
                             clean_up_now(signal);
+                            eprintln!(
+                                "spillway: second {signal}: registered files, directories, \
+                                 processes and cgroups removed; exiting now"
+                            );
                             signal_hook::low_level::exit(i32::from(
                                 crate::exit::ExitStatus::Signal(signal.number()).code(),
                             ));
@@ -178,6 +200,74 @@ pub fn install() -> std::io::Result<()> {
         })
         .clone()
         .map_err(std::io::Error::other)
+}
+
+/// Test hook (hidden, for `tests/signals.rs` only): `SPILLWAY_TEST_HOLD_CLEANUP_MS=<ms>`
+/// holds the first signal's stop for that many milliseconds. The signal is taken at once (its
+/// message is printed and a second signal is recognised as the second), but the process flag
+/// is raised only when the hold ends, so until then no task stops, no worker is ended, no
+/// signal is forwarded and nothing is cleaned up: the run is provably still busy, with every
+/// spill file, private directory, child and cgroup live, when a test's second signal arrives.
+/// Read once, by [`install`]. A spillway started by spillway (the `--cgroup` executor, an
+/// `oom` case's child) ignores it: its parent forwards a signal and SIGKILLs it after a grace
+/// period, so it must act on the signal at once.
+pub const HOLD_ENV: &str = "SPILLWAY_TEST_HOLD_CLEANUP_MS";
+
+/// The [`HOLD_ENV`] hold: `Ok(None)` when unset, zero, or in a child of spillway; `Err` names
+/// the key and the value that is not a number of milliseconds.
+fn test_hold() -> Result<Option<Duration>, String> {
+    parse_hold(std::env::var_os(HOLD_ENV).as_deref(), parent_is_spillway)
+}
+
+/// [`test_hold`] on the variable's value; `in_child` is asked only for a valid, non-zero one.
+fn parse_hold(
+    text: Option<&std::ffi::OsStr>,
+    in_child: impl FnOnce() -> bool,
+) -> Result<Option<Duration>, String> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let ms: u64 = text
+        .to_str()
+        .and_then(|t| t.trim().parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "{HOLD_ENV}={}: not a number of milliseconds",
+                text.to_string_lossy()
+            )
+        })?;
+    if ms == 0 || in_child() {
+        return Ok(None);
+    }
+    Ok(Some(Duration::from_millis(ms)))
+}
+
+/// Whether the parent process runs this same executable (compared by device and inode).
+fn parent_is_spillway() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: String| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    let parent = std::os::unix::process::parent_id();
+    let own = id("/proc/self/exe".into());
+    own.is_some() && own == id(format!("/proc/{parent}/exe"))
+}
+
+/// Raises the process flag for `signal`, at once or (test hook) after `hold` on a thread of
+/// its own, so that the signal thread keeps receiving meanwhile.
+fn raise_after(signal: Signal, hold: Option<Duration>) {
+    let Some(hold) = hold else {
+        PROCESS.raise(signal);
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name("spillway-signal-hold".into())
+        .spawn(move || {
+            std::thread::sleep(hold);
+            PROCESS.raise(signal);
+        });
+    if spawned.is_err() {
+        // No thread for the hold: stop at once rather than never.
+        PROCESS.raise(signal);
+    }
 }
 
 /// Something the second-signal path must undo.
@@ -248,9 +338,27 @@ const KILL_GRACE: Duration = Duration::from_secs(2);
 /// The second-signal path: undoes everything registered, synchronously. Runs on the signal
 /// thread while other threads may still run; whatever they do after this is cut short by
 /// `_exit`.
+///
+/// The flag is raised first (it may not be yet, under the [`HOLD_ENV`] test hold), so that no
+/// further task starts. A task already running may still register something — a Python
+/// worker started while the first children were waited for — so the registry is read again
+/// after each pass, until a pass finds nothing new.
 fn clean_up_now(signal: Signal) {
-    let entries: Vec<Entry> = registry().values().cloned().collect();
-    clean_up(&entries, signal);
+    PROCESS.raise(signal);
+    let mut done: std::collections::BTreeSet<u64> = std::collections::BTreeSet::new();
+    loop {
+        let fresh: Vec<(u64, Entry)> = registry()
+            .iter()
+            .filter(|(id, _)| !done.contains(id))
+            .map(|(id, e)| (*id, e.clone()))
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        done.extend(fresh.iter().map(|(id, _)| *id));
+        let entries: Vec<Entry> = fresh.into_iter().map(|(_, e)| e).collect();
+        clean_up(&entries, signal);
+    }
 }
 
 /// Undoes `entries`: children first (forwarded ones get `signal` and a grace period), then
@@ -383,6 +491,26 @@ mod tests {
         );
         assert_eq!(parse_stat("9 (z) Z 1 0"), Some(('Z', 1)));
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn the_test_hold_parses_and_is_ignored_in_a_child() {
+        use std::ffi::OsStr;
+        let parent = || false;
+        assert_eq!(parse_hold(None, parent), Ok(None));
+        assert_eq!(parse_hold(Some(OsStr::new("0")), parent), Ok(None));
+        assert_eq!(
+            parse_hold(Some(OsStr::new("1500")), parent),
+            Ok(Some(Duration::from_millis(1500)))
+        );
+        assert_eq!(parse_hold(Some(OsStr::new("1500")), || true), Ok(None));
+        let err = parse_hold(Some(OsStr::new("2s")), parent).unwrap_err();
+        assert!(
+            err.contains("SPILLWAY_TEST_HOLD_CLEANUP_MS=2s"),
+            "names key and value: {err}"
+        );
+        // A spillway whose parent is not spillway (this test binary's parent is cargo).
+        assert!(!parent_is_spillway());
     }
 
     #[test]
