@@ -646,7 +646,9 @@ mod tests {
 
     /// A stage label's kind: every registered kind, and a long name for the worst case.
     fn kind_name(i: usize) -> &'static str {
-        crate::stage::KINDS.get(i).map_or("aggregate-with-a-long-name", |k| k.name)
+        crate::stage::KINDS
+            .get(i)
+            .map_or("aggregate-with-a-long-name", |k| k.name)
     }
 
     proptest! {
