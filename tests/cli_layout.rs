@@ -142,7 +142,7 @@ fn unknown_spark_keys_warn_but_run() {
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("warning") && err.contains("spark.sql.shuffle.partitions"),
+        err.contains("WARN SparkConf:") && err.contains("spark.sql.shuffle.partitions"),
         "{err}"
     );
 }
