@@ -250,7 +250,6 @@ fn run_one_stage(
     if let Some(p) = progress {
         p.start(tasks.count, input_bytes);
     }
-    let user_peak = AtomicU64::new(0);
     let runs = {
         let shared: &RunContext = ctx;
         run_stage(
@@ -258,13 +257,7 @@ fn run_one_stage(
             stage_id,
             tasks.count,
             exception_on_leak,
-            |task_ctx| {
-                let out = (tasks.body)(shared, task_ctx);
-                if let Ok(o) = &out {
-                    user_peak.fetch_max(o.user_bytes, Ordering::Relaxed);
-                }
-                out
-            },
+            |task_ctx| (tasks.body)(shared, task_ctx),
             |run| {
                 if let Some(p) = progress {
                     p.task_done(run, executor);
@@ -278,6 +271,7 @@ fn run_one_stage(
     }
     executor.trim_page_pools();
     stage.stage.finish(ctx, &runs);
+    let kind_fields = stage.stage.report_fields(&runs);
     StageRun {
         stage_id,
         kind: stage.kind.name,
@@ -288,7 +282,7 @@ fn run_one_stage(
         wall: started.elapsed(),
         storage_before,
         storage_after: executor.block_manager().counters(),
-        user_peak_bytes: user_peak.into_inner(),
+        kind_fields,
     }
 }
 
@@ -437,7 +431,8 @@ pub(crate) struct StageRun {
     pub wall: Duration,
     pub storage_before: crate::storage::block_manager::StorageCounters,
     pub storage_after: crate::storage::block_manager::StorageCounters,
-    pub user_peak_bytes: u64,
+    /// The kind's own report numbers.
+    pub kind_fields: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Whether a task failed, and its error class and message.

@@ -116,13 +116,13 @@ pub struct StageReport {
     pub eviction_time_ms: f64,
     pub acquire_wait_count: u64,
     pub acquire_wait_time_ms: f64,
-    pub memory_hits: u64,
-    pub disk_hits: u64,
-    pub recomputes: u64,
     pub records_in: u64,
     pub records_out: u64,
-    pub peak_user_memory: u64,
     pub verified: bool,
+    /// The numbers only this stage's kind has (`Stage::report_fields`), beside the common ones:
+    /// a scan's `memoryHits`, `diskHits`, `recomputes`; a UDF's `peakUserMemory`.
+    #[serde(flatten)]
+    pub kind_fields: serde_json::Map<String, serde_json::Value>,
 }
 
 /// One task, as the REST API's `TaskData` names it.
@@ -319,12 +319,9 @@ pub(crate) fn build(i: Inputs) -> Report {
                 / 1e6,
             acquire_wait_count: 0,
             acquire_wait_time_ms: 0.0,
-            memory_hits: 0,
-            disk_hits: 0,
-            recomputes: 0,
             records_in: 0,
             records_out: 0,
-            peak_user_memory: s.user_peak_bytes,
+            kind_fields: s.kind_fields.clone(),
             verified: true,
         };
         let mut spill_write_ns = 0u64;
@@ -361,12 +358,6 @@ pub(crate) fn build(i: Inputs) -> Report {
                     r.records_in += o.records_in;
                     r.records_out += o.records_out;
                     r.verified &= o.verified;
-                    match o.read_from {
-                        Some(ReadFrom::Memory) => r.memory_hits += 1,
-                        Some(ReadFrom::Disk) => r.disk_hits += 1,
-                        Some(ReadFrom::Recomputed) => r.recomputes += 1,
-                        None => {}
-                    }
                     t.memory_bytes_spilled = o.memory_bytes_spilled;
                     t.disk_bytes_spilled = o.disk_bytes_spilled;
                     t.spill_count = o.spill_count;
@@ -782,11 +773,13 @@ pub fn summary_table(report: &Report, out_dir: &Path) -> String {
             s.wall_time_ms,
             if s.verified { "ok" } else { "NO" }
         ));
-        if s.memory_hits + s.disk_hits + s.recomputes > 0 {
-            out.push_str(&format!(
-                "{:>17} read: {} from memory, {} from disk, {} recomputed\n",
-                "", s.memory_hits, s.disk_hits, s.recomputes
-            ));
+        if !s.kind_fields.is_empty() {
+            let fields: Vec<String> = s
+                .kind_fields
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            out.push_str(&format!("{:>17} {}\n", "", fields.join(", ")));
         }
     }
     if !report.storage.rdds.is_empty() {

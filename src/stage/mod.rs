@@ -414,6 +414,13 @@ pub trait Stage: fmt::Debug + Send + Sync {
     fn finish(&self, run: &mut RunContext, runs: &[StageTaskRun]) {
         let _ = (run, runs);
     }
+
+    /// The numbers only this kind reports, beside every stage's (camelCase keys, flattened into
+    /// the stage's report object; documented with the stage report in `docs/report.md`).
+    fn report_fields(&self, runs: &[StageTaskRun]) -> serde_json::Map<String, serde_json::Value> {
+        let _ = runs;
+        serde_json::Map::new()
+    }
 }
 
 /// The body of a stage's tasks.

@@ -4,7 +4,7 @@
 
 use super::{
     CACHED_RDD_KEY, CachedRdd, ClassifiedError, KeyError, KindDef, RddUse, RunContext, Stage,
-    TaskOutput, Tasks, Values, generated_bytes,
+    StageTaskRun, TaskOutput, Tasks, Values, generated_bytes,
 };
 use crate::data::RecordSource;
 use crate::scheduler::TaskContext;
@@ -40,6 +40,24 @@ impl Stage for Scan {
 
     fn label(&self) -> String {
         format!("scan rdd {}", self.rdd)
+    }
+
+    /// Where the partitions were found (Spark's UI shows the same per block read).
+    fn report_fields(&self, runs: &[StageTaskRun]) -> serde_json::Map<String, serde_json::Value> {
+        let (mut memory, mut disk, mut recomputed) = (0u64, 0u64, 0u64);
+        for r in runs {
+            match r.result.as_ref().ok().and_then(|o| o.read_from) {
+                Some(ReadFrom::Memory) => memory += 1,
+                Some(ReadFrom::Disk) => disk += 1,
+                Some(ReadFrom::Recomputed) => recomputed += 1,
+                None => {}
+            }
+        }
+        let mut m = serde_json::Map::new();
+        m.insert("memoryHits".into(), memory.into());
+        m.insert("diskHits".into(), disk.into());
+        m.insert("recomputes".into(), recomputed.into());
+        m
     }
 
     fn start<'s>(&'s self, run: &mut RunContext, _stage_id: u32) -> Tasks<'s> {

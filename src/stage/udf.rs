@@ -3,8 +3,8 @@
 //! `java.lang.OutOfMemoryError: Java heap space`.
 
 use super::{
-    ClassifiedError, Key, KeyError, KeyType, KindDef, MAX_COUNT, RunContext, Stage, TASKS_KEY,
-    TaskOutput, Tasks, Values,
+    ClassifiedError, Key, KeyError, KeyType, KindDef, MAX_COUNT, RunContext, Stage, StageTaskRun,
+    TASKS_KEY, TaskOutput, Tasks, Values,
 };
 use crate::data::stream_seed;
 use crate::scheduler::TaskContext;
@@ -59,6 +59,19 @@ impl Stage for Udf {
 
     fn label(&self) -> String {
         "udf".into()
+    }
+
+    /// The most user memory one task held (Spark does not account it; spillway maps it).
+    fn report_fields(&self, runs: &[StageTaskRun]) -> serde_json::Map<String, serde_json::Value> {
+        let peak = runs
+            .iter()
+            .filter_map(|r| r.result.as_ref().ok())
+            .map(|o| o.user_bytes)
+            .max()
+            .unwrap_or(0);
+        let mut m = serde_json::Map::new();
+        m.insert("peakUserMemory".into(), peak.into());
+        m
     }
 
     fn start<'s>(&'s self, run: &mut RunContext, _stage_id: u32) -> Tasks<'s> {
