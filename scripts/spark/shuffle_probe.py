@@ -5,8 +5,11 @@
         [--only default|spill|reduce-spill]...
 
 The recorded runs (``scripts/spark/results/shuffle-probe-2026-12-02*.json``, each with its exact
-command, date and machine) took about 4 minutes for the first two sessions and 3 for the third
-on a loaded 2-core VM.
+command, date and machine) took about 4 minutes for the first two sessions and 2-3 for the third
+on a loaded 2-core VM. At ``spark.memory.fraction`` 0.005 the reduce side still did not spill
+(Spillable's first 5 MiB, ``spark.shuffle.spill.initialMemoryThreshold``, is not acquired from the
+pool); the ``-threshold`` run adds ``--reduce-spill-conf
+spark.shuffle.spill.initialMemoryThreshold=1048576`` and both sides spill.
 
 Groundwork for the shuffle stages: runs shuffle cases on PySpark (local mode, ``local[2]``,
 driver heap = ``spark.executor.memory`` = 1g as ``replay.py`` sets it) and prints one JSON object
