@@ -328,6 +328,10 @@ def main(argv=None) -> int:
         if value < 0 or (key == "--records" and value == 0):
             print(f"error: {key} must be a positive record count, got {value}", file=sys.stderr)
             return 2
+    for item in args.reduce_spill_conf or []:
+        if "=" not in item or not item.split("=", 1)[0]:
+            print(f"error: --reduce-spill-conf expects KEY=VALUE, got '{item}'", file=sys.stderr)
+            return 2
     replay.install_interrupts()
     if not check_env.report_problems():
         return 3
