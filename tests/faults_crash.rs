@@ -145,10 +145,21 @@ fn sigkill_at_random_points_leaves_nothing_read_as_complete_and_the_next_run_swe
     let local = tmp.path().join("local");
     std::fs::create_dir_all(&local).unwrap();
 
+    // Kill points spread over the whole run: how long a run takes depends on the machine and
+    // its load, so one uninterrupted run measures it first (it removes its own directory).
+    let started = Instant::now();
+    let full = run_cmd(&scenario, &local, &tmp.path().join("uninterrupted"))
+        .status()
+        .unwrap();
+    assert!(full.success(), "the uninterrupted run: {full:?}");
+    let run_ms = (started.elapsed().as_millis() as u64).max(200);
+    println!("an uninterrupted run takes {run_ms} ms");
+
     let mut t = Tally::default();
-    // Kill points spread over the whole run (cache ≈ 0–1 s, sort ≈ 1–3 s, python after).
+    let mut killed_running = 0u32;
     for i in 0..6u32 {
-        let delay_ms = 150 + rng.next() % 3500;
+        // Within the first 90 % of a run (the process start included).
+        let delay_ms = 20 + rng.next() % (run_ms * 9 / 10);
         let mut child = run_cmd(&scenario, &local, &tmp.path().join(format!("out{i}")))
             .spawn()
             .unwrap();
@@ -168,6 +179,7 @@ fn sigkill_at_random_points_leaves_nothing_read_as_complete_and_the_next_run_swe
         let status = child.wait().unwrap();
         println!("kill {i}: after {delay_ms} ms, finished first: {finished}, {status:?}");
         t.kills += 1;
+        killed_running += u32::from(!finished);
         t.workers_seen += workers.len() as u32;
 
         // Orphaned workers see EOF on stdin and exit by themselves.
@@ -209,6 +221,8 @@ fn sigkill_at_random_points_leaves_nothing_read_as_complete_and_the_next_run_swe
         }
     }
     println!("{t:?}");
+    // Not vacuous: the kills hit running executors, which left their directories.
+    assert!(killed_running > 0, "every run finished before its kill");
     assert!(
         t.left_dirs > 0,
         "SIGKILL leaves the private directory behind"
