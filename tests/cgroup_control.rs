@@ -10,21 +10,13 @@ mod skip_support;
 use skip_support::skip;
 
 fn own_writable() -> Result<OwnCgroup, String> {
-    // The tests of this file run on parallel threads: each probes under its own name.
-    static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let own = OwnCgroup::discover().ok_or("no memory cgroup is mounted")?;
-    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let probe = own
-        .memory_dir
-        .join(format!("spillway-{}-probe{n}", std::process::id()));
-    std::fs::create_dir(&probe)
-        .map_err(|e| format!("cannot create a child of {}: {e}", own.memory_dir.display()))?;
-    let _ = std::fs::remove_dir(&probe);
     if own.version == CgroupVersion::V2 {
         // Creating a v2 child may move this test process (the no-internal-process rule); the
         // binary-level tests cover v2 through `spillway run --cgroup`.
         return Err("v2: covered by tests/cgroup_run.rs, not in-process".into());
     }
+    skip_support::probe_child_cgroup(&own.memory_dir, "memory.limit_in_bytes")?;
     Ok(own)
 }
 

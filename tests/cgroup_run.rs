@@ -37,22 +37,13 @@ fn writable_cgroup(limit_bytes: u64) -> Result<OwnCgroup, String> {
             ));
         }
     }
-    // The tests of this file run on parallel threads: each probes under its own name.
-    static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let probe = own
-        .memory_dir
-        .join(format!("spillway-{}-probe{n}", std::process::id()));
-    std::fs::create_dir(&probe)
-        .map_err(|e| format!("cannot create a child of {}: {e}", own.memory_dir.display()))?;
-    let writable = std::fs::OpenOptions::new()
-        .write(true)
-        .open(probe.join(match own.version {
+    skip_support::probe_child_cgroup(
+        &own.memory_dir,
+        match own.version {
             CgroupVersion::V1 => "memory.limit_in_bytes",
             CgroupVersion::V2 => "memory.max",
-        }));
-    let _ = std::fs::remove_dir(&probe);
-    writable.map_err(|e| format!("cannot write a child's memory limit: {e}"))?;
+        },
+    )?;
     let avail = mem_available_bytes().unwrap_or(0);
     if avail < 2 * limit_bytes {
         return Err(format!(

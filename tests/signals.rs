@@ -495,28 +495,11 @@ worker = "python3"
 /// `Err(reason)` unless this host lets spillway create a child cgroup v1 memory controller
 /// below its own.
 fn cgroup_v1_memory_writable() -> Result<(), String> {
-    // The tests of this file run on parallel threads: each probes under its own name (two
-    // probes under one name collide with EEXIST and would skip for no reason).
-    static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let text = std::fs::read_to_string("/proc/self/cgroup")
-        .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
-    let rel = text
-        .lines()
-        .find_map(|l| {
-            let mut f = l.splitn(3, ':');
-            let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
-            ctrl.split(',')
-                .any(|c| c == "memory")
-                .then(|| path.to_string())
-        })
-        .ok_or("no cgroup v1 memory controller in /proc/self/cgroup")?;
-    let dir = Path::new("/sys/fs/cgroup/memory").join(rel.trim_start_matches('/'));
-    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let probe = dir.join(format!("spillway-signal-probe-{}-{n}", std::process::id()));
-    std::fs::create_dir(&probe)
-        .map_err(|e| format!("cannot create a child of {}: {e}", dir.display()))?;
-    let _ = std::fs::remove_dir(&probe);
-    Ok(())
+    let own = spillway::pressure::OwnCgroup::discover().ok_or("no memory cgroup is mounted")?;
+    if own.version != spillway::pressure::CgroupVersion::V1 {
+        return Err("these cases walk the cgroup v1 memory tree".into());
+    }
+    skip_support::probe_child_cgroup(&own.memory_dir, "memory.limit_in_bytes")
 }
 
 /// `spillway-<pid>-*` cgroups left below the memory controller's root.

@@ -91,7 +91,6 @@ impl Stage for Python {
         Tasks {
             count: self.tasks,
             body: Box::new(move |run, ctx| {
-                crate::interrupt::check()?;
                 let kind = kind.clone()?;
                 let task = PythonTask {
                     kind,

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 use std::io::Write;
+use std::path::Path;
 
 /// Records that the running test is skipped for `reason` (or fails it under
 /// `SPILLWAY_REQUIRE_ALL=1`).
@@ -37,4 +38,24 @@ pub fn skip(reason: &str) {
             );
         }
     }
+}
+
+/// Whether this process may create a child of the memory cgroup `dir` and write its limit file
+/// `limit_file`: a probe child is made under a name unique to the process and the call (the
+/// tests of one binary probe on parallel threads; one shared name collides with EEXIST and
+/// would skip for no reason), its limit file opened for writing, and the probe removed. The
+/// error says why not, for the test's skip.
+pub fn probe_child_cgroup(dir: &Path, limit_file: &str) -> Result<(), String> {
+    static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = dir.join(format!("spillway-{}-probe{n}", std::process::id()));
+    std::fs::create_dir(&probe)
+        .map_err(|e| format!("cannot create a child of {}: {e}", dir.display()))?;
+    let writable = std::fs::OpenOptions::new()
+        .write(true)
+        .open(probe.join(limit_file));
+    let _ = std::fs::remove_dir(&probe);
+    writable
+        .map(drop)
+        .map_err(|e| format!("cannot write a child's {limit_file}: {e}"))
 }
