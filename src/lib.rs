@@ -13,6 +13,7 @@
 
 pub mod bench;
 pub mod cgroup_run;
+pub mod codec;
 pub mod conf;
 pub mod data;
 pub mod executor;

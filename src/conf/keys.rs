@@ -48,6 +48,13 @@ pub struct Limits {
     pub message: &'static str,
 }
 
+/// A positive size that fits a Java `int` (a buffer).
+pub const POSITIVE_INT_BYTES: Limits = Limits {
+    min: 1,
+    max: i32::MAX as i64,
+    message: "The size must be positive and fit in an int.",
+};
+
 /// No bounds beyond the type's own.
 pub const ANY: Limits = Limits {
     min: i64::MIN,
@@ -85,6 +92,26 @@ pub const SPILL_FORCE_SPILL_THRESHOLD: &str = "spark.shuffle.spill.numElementsFo
 pub const SPILL_BATCH_SIZE: &str = "spark.shuffle.spill.batchSize";
 pub const SPILL_COMPRESS: &str = "spark.shuffle.spill.compress";
 pub const SHUFFLE_FILE_BUFFER: &str = "spark.shuffle.file.buffer";
+pub const SHUFFLE_COMPRESS: &str = "spark.shuffle.compress";
+pub const IO_COMPRESSION_CODEC: &str = "spark.io.compression.codec";
+pub const IO_COMPRESSION_LZ4_BLOCK_SIZE: &str = "spark.io.compression.lz4.blockSize";
+pub const IO_COMPRESSION_SNAPPY_BLOCK_SIZE: &str = "spark.io.compression.snappy.blockSize";
+pub const IO_COMPRESSION_ZSTD_LEVEL: &str = "spark.io.compression.zstd.level";
+pub const IO_COMPRESSION_ZSTD_BUFFER_SIZE: &str = "spark.io.compression.zstd.bufferSize";
+pub const SERIALIZER: &str = "spark.serializer";
+pub const SHUFFLE_BYPASS_MERGE_THRESHOLD: &str = "spark.shuffle.sort.bypassMergeThreshold";
+pub const SHUFFLE_SORT_INITIAL_BUFFER_SIZE: &str = "spark.shuffle.sort.initialBufferSize";
+pub const SHUFFLE_SPILL_DISK_WRITE_BUFFER_SIZE: &str = "spark.shuffle.spill.diskWriteBufferSize";
+pub const SHUFFLE_FILE_MERGE_BUFFER: &str = "spark.shuffle.file.merge.buffer";
+pub const SHUFFLE_LOCAL_DISK_OUTPUT_BUFFER: &str = "spark.shuffle.localDisk.file.output.buffer";
+pub const SHUFFLE_UNSAFE_FILE_OUTPUT_BUFFER: &str = "spark.shuffle.unsafe.file.output.buffer";
+pub const SHUFFLE_CHECKSUM_ENABLED: &str = "spark.shuffle.checksum.enabled";
+pub const SHUFFLE_CHECKSUM_ALGORITHM: &str = "spark.shuffle.checksum.algorithm";
+pub const REDUCER_MAX_SIZE_IN_FLIGHT: &str = "spark.reducer.maxSizeInFlight";
+pub const REDUCER_MAX_REQS_IN_FLIGHT: &str = "spark.reducer.maxReqsInFlight";
+pub const REDUCER_MAX_BLOCKS_IN_FLIGHT_PER_ADDRESS: &str =
+    "spark.reducer.maxBlocksInFlightPerAddress";
+pub const MAX_REMOTE_BLOCK_SIZE_FETCH_TO_MEM: &str = "spark.network.maxRemoteBlockSizeFetchToMem";
 pub const BUFFER_PAGE_SIZE: &str = "spark.buffer.pageSize";
 pub const LOCAL_DIR: &str = "spark.local.dir";
 pub const EXCEPTION_ON_MEMORY_LEAK: &str = "spark.unsafe.exceptionOnMemoryLeak";
@@ -285,6 +312,179 @@ pub const KEYS: &[KeyDef] = &[
             message: "The file buffer size must be positive and less than or equal to 2097151.",
         },
         doc: "spill writer buffer; KiB when unit-less",
+    },
+    KeyDef {
+        key: SHUFFLE_COMPRESS,
+        kind: Kind::Bool,
+        default: Some("true"),
+        limits: ANY,
+        doc: "compress map outputs and the spills of shuffle writers",
+    },
+    KeyDef {
+        key: IO_COMPRESSION_CODEC,
+        kind: Kind::Str,
+        default: Some("lz4"),
+        limits: ANY,
+        doc: "codec of shuffle files and spills: lz4, snappy or zstd (or their class names)",
+    },
+    KeyDef {
+        key: IO_COMPRESSION_LZ4_BLOCK_SIZE,
+        kind: Kind::Bytes(ByteUnit::Byte),
+        default: Some("32k"),
+        limits: POSITIVE_INT_BYTES,
+        doc: "lz4 block size (bytes of input compressed at a time)",
+    },
+    KeyDef {
+        key: IO_COMPRESSION_SNAPPY_BLOCK_SIZE,
+        kind: Kind::Bytes(ByteUnit::Byte),
+        default: Some("32k"),
+        limits: POSITIVE_INT_BYTES,
+        doc: "snappy block size",
+    },
+    KeyDef {
+        key: IO_COMPRESSION_ZSTD_LEVEL,
+        kind: Kind::Int,
+        default: Some("1"),
+        limits: Limits {
+            min: -131_072,
+            max: 22,
+            message: "zstd accepts levels up to 22",
+        },
+        doc: "zstd compression level",
+    },
+    KeyDef {
+        key: IO_COMPRESSION_ZSTD_BUFFER_SIZE,
+        kind: Kind::Bytes(ByteUnit::Byte),
+        default: Some("32k"),
+        limits: POSITIVE_INT_BYTES,
+        doc: "zstd buffer size (bytes of input compressed at a time)",
+    },
+    KeyDef {
+        key: SERIALIZER,
+        kind: Kind::Str,
+        default: Some("org.apache.spark.serializer.JavaSerializer"),
+        limits: ANY,
+        doc: "the serializer class; shuffles of primitive, string and array keys and values use Kryo whatever it says",
+    },
+    KeyDef {
+        key: SHUFFLE_BYPASS_MERGE_THRESHOLD,
+        kind: Kind::Int,
+        default: Some("200"),
+        limits: ANY,
+        doc: "at most this many reduce partitions and no map-side combine: the bypass-merge writer",
+    },
+    KeyDef {
+        key: SHUFFLE_SORT_INITIAL_BUFFER_SIZE,
+        kind: Kind::Int,
+        default: Some("4096"),
+        limits: Limits {
+            min: 1,
+            max: i32::MAX as i64,
+            message: "The initial buffer size must be positive.",
+        },
+        doc: "records the serialized-sort writer's first pointer array holds",
+    },
+    KeyDef {
+        key: SHUFFLE_SPILL_DISK_WRITE_BUFFER_SIZE,
+        kind: Kind::Bytes(ByteUnit::Byte),
+        default: Some("1m"),
+        limits: Limits {
+            min: 1,
+            max: i32::MAX as i64 - 15,
+            message: "The buffer size must be positive and less than or equal to 2147483632.",
+        },
+        doc: "the serialized-sort writer's spill buffer",
+    },
+    KeyDef {
+        key: SHUFFLE_FILE_MERGE_BUFFER,
+        kind: Kind::Bytes(ByteUnit::KiB),
+        default: None,
+        limits: Limits {
+            min: 1,
+            max: (i32::MAX as i64 - 15) / 1024,
+            message: "The file buffer size must be positive and less than or equal to 2097151.",
+        },
+        doc: "input buffer per spill when spills are merged; KiB when unit-less (default: spark.shuffle.file.buffer)",
+    },
+    KeyDef {
+        key: SHUFFLE_LOCAL_DISK_OUTPUT_BUFFER,
+        kind: Kind::Bytes(ByteUnit::KiB),
+        default: None,
+        limits: Limits {
+            min: 1,
+            max: (i32::MAX as i64 - 15) / 1024,
+            message: "The buffer size must be positive and less than or equal to 2097151.",
+        },
+        doc: "the data file's output buffer; KiB when unit-less (default: spark.shuffle.unsafe.file.output.buffer)",
+    },
+    KeyDef {
+        key: SHUFFLE_UNSAFE_FILE_OUTPUT_BUFFER,
+        kind: Kind::Bytes(ByteUnit::KiB),
+        default: Some("32k"),
+        limits: Limits {
+            min: 1,
+            max: (i32::MAX as i64 - 15) / 1024,
+            message: "The buffer size must be positive and less than or equal to 2097151.",
+        },
+        doc: "deprecated name of spark.shuffle.localDisk.file.output.buffer",
+    },
+    KeyDef {
+        key: SHUFFLE_CHECKSUM_ENABLED,
+        kind: Kind::Bool,
+        default: Some("true"),
+        limits: ANY,
+        doc: "write a checksum of each map output partition (used to diagnose corruption)",
+    },
+    KeyDef {
+        key: SHUFFLE_CHECKSUM_ALGORITHM,
+        kind: Kind::Str,
+        default: Some("ADLER32"),
+        limits: ANY,
+        doc: "ADLER32, CRC32 or CRC32C",
+    },
+    KeyDef {
+        key: REDUCER_MAX_SIZE_IN_FLIGHT,
+        kind: Kind::Bytes(ByteUnit::MiB),
+        default: Some("48m"),
+        limits: Limits {
+            min: 1,
+            max: i64::MAX / (1 << 20),
+            message: "maxSizeInFlight must be positive",
+        },
+        doc: "bytes of remote blocks a reduce task fetches at once; MiB when unit-less",
+    },
+    KeyDef {
+        key: REDUCER_MAX_REQS_IN_FLIGHT,
+        kind: Kind::Int,
+        default: Some("2147483647"),
+        limits: Limits {
+            min: 1,
+            max: i32::MAX as i64,
+            message: "must be positive",
+        },
+        doc: "fetch requests a reduce task has outstanding at once",
+    },
+    KeyDef {
+        key: REDUCER_MAX_BLOCKS_IN_FLIGHT_PER_ADDRESS,
+        kind: Kind::Int,
+        default: Some("2147483647"),
+        limits: Limits {
+            min: 1,
+            max: i32::MAX as i64,
+            message: "must be positive",
+        },
+        doc: "blocks fetched from one executor at once",
+    },
+    KeyDef {
+        key: MAX_REMOTE_BLOCK_SIZE_FETCH_TO_MEM,
+        kind: Kind::Bytes(ByteUnit::Byte),
+        default: Some("200m"),
+        limits: Limits {
+            min: 0,
+            max: i32::MAX as i64 - 512,
+            message: "maxRemoteBlockSizeFetchToMem cannot be larger than (Int.MaxValue - 512) bytes.",
+        },
+        doc: "a fetch request larger than this is streamed to a file instead of memory",
     },
     KeyDef {
         key: BUFFER_PAGE_SIZE,
