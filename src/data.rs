@@ -114,6 +114,14 @@ impl RecordSource for RecordIter {
     }
 }
 
+/// Spark's `HashPartitioner` for a `Long` key: `nonNegativeMod(java.lang.Long.hashCode(key),
+/// partitions)`, where `Long.hashCode` is `(int) (key ^ (key >>> 32))`.
+#[inline]
+pub fn hash_partition(key: u64, partitions: u32) -> u32 {
+    let hash = (key ^ (key >> 32)) as u32 as i32;
+    i64::from(hash).rem_euclid(i64::from(partitions)) as u32
+}
+
 /// The key of a record: its first 8 bytes, little-endian.
 #[inline]
 pub fn record_key(record: &[u8]) -> u64 {

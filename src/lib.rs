@@ -34,6 +34,7 @@ pub mod region;
 pub mod run;
 pub mod scenario;
 pub mod scheduler;
+pub mod shuffle;
 pub mod spill;
 pub mod stage;
 pub mod storage;

@@ -615,6 +615,13 @@ impl Consumer {
         self.page_of_at_least(required.max(self.tmm.shared.page_size), required)
     }
 
+    /// `allocatePage(required)` of a consumer whose own page size is `page_size` (Spark's
+    /// `ShuffleExternalSorter` uses `min(2^27, pageSizeBytes)`): a page of at least
+    /// `max(page_size, required)` requested bytes.
+    pub fn allocate_page_of(&self, page_size: u64, required: u64) -> Result<Page, TaskMemoryError> {
+        self.page_of_at_least(required.max(page_size), required)
+    }
+
     /// Asks for `size` bytes; a page smaller than `required` is freed and reported.
     fn page_of_at_least(&self, size: u64, required: u64) -> Result<Page, TaskMemoryError> {
         match self.tmm.allocate_page(size, self.id)? {

@@ -511,7 +511,7 @@ impl From<crate::tasks::TaskError> for ClassifiedError {
         use crate::tasks::TaskError as E;
         let class = match &e {
             E::Memory(m) => memory_error_class(m),
-            E::Spill(_) | E::TempFile(_) => "IOException",
+            E::Spill(_) | E::TempFile(_) | E::Shuffle(_) => "IOException",
             E::Verification(_) => "VERIFICATION_FAILED",
             E::InvalidSpec(_) => "INVALID_SPEC",
             E::Interrupted(_) => "TaskKilled",

@@ -206,7 +206,32 @@ pub fn key_hash(key: u64) -> u64 {
     h ^ (h >> 33)
 }
 
+/// The order in which the map writes its entries: spills, and the merge's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryOrder {
+    /// By key hash, then key (`ExternalAppendOnlyMap`'s hash-code order).
+    Hash,
+    /// By reduce partition (Spark's `HashPartitioner` over this many partitions), then key
+    /// hash, then key: a map-side combine's `PartitionedAppendOnlyMap`, whose output goes to
+    /// the partitions in order.
+    Partition(u32),
+}
+
+impl EntryOrder {
+    /// The sort key of an entry; ties are broken by the key itself.
+    #[inline]
+    pub fn rank(self, key: u64) -> u64 {
+        match self {
+            EntryOrder::Hash => key_hash(key),
+            EntryOrder::Partition(n) => {
+                (u64::from(crate::data::hash_partition(key, n)) << 40) | (key_hash(key) >> 24)
+            }
+        }
+    }
+}
+
 struct State {
+    order: EntryOrder,
     table: Option<Page>,
     /// Entries in the table.
     len: u64,
@@ -257,7 +282,13 @@ pub struct SpillableAggregator {
 impl SpillableAggregator {
     /// A map registered with the task's memory manager.
     pub fn new(ctx: &TaskContext) -> SpillableAggregator {
+        Self::with_order(ctx, EntryOrder::Hash, "ExternalAppendOnlyMap")
+    }
+
+    /// A map whose spills and output follow `order`, registered under `name`.
+    pub fn with_order(ctx: &TaskContext, order: EntryOrder, name: &str) -> SpillableAggregator {
         let shared = Arc::new(SharedState::new(State {
+            order,
             table: None,
             len: 0,
             threshold: INITIAL_MEMORY_THRESHOLD,
@@ -269,9 +300,7 @@ impl SpillableAggregator {
             metrics: TaskMetrics::default(),
             executor_metrics: Arc::clone(ctx.memory.metrics()),
         }));
-        let consumer = ctx
-            .memory
-            .register("ExternalAppendOnlyMap", Arc::clone(&shared) as _);
+        let consumer = ctx.memory.register(name, Arc::clone(&shared) as _);
         shared.lock().own_id = Some(consumer.id());
         SpillableAggregator {
             consumer,
@@ -288,14 +317,21 @@ impl SpillableAggregator {
     /// Adds `value` to `key`'s count and sum.
     #[inline]
     pub fn insert(&mut self, key: u64, value: u64) -> Result<(), TaskError> {
+        self.insert_combined(key, 1, value)
+    }
+
+    /// Merges a combiner (`count` records summing to `sum`) into `key`'s (`mergeCombiners`).
+    #[inline]
+    pub fn insert_combined(&mut self, key: u64, count: u64, sum: u64) -> Result<(), TaskError> {
+        debug_assert!(count > 0, "a combiner counts at least one record");
         {
             let mut st = self.shared.lock();
             if st.table.is_some() {
-                st.upsert(key, value);
+                st.upsert(key, count, sum);
             } else {
                 drop(st);
                 self.allocate_initial()?;
-                self.shared.lock().upsert(key, value);
+                self.shared.lock().upsert(key, count, sum);
             }
         }
         self.elements_read += 1;
@@ -372,7 +408,7 @@ impl SpillableAggregator {
     }
 
     /// Merges the spills with the in-memory map; `out(key, count, sum)` sees every key once, in
-    /// `(hash, key)` order. Spills are deleted once merged (and on any error).
+    /// the map's order (`(rank, key)`, see [`EntryOrder`]). Spills are deleted once merged (and on any error).
     pub fn finish(self, mut out: impl FnMut(u64, u64, u64)) -> Result<TaskMetrics, TaskError> {
         let mut guard = self.shared.lock();
         guard.merging = true;
@@ -383,7 +419,7 @@ impl SpillableAggregator {
             Some(table) if len > 0 => {
                 let t = Instant::now();
                 let entries = as_entries(table.as_mut_slice());
-                compact_and_sort(entries, len);
+                compact_and_sort(entries, len, st.order);
                 st.metrics.sort_ns += t.elapsed().as_nanos() as u64;
                 &entries[..len]
             }
@@ -398,9 +434,10 @@ impl SpillableAggregator {
             next: 0,
             current: [0; 24],
         }));
+        let order = st.order;
         let mut merge = SortedMerge::new(runs, |r: &[u8]| {
             let k = read_u64(r, 0);
-            (key_hash(k), k)
+            (order.rank(k), k)
         })?;
         let mut current: Option<[u64; 3]> = None;
         let mut keys_out = 0u64;
@@ -440,7 +477,7 @@ impl SpillableAggregator {
 
 impl State {
     #[inline]
-    fn upsert(&mut self, key: u64, value: u64) {
+    fn upsert(&mut self, key: u64, count: u64, sum: u64) {
         let table = self.table.as_mut().expect("a table");
         let entries = as_entries(table.as_mut_slice());
         let mask = entries.len() - 1;
@@ -448,20 +485,20 @@ impl State {
         loop {
             let e = &mut entries[i];
             if e[1] == 0 {
-                *e = [key, 1, value];
+                *e = [key, count, sum];
                 self.len += 1;
                 return;
             }
             if e[0] == key {
-                e[1] += 1;
-                e[2] += value;
+                e[1] += count;
+                e[2] += sum;
                 return;
             }
             i = (i + 1) & mask;
         }
     }
 
-    /// Writes the entries sorted by `(hash, key)` as a spill and frees the table. Returns the
+    /// Writes the entries sorted by `(rank, key)` as a spill and frees the table. Returns the
     /// bytes freed.
     fn spill(&mut self) -> Result<u64, SpillError> {
         let Some(mut table) = self.table.take() else {
@@ -470,7 +507,7 @@ impl State {
         let started = Instant::now();
         let len = self.len as usize;
         let entries = as_entries(table.as_mut_slice());
-        compact_and_sort(entries, len);
+        compact_and_sort(entries, len, self.order);
         let mut opts = SpillWriterOptions::new(SpillKind::AggregationSpill);
         opts.fixed_record_bytes = Some(ENTRY_BYTES as u32);
         opts.buffer_bytes = self.dirs.buffer_bytes();
@@ -549,8 +586,8 @@ fn rehash(old: &Page, new: &mut Page) {
     }
 }
 
-/// Moves the `len` live entries to the front and sorts them by `(hash, key)`.
-fn compact_and_sort(entries: &mut [[u64; 3]], len: usize) {
+/// Moves the `len` live entries to the front and sorts them by `(rank, key)`.
+fn compact_and_sort(entries: &mut [[u64; 3]], len: usize, order: EntryOrder) {
     let mut w = 0;
     for r in 0..entries.len() {
         if entries[r][1] != 0 {
@@ -559,7 +596,7 @@ fn compact_and_sort(entries: &mut [[u64; 3]], len: usize) {
         }
     }
     debug_assert_eq!(w, len, "live entries");
-    entries[..w].sort_unstable_by_key(|e| (key_hash(e[0]), e[0]));
+    entries[..w].sort_unstable_by_key(|e| (order.rank(e[0]), e[0]));
 }
 
 struct MemEntries<'a> {

@@ -112,6 +112,9 @@ pub enum TaskError {
     /// No spill file could be created in the local directories.
     #[error("cannot create a spill file in the local directories: {0}")]
     TempFile(#[source] std::io::Error),
+    /// Writing or reading a map output (names the file or block).
+    #[error("shuffle: {0}")]
+    Shuffle(String),
     /// The output does not match the input.
     #[error("verification failed: {0}")]
     Verification(String),
@@ -133,7 +136,9 @@ impl TaskError {
             TaskError::Memory(TaskMemoryError::SpillFailed { .. }) => Some("SPILL_OUT_OF_MEMORY"),
             // A spill the sorter starts on its own (its pointer array too large for a page)
             // is not wrapped by the task memory manager: Spark throws the IOException itself.
-            TaskError::Spill(_) | TaskError::TempFile(_) => Some("IOException"),
+            TaskError::Spill(_) | TaskError::TempFile(_) | TaskError::Shuffle(_) => {
+                Some("IOException")
+            }
             _ => None,
         }
     }

@@ -394,6 +394,11 @@ impl ExternalSorter {
     /// Sorts what is in memory, merges it with the spilled runs and checks the output as it
     /// streams. Runs are deleted once merged (and on any error).
     pub fn finish(self) -> Result<SortOutput, TaskError> {
+        self.finish_each(|_| {})
+    }
+
+    /// [`finish`](Self::finish), handing every output record, in order, to `out`.
+    pub fn finish_each(self, mut out: impl FnMut(&[u8])) -> Result<SortOutput, TaskError> {
         let mut st = self.shared.lock();
         st.merging = true;
         let started = Instant::now();
@@ -422,6 +427,7 @@ impl ExternalSorter {
             ordered &= k >= last_key;
             last_key = k;
             digest.add(r);
+            out(r);
         };
         if runs.is_empty() {
             // Nothing spilled: the sorted pairs are the output.
