@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::stage::{COMMON_KEYS, KeyError, KindDef, RddUse, Stage, Values};
+use crate::stage::{COMMON_KEYS, KeyError, KindDef, RddUse, ShuffleUse, Stage, Values};
 
 /// A bad scenario: a parse error, an unknown key or kind, or a bad value. Exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -263,6 +263,27 @@ impl Scenario {
                     ));
                 }
                 RddUse::Removes(rdd) => cached.retain(|r| *r != rdd),
+                _ => {}
+            }
+        }
+        // A shuffle's reduce stage needs its map stage earlier; a shuffle is written once.
+        let mut written = Vec::new();
+        for (i, s) in stages.iter().enumerate() {
+            let bad = |id: u32, reason: &str| ScenarioError::BadValue {
+                origin: origin.into(),
+                index: i,
+                key: "shuffle".into(),
+                value: id.to_string(),
+                reason: reason.into(),
+            };
+            match s.stage.shuffle() {
+                ShuffleUse::Writes(id) if written.contains(&id) => {
+                    return Err(bad(id, "an earlier shuffle_map stage writes this shuffle"));
+                }
+                ShuffleUse::Writes(id) => written.push(id),
+                ShuffleUse::Reads(id) if !written.contains(&id) => {
+                    return Err(bad(id, "no earlier shuffle_map stage writes this shuffle"));
+                }
                 _ => {}
             }
         }

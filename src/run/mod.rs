@@ -102,6 +102,8 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
     }
     let layout = Layout::from_conf(&conf, opts.system_memory)?;
     validate_sizes(scenario, &layout)?;
+    // The shuffle keys (codec names included) are input too: checked before anything runs.
+    crate::shuffle::writer::WriteParams::from_conf(&conf)?;
     // Layout::from_conf validated every key against its limits (10..=1000 ms here).
     let interval_ms = conf.get_long(keys::TIMELINE_INTERVAL_MS)? as u64;
     let exception_on_leak = conf.get_bool(keys::EXCEPTION_ON_MEMORY_LEAK)?;
@@ -139,8 +141,10 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
     let mut ctx = RunContext {
         executor: &executor,
         workers: &pool,
+        conf: &conf,
         seed: scenario.seed,
         rdds: BTreeMap::new(),
+        shuffles: BTreeMap::new(),
     };
     let mut done: Vec<StageRun> = Vec::new();
     let planned: u64 = scenario

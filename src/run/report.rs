@@ -143,6 +143,9 @@ pub struct TaskReport {
     pub read_from: Option<ReadFrom>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The numbers only this task's kind has (a shuffle task's `shuffleWriteBytes`, ...).
+    #[serde(flatten)]
+    pub kind_fields: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -346,6 +349,7 @@ pub(crate) fn build(i: Inputs) -> Report {
                 acquire_wait_time_ms: ms(run.waits.waited),
                 read_from: None,
                 error: None,
+                kind_fields: serde_json::Map::new(),
             };
             match &run.result {
                 Ok(o) => {
@@ -362,6 +366,7 @@ pub(crate) fn build(i: Inputs) -> Report {
                     t.disk_bytes_spilled = o.disk_bytes_spilled;
                     t.spill_count = o.spill_count;
                     t.read_from = o.read_from;
+                    t.kind_fields = o.kind_fields.clone();
                 }
                 Err(f) if f.is_interrupt() => {
                     r.num_killed_tasks += 1;

@@ -19,6 +19,7 @@
 //! reduce side — writer, spill, compression, concatenation, fetch — is found.
 
 pub mod format;
+pub mod reduce;
 pub mod writer;
 
 use std::fmt;
@@ -392,6 +393,19 @@ impl MapStatus {
     pub fn offset(&self, reduce: u32) -> u64 {
         self.lengths[..reduce as usize].iter().sum()
     }
+}
+
+/// A shuffle whose map stage has run (`MapOutputTracker`'s entry): what it wrote and where.
+#[derive(Debug)]
+pub struct MapOutputs {
+    pub spec: ShuffleSpec,
+    pub choice: WriterChoice,
+    /// The map stage's id.
+    pub stage_id: u32,
+    /// Executors the job has (map output `m` lives on executor `m mod executors`).
+    pub executors: u32,
+    /// By map id; `None` where the map task failed (its output is missing).
+    pub statuses: Vec<Option<MapStatus>>,
 }
 
 /// The data and index files of a map output, deleted when dropped (Spark removes them with

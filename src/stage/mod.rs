@@ -14,6 +14,8 @@ mod broadcast;
 mod cache;
 mod python;
 mod scan;
+mod shuffle_map;
+
 mod sort;
 mod udf;
 mod unpersist;
@@ -21,7 +23,7 @@ mod unpersist;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use crate::conf::{ByteUnit, byte_string_as};
+use crate::conf::{ByteUnit, SparkConf, byte_string_as};
 use crate::data::{PartitionData, stream_seed};
 use crate::executor::Executor;
 use crate::external::WorkerPool;
@@ -29,6 +31,7 @@ use crate::ids::BlockId;
 use crate::memory::TaskMemoryError;
 use crate::region::UserMemoryError;
 use crate::scheduler::{TaskContext, TaskRun};
+use crate::shuffle::MapOutputs;
 use crate::spill::RecordDigest;
 use crate::storage::StorageLevel;
 use crate::storage::block_manager::{ReadFrom, StorageError};
@@ -45,6 +48,7 @@ pub static KINDS: &[&KindDef] = &[
     &unpersist::KIND,
     &sort::KIND,
     &aggregate::KIND,
+    &shuffle_map::KIND,
     &udf::KIND,
     &broadcast::KIND,
     &python::KIND,
@@ -389,6 +393,14 @@ pub enum RddUse {
     Removes(u32),
 }
 
+/// Which shuffle a stage writes or reads (a read needs an earlier write of its shuffle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShuffleUse {
+    None,
+    Writes(u32),
+    Reads(u32),
+}
+
 /// A parsed stage of one kind.
 pub trait Stage: fmt::Debug + Send + Sync {
     /// The largest record the stage generates, checked against the layout before anything runs.
@@ -399,6 +411,11 @@ pub trait Stage: fmt::Debug + Send + Sync {
     /// The RDD it caches or reads.
     fn rdd(&self) -> RddUse {
         RddUse::None
+    }
+
+    /// The shuffle it writes or reads.
+    fn shuffle(&self) -> ShuffleUse {
+        ShuffleUse::None
     }
 
     /// Bytes the stage's tasks generate in all (for progress and the long-run notice).
@@ -436,12 +453,15 @@ pub struct Tasks<'s> {
 /// One task's end as a stage sees it.
 pub type StageTaskRun = TaskRun<TaskOutput, ClassifiedError>;
 
-/// What the stages of a run share: the executor, the workers, the seed and the cached RDDs.
+/// What the stages of a run share: the executor, the workers, the configuration, the seed,
+/// the cached RDDs and the map outputs of the shuffles written so far.
 pub struct RunContext<'a> {
     pub executor: &'a Executor,
     pub workers: &'a WorkerPool,
+    pub conf: &'a SparkConf,
     pub seed: u64,
     pub rdds: BTreeMap<u32, CachedRdd>,
+    pub shuffles: BTreeMap<u32, MapOutputs>,
 }
 
 /// A task's failure as the report names it: a Spark error class and a message with the numbers.
@@ -513,6 +533,7 @@ impl From<crate::tasks::TaskError> for ClassifiedError {
             E::Memory(m) => memory_error_class(m),
             E::Spill(_) | E::TempFile(_) | E::Shuffle(_) => "IOException",
             E::Verification(_) => "VERIFICATION_FAILED",
+            E::OutOfHeap(_) => "java.lang.OutOfMemoryError",
             E::InvalidSpec(_) => "INVALID_SPEC",
             E::Interrupted(_) => "TaskKilled",
         };
@@ -543,6 +564,9 @@ pub struct TaskOutput {
     pub read_from: Option<ReadFrom>,
     /// User-memory bytes a UDF task held.
     pub user_bytes: u64,
+    /// The numbers only this kind reports per task (camelCase keys, flattened into the task's
+    /// report object, e.g. a shuffle task's `shuffleWriteBytes`).
+    pub kind_fields: serde_json::Map<String, serde_json::Value>,
 }
 
 impl From<crate::tasks::TaskMetrics> for TaskOutput {

@@ -88,7 +88,7 @@ pub struct Verification {
 }
 
 impl Verification {
-    fn new(input: RecordDigest, output: RecordDigest, ordered: bool) -> Verification {
+    pub(crate) fn new(input: RecordDigest, output: RecordDigest, ordered: bool) -> Verification {
         Verification {
             input_records: input.records,
             input_digest: input.hash_sum,
@@ -112,6 +112,10 @@ pub enum TaskError {
     /// No spill file could be created in the local directories.
     #[error("cannot create a spill file in the local directories: {0}")]
     TempFile(#[source] std::io::Error),
+    /// A heap object the memory manager does not account (a `groupByKey` group) found no room:
+    /// `java.lang.OutOfMemoryError: Java heap space`.
+    #[error(transparent)]
+    OutOfHeap(#[from] crate::region::UserMemoryError),
     /// Writing or reading a map output (names the file or block).
     #[error("shuffle: {0}")]
     Shuffle(String),
