@@ -404,8 +404,10 @@ pub struct MapOutputs {
     pub stage_id: u32,
     /// Executors the job has (map output `m` lives on executor `m mod executors`).
     pub executors: u32,
-    /// By map id; `None` where the map task failed (its output is missing).
-    pub statuses: Vec<Option<MapStatus>>,
+    /// The outputs of the map tasks that succeeded, by map id.
+    pub statuses: Vec<MapStatus>,
+    /// Map tasks that failed or never ran: their outputs are missing.
+    pub missing: Vec<u32>,
 }
 
 /// The data and index files of a map output, deleted when dropped (Spark removes them with

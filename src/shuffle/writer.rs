@@ -52,6 +52,8 @@ const PAGE_NUMBER_BITS: u32 = 13;
 const OFFSET_BITS: u32 = 27;
 /// `ShuffleExternalSorter`'s largest page (`PackedRecordPointer.MAXIMUM_PAGE_SIZE_BYTES`).
 pub const MAX_SHUFFLE_PAGE_BYTES: u64 = 1 << OFFSET_BITS;
+/// Records whose place in the pages a sorted-file write resolves at once.
+const GATHER_BATCH: usize = 32;
 
 /// The map side's settings, read once per stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -617,27 +619,36 @@ impl SorterState {
             let mut out = BufWriter::with_capacity(self.params.disk_write_buffer, f);
             let mut seg = SegmentWriter::new(self.params.codec, self.params.file_buffer);
             let mut current: Option<u32> = None;
-            for (i, &ptr) in ptrs.iter().enumerate() {
-                if (i as u64 + 1).is_multiple_of(crate::interrupt::CHECK_EVERY)
+            // In batches: the record lengths of a batch are loaded first, so their cache misses
+            // overlap (records of one partition lie far apart in the pages), then copied out.
+            let mut located = [(0u32, 0usize, 0usize, 0usize); GATHER_BATCH];
+            for (b, batch) in ptrs.chunks(GATHER_BATCH).enumerate() {
+                if (b as u64 * GATHER_BATCH as u64).is_multiple_of(crate::interrupt::CHECK_EVERY)
                     && crate::interrupt::check().is_err()
                 {
                     return Err(io::Error::other("interrupted"));
                 }
-                let p = (ptr >> (PAGE_NUMBER_BITS + OFFSET_BITS)) as u32;
-                let page = ((ptr >> OFFSET_BITS) & ((1 << PAGE_NUMBER_BITS) - 1)) as usize;
-                let off = (ptr & ((1 << OFFSET_BITS) - 1)) as usize;
-                let bytes = self.pages[page].as_slice();
-                let len = u32::from_le_bytes(bytes[off..off + 4].try_into().expect("4")) as usize;
-                let rec = &bytes[off + 4..off + 4 + len];
-                if current != Some(p) {
-                    if let Some(prev) = current {
-                        lengths[prev as usize] = seg.end(&mut out)?.0;
-                    }
-                    seg.begin(self.tags[p as usize]);
-                    current = Some(p);
+                for (slot, &ptr) in located.iter_mut().zip(batch) {
+                    let p = (ptr >> (PAGE_NUMBER_BITS + OFFSET_BITS)) as u32;
+                    let page = ((ptr >> OFFSET_BITS) & ((1 << PAGE_NUMBER_BITS) - 1)) as usize;
+                    let off = (ptr & ((1 << OFFSET_BITS) - 1)) as usize;
+                    let bytes = self.pages[page].as_slice();
+                    let len =
+                        u32::from_le_bytes(bytes[off..off + 4].try_into().expect("4")) as usize;
+                    *slot = (p, page, off + 4, len);
                 }
-                seg.write_record(&mut out, rec)?;
-                written[p as usize].add(rec);
+                for &(p, page, start, len) in &located[..batch.len()] {
+                    let rec = &self.pages[page].as_slice()[start..start + len];
+                    if current != Some(p) {
+                        if let Some(prev) = current {
+                            lengths[prev as usize] = seg.end(&mut out)?.0;
+                        }
+                        seg.begin(self.tags[p as usize]);
+                        current = Some(p);
+                    }
+                    seg.write_record(&mut out, rec)?;
+                    written[p as usize].add(rec);
+                }
             }
             if let Some(prev) = current {
                 lengths[prev as usize] = seg.end(&mut out)?.0;

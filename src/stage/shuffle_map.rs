@@ -259,7 +259,14 @@ impl Stage for ShuffleMap {
         let mut st = self.state();
         let mut spec = self.spec.clone();
         spec.seed = run.seed;
-        let statuses = std::mem::take(&mut st.statuses);
+        let mut statuses = Vec::new();
+        let mut missing = Vec::new();
+        for (m, s) in std::mem::take(&mut st.statuses).into_iter().enumerate() {
+            match s {
+                Some(s) => statuses.push(s),
+                None => missing.push(m as u32),
+            }
+        }
         if let Some(choice) = st.choice.clone() {
             run.shuffles.insert(
                 spec.shuffle_id,
@@ -269,6 +276,7 @@ impl Stage for ShuffleMap {
                     stage_id: st.stage_id,
                     executors: self.executors,
                     statuses,
+                    missing,
                 },
             );
         }
