@@ -737,6 +737,80 @@ pub fn unexpected_outcomes(report: &Report) -> Option<String> {
 }
 
 /// The table printed at the end of a run.
+/// The shuffle stages' write and read numbers, and why each map stage got its writer.
+fn shuffle_table(report: &Report) -> String {
+    let num = |s: &StageReport, k: &str| s.kind_fields.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    let text = |s: &StageReport, k: &str| {
+        s.kind_fields
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let shuffles: Vec<&StageReport> = report
+        .stages
+        .iter()
+        .filter(|s| s.kind_fields.contains_key("shuffleId"))
+        .collect();
+    if shuffles.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\n{:>7} {:>5} {:<5} {:<29} {:>11} {:>10} {:>10} {:>11} {:>8} {:>10}\n",
+        "shuffle",
+        "stage",
+        "side",
+        "writer / operation",
+        "records",
+        "MiB",
+        "remote MiB",
+        "to disk MiB",
+        "wait ms",
+        "flight MiB"
+    );
+    let mut reasons = String::new();
+    for s in &shuffles {
+        let id = num(s, "shuffleId");
+        if s.kind_fields.contains_key("shuffleWriter") {
+            out.push_str(&format!(
+                "{:>7} {:>5} {:<5} {:<29} {:>11} {:>10}\n",
+                id,
+                s.stage_id,
+                "write",
+                text(s, "shuffleWriter"),
+                num(s, "shuffleWriteRecords"),
+                format_mib(num(s, "shuffleWriteBytes")),
+            ));
+            reasons.push_str(&format!(
+                "shuffle {id}: {} ({}, codec {}) because {}\n",
+                text(s, "shuffleWriter"),
+                text(s, "shuffleSerializer"),
+                s.kind_fields
+                    .get("shuffleCompressionCodec")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("none"),
+                text(s, "shuffleWriterReason")
+            ));
+        } else {
+            out.push_str(&format!(
+                "{:>7} {:>5} {:<5} {:<29} {:>11} {:>10} {:>10} {:>11} {:>8} {:>10}\n",
+                id,
+                s.stage_id,
+                "read",
+                text(s, "shuffleOperation"),
+                num(s, "shuffleReadRecords"),
+                format_mib(num(s, "shuffleReadBytes")),
+                format_mib(num(s, "shuffleRemoteBytesRead")),
+                format_mib(num(s, "shuffleRemoteBytesReadToDisk")),
+                num(s, "shuffleFetchWaitTime"),
+                format_mib(num(s, "shufflePeakBytesInFlight")),
+            ));
+        }
+    }
+    out.push_str(&reasons);
+    out
+}
+
 pub fn summary_table(report: &Report, out_dir: &Path) -> String {
     let mut out = String::new();
     let l = &report.layout;
@@ -778,7 +852,8 @@ pub fn summary_table(report: &Report, out_dir: &Path) -> String {
             s.wall_time_ms,
             if s.verified { "ok" } else { "NO" }
         ));
-        if !s.kind_fields.is_empty() {
+        let shuffle_stage = s.kind_fields.contains_key("shuffleId");
+        if !s.kind_fields.is_empty() && !shuffle_stage {
             let fields: Vec<String> = s
                 .kind_fields
                 .iter()
@@ -787,6 +862,7 @@ pub fn summary_table(report: &Report, out_dir: &Path) -> String {
             out.push_str(&format!("{:>17} {}\n", "", fields.join(", ")));
         }
     }
+    out.push_str(&shuffle_table(report));
     if !report.storage.rdds.is_empty() {
         out.push_str("\nrdd  name              level                                              cached  memory MiB   disk MiB\n");
         for r in &report.storage.rdds {

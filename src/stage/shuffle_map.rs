@@ -286,6 +286,7 @@ impl Stage for ShuffleMap {
         let st = self.state();
         let mut f = serde_json::Map::new();
         if let Some(c) = &st.choice {
+            f.insert("shuffleId".into(), self.spec.shuffle_id.into());
             f.insert("shuffleWriter".into(), c.kind.spark_name().into());
             f.insert("shuffleWriterReason".into(), c.reason.clone().into());
             f.insert(

@@ -194,6 +194,7 @@ impl Stage for ShuffleReduce {
             total.peak_bytes_in_flight = total.peak_bytes_in_flight.max(r.peak_bytes_in_flight);
         }
         let mut f = read_fields(&total);
+        f.insert("shuffleId".into(), self.shuffle.into());
         f.insert(
             "shuffleOperation".into(),
             st.operation.map_or(serde_json::Value::Null, Into::into),
