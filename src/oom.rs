@@ -34,7 +34,7 @@ pub enum OomError {
     #[error("unknown OOM case '{name}' (cases: {cases})")]
     UnknownCase { name: String, cases: String },
     /// `--cgroup` given to a case that does not run a container (bad input).
-    #[error("--cgroup applies only to the container case, not to '{case}'")]
+    #[error("--cgroup applies only to the container and shuffle-fetch cases, not to '{case}'")]
     CgroupNotApplicable { case: String },
     /// A `--conf` the case cannot take, or a configuration it makes invalid (bad input).
     #[error(transparent)]
@@ -173,12 +173,25 @@ pub fn cases() -> Vec<Case> {
             run: pyspark,
         },
         Case {
+            name: "shuffle-fetch",
+            summary: "a reduce task's in-flight fetch buffers (native memory) push the executor past a small overhead: YARN's kill (--cgroup: the kernel's OOM kill, exit 137)",
+            run: shuffle_fetch,
+        },
+        Case {
+            name: "group-skew",
+            summary: "groupByKey with one hot key: its group does not fit the heap: java.lang.OutOfMemoryError: Java heap space",
+            run: group_skew,
+        },
+        Case {
             name: "spill-disk-full",
             summary: "a sort spills into a local dir too small for the run: SPILL_OUT_OF_MEMORY, partial file removed",
             run: spill_disk_full,
         },
     ]
 }
+
+/// The cases that run under `--cgroup` (a container the kernel enforces).
+const CGROUP_CASES: &[&str] = &["container", "shuffle-fetch"];
 
 /// Runs the case named `name`.
 pub fn run_case(name: &str, opts: &CaseOptions) -> Result<Outcome, OomError> {
@@ -190,7 +203,7 @@ pub fn run_case(name: &str, opts: &CaseOptions) -> Result<Outcome, OomError> {
             name: name.to_string(),
             cases: all.iter().map(|c| c.name).collect::<Vec<_>>().join(", "),
         })?;
-    if opts.cgroup && case.name != "container" {
+    if opts.cgroup && !CGROUP_CASES.contains(&case.name) {
         return Err(OomError::CgroupNotApplicable {
             case: case.name.to_string(),
         });
@@ -651,7 +664,13 @@ worker = "spillway"
 
 fn container(opts: &CaseOptions) -> Result<Outcome, OomError> {
     if opts.cgroup {
-        return container_in_cgroup(opts);
+        return in_cgroup(
+            "container",
+            CONTAINER_SCENARIO,
+            "raise spark.executor.memoryOverhead (or the pod limit): the kernel kills the \
+             largest process in the cgroup, whatever Spark's pools say",
+            opts,
+        );
     }
     let report = run_scenario(CONTAINER_SCENARIO, opts)?;
     let failure = report
@@ -682,13 +701,19 @@ fn container(opts: &CaseOptions) -> Result<Outcome, OomError> {
     })
 }
 
-/// `spillway run --cgroup`: the same executor and worker under a kernel memory limit of the
-/// container size; the kernel's OOM killer ends it (SIGKILL, exit 137) and spillway reports it.
-fn container_in_cgroup(opts: &CaseOptions) -> Result<Outcome, OomError> {
+/// `spillway run --cgroup` of a case's scenario: the same executor under a kernel memory limit
+/// of the container size; the kernel's OOM killer ends it (SIGKILL, exit 137) and spillway
+/// reports it.
+fn in_cgroup(
+    case: &'static str,
+    scenario_text: &str,
+    advice: &str,
+    opts: &CaseOptions,
+) -> Result<Outcome, OomError> {
     let dir = tempfile::tempdir().map_err(OomError::TempDir)?;
     let _cleanup_dir = crate::interrupt::register_dir(dir.path());
-    let scenario = dir.path().join("container.toml");
-    let text = CONTAINER_SCENARIO.replace(
+    let scenario = dir.path().join(format!("{case}.toml"));
+    let text = scenario_text.replace(
         "\"spillway.container.monitor\" = \"kill\"",
         "\"spillway.container.monitor\" = \"off\"",
     );
@@ -762,7 +787,7 @@ fn container_in_cgroup(opts: &CaseOptions) -> Result<Outcome, OomError> {
         .map(|f| f.message.clone())
         .unwrap_or_else(|| format!("spillway run --cgroup ended with {status}"));
     Ok(Outcome {
-        case: "container",
+        case,
         reproduced: killed,
         error: "CONTAINER_OOM_KILLED".into(),
         message,
@@ -772,8 +797,124 @@ fn container_in_cgroup(opts: &CaseOptions) -> Result<Outcome, OomError> {
             ("peak".into(), cg.map_or(0, |c| c.peak_usage_bytes)),
             ("oom_kill_count".into(), cg.map_or(0, |c| c.oom_kill)),
         ],
-        advice: "raise spark.executor.memoryOverhead (or the pod limit): the kernel kills the \
-                 largest process in the cgroup, whatever Spark's pools say"
+        advice: advice.into(),
+    })
+}
+
+/// A 512 MiB heap with a 64 MiB overhead asks for a 576 MiB container. The map outputs of
+/// three of four executors (~110 MB each, incompressible) are remote; with
+/// `spark.reducer.maxSizeInFlight` at 1 GiB, one reduce task fetches them all at once into
+/// native buffers, beside the 300 MiB of reserved heap the executor holds.
+const SHUFFLE_FETCH_SCENARIO: &str = r#"
+[conf]
+"spark.executor.memory" = "512m"
+"spark.executor.cores" = "1"
+"spark.executor.memoryOverhead" = "64m"
+"spark.reducer.maxSizeInFlight" = "1g"
+"spark.network.maxRemoteBlockSizeFetchToMem" = "1g"
+"spillway.container.monitor" = "kill"
+[[stages]]
+kind = "shuffle_map"
+tasks = 4
+reduce_partitions = 1
+records_per_task = 3000000
+record_bytes = 40
+executors = 4
+[[stages]]
+kind = "shuffle_reduce"
+expect = "failure"
+"#;
+
+const SHUFFLE_FETCH_ADVICE: &str = "lower spark.reducer.maxSizeInFlight (48m by default) or \
+     spark.network.maxRemoteBlockSizeFetchToMem (larger requests then stream to disk), or raise \
+     spark.executor.memoryOverhead: fetched blocks are native memory outside the heap, which \
+     Spark's memory manager does not see";
+
+fn shuffle_fetch(opts: &CaseOptions) -> Result<Outcome, OomError> {
+    if opts.cgroup {
+        return in_cgroup(
+            "shuffle-fetch",
+            SHUFFLE_FETCH_SCENARIO,
+            SHUFFLE_FETCH_ADVICE,
+            opts,
+        );
+    }
+    let report = run_scenario(SHUFFLE_FETCH_SCENARIO, opts)?;
+    let failure = report
+        .failures
+        .iter()
+        .find(|f| f.error == "CONTAINER_KILLED_PHYSICAL_MEMORY");
+    let in_flight = report
+        .stages
+        .iter()
+        .filter_map(|s| s.kind_fields.get("shufflePeakBytesInFlight"))
+        .filter_map(|v| v.as_u64())
+        .max()
+        .unwrap_or(0);
+    Ok(Outcome {
+        case: "shuffle-fetch",
+        reproduced: failure.is_some(),
+        error: "CONTAINER_KILLED_PHYSICAL_MEMORY".into(),
+        message: failure.map_or_else(
+            || "the executor stayed inside the container".to_string(),
+            |f| f.message.clone(),
+        ),
+        region: "memory overhead: a reduce task's fetched blocks wait in native buffers (Netty's \
+                 direct memory) outside the heap, up to spark.reducer.maxSizeInFlight"
+            .into(),
+        numbers: vec![
+            ("container".into(), report.layout.container as u64),
+            ("overhead".into(), report.layout.overhead as u64),
+            ("max_size_in_flight".into(), 1 << 30),
+            ("peak_bytes_in_flight".into(), in_flight),
+        ],
+        advice: SHUFFLE_FETCH_ADVICE.into(),
+    })
+}
+
+/// Two map tasks of 100,000 records of 1 KiB, 80 % of them on key 0: one group of ~155 MiB of
+/// values, which the buffer holding it must grow to twice its size to take, against a user
+/// range of (1024 - 300) x 0.4 = 289.6 MiB.
+const GROUP_SKEW_SCENARIO: &str = r#"
+[conf]
+"spark.executor.memory" = "1g"
+"spark.executor.cores" = "2"
+[[stages]]
+kind = "shuffle_map"
+tasks = 2
+reduce_partitions = 4
+records_per_task = 100000
+record_bytes = "1k"
+hot_key_percent = 80
+operation = "groupByKey"
+[[stages]]
+kind = "shuffle_reduce"
+expect = "failure"
+"#;
+
+fn group_skew(opts: &CaseOptions) -> Result<Outcome, OomError> {
+    let report = run_scenario(GROUP_SKEW_SCENARIO, opts)?;
+    let failure = report
+        .failures
+        .iter()
+        .find(|f| f.message.contains("Java heap space"));
+    let user = report.layout.user as u64;
+    Ok(Outcome {
+        case: "group-skew",
+        reproduced: failure.is_some(),
+        error: failure.map_or_else(|| "java.lang.OutOfMemoryError".into(), |f| f.error.clone()),
+        message: failure.map_or_else(|| "every group fit".to_string(), |f| f.message.clone()),
+        region: "the heap outside Spark's pools: groupByKey must hold a key's whole group at \
+                 once, and the memory manager neither accounts nor spills it"
+            .into(),
+        numbers: vec![
+            ("user_memory".into(), user),
+            ("hot_key_records_count".into(), 160_000),
+            ("hot_group_value_bytes".into(), 160_000 * (1024 - 8)),
+        ],
+        advice: "use reduceByKey or aggregateByKey (they combine on the map side and never hold \
+                 a group), salt the hot key, or give the heap more room outside the pools \
+                 (lower spark.memory.fraction, more spark.executor.memory)"
             .into(),
     })
 }

@@ -104,7 +104,7 @@ pub struct Scenario {
 const TOP_KEYS: &str = "name, description, seed, conf, stages";
 
 /// The built-in scenarios: name, TOML.
-pub const BUILTINS: [(&str, &str); 5] = [
+pub const BUILTINS: [(&str, &str); 6] = [
     ("default", include_str!("scenarios/default.toml")),
     ("sort-spill", include_str!("scenarios/sort-spill.toml")),
     (
@@ -118,6 +118,10 @@ pub const BUILTINS: [(&str, &str); 5] = [
     (
         "cache-then-sort",
         include_str!("scenarios/cache-then-sort.toml"),
+    ),
+    (
+        "shuffle-spill",
+        include_str!("scenarios/shuffle-spill.toml"),
     ),
 ];
 

@@ -26,6 +26,8 @@ fn list_names_every_case_with_a_description() {
         "off-heap",
         "container",
         "pyspark",
+        "shuffle-fetch",
+        "group-skew",
         "spill-disk-full",
     ] {
         let line = text
@@ -46,6 +48,16 @@ fn each_case_reproduces_and_explains_itself() {
         ("off-heap", "UNABLE_TO_ACQUIRE_MEMORY", "pool"),
         ("container", "CONTAINER_KILLED_PHYSICAL_MEMORY", "overhead"),
         ("pyspark", "PythonException", "rlimit_as_per_worker"),
+        (
+            "shuffle-fetch",
+            "CONTAINER_KILLED_PHYSICAL_MEMORY",
+            "peak_bytes_in_flight",
+        ),
+        (
+            "group-skew",
+            "java.lang.OutOfMemoryError",
+            "hot_group_value_bytes",
+        ),
         // As root a real 8 MiB tmpfs (mounted and unmounted by the case); else a failpoint.
         ("spill-disk-full", "SPILL_OUT_OF_MEMORY", "local_dir_bytes"),
     ] {
@@ -60,7 +72,10 @@ fn each_case_reproduces_and_explains_itself() {
         assert_eq!(v["error"], error, "{case}");
         // The message carries Spark's own words for the failure.
         let words = match case {
-            "container" => "Container killed by YARN for exceeding physical memory limits",
+            "container" | "shuffle-fetch" => {
+                "Container killed by YARN for exceeding physical memory limits"
+            }
+            "group-skew" => "Java heap space",
             "pyspark" => "MemoryError",
             _ => error.split(' ').next().unwrap(),
         };
@@ -110,7 +125,7 @@ fn bad_oom_arguments_exit_2_and_name_what_is_wrong() {
         ),
         (
             &["oom", "execution", "--cgroup"][..],
-            "--cgroup applies only to the container case",
+            "--cgroup applies only to the container and shuffle-fetch cases",
         ),
         // Validated by the `run --cgroup` child before any cgroup exists: no cgroup needed.
         (
@@ -173,12 +188,18 @@ fn writable_memory_cgroup() -> Result<(), String> {
 
 #[test]
 fn container_under_a_cgroup_is_the_kernels_oom_kill() {
+    for case in ["container", "shuffle-fetch"] {
+        kernel_oom_kill(case);
+    }
+}
+
+fn kernel_oom_kill(case: &str) {
     if let Err(why) = writable_memory_cgroup() {
         return skip(&format!(
-            "container --cgroup needs a writable memory cgroup: {why}"
+            "{case} --cgroup needs a writable memory cgroup: {why}"
         ));
     }
-    let out = spillway(&["oom", "container", "--cgroup", "--json"]);
+    let out = spillway(&["oom", case, "--cgroup", "--json"]);
     assert!(
         out.status.success(),
         "{}",
