@@ -1,19 +1,22 @@
 //! One executor's event counters: tasks bump them as they spill and as they zero fresh pages,
 //! so the timeline sampler can mark spills as they happen and tell pages being zeroed from
-//! memory at rest (per-task metrics are reported by the tasks themselves).
+//! memory at rest, and the bytes of shuffle fetch buffers held outside the heap (per-task
+//! metrics are reported by the tasks themselves).
 //!
 //! The counters belong to an executor ([`crate::executor::Executor::metrics`]), not to the
 //! process: several executors in one process (the tests run many) each see only their own
 //! tasks. A task reaches them through its `TaskMemoryManager` (`TaskContext::memory`).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Spill and page-zeroing counters of one executor.
+/// Spill, page-zeroing and fetch-buffer counters of one executor.
 #[derive(Debug, Default)]
 pub struct ExecutorMetrics {
     spills: AtomicU64,
     spill_bytes: AtomicU64,
     touching: AtomicU64,
+    fetch_in_flight: AtomicU64,
 }
 
 impl ExecutorMetrics {
@@ -50,6 +53,39 @@ impl ExecutorMetrics {
     pub fn touching_bytes(&self) -> u64 {
         self.touching.load(Ordering::Relaxed)
     }
+
+    /// Counts `bytes` of a shuffle fetch buffer (native memory outside the heap, as Netty's
+    /// direct buffers) from before it is mapped until the returned guard drops, after it is
+    /// unmapped. The guard owns a handle to the counters, so it can travel with its buffer
+    /// from the fetcher thread to the task.
+    pub fn fetch_buffer(self: &Arc<Self>, bytes: u64) -> FetchBufferGuard {
+        self.fetch_in_flight.fetch_add(bytes, Ordering::Relaxed);
+        FetchBufferGuard {
+            metrics: Arc::clone(self),
+            bytes,
+        }
+    }
+
+    /// Bytes of shuffle fetch buffers allocated and not yet freed, right now.
+    pub fn fetch_bytes_in_flight(&self) -> u64 {
+        self.fetch_in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// Uncounts a fetch buffer when it is freed.
+#[must_use = "the buffer counts as in flight only while the guard lives"]
+#[derive(Debug)]
+pub struct FetchBufferGuard {
+    metrics: Arc<ExecutorMetrics>,
+    bytes: u64,
+}
+
+impl Drop for FetchBufferGuard {
+    fn drop(&mut self) {
+        self.metrics
+            .fetch_in_flight
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 /// Unmarks pages when they are resident.
@@ -85,5 +121,17 @@ mod tests {
         assert_eq!(m.touching_bytes(), 4096);
         drop(a);
         assert_eq!(m.touching_bytes(), 0);
+    }
+
+    #[test]
+    fn fetch_buffers_count_until_their_guards_drop_on_any_thread() {
+        let m = Arc::new(ExecutorMetrics::new());
+        let a = m.fetch_buffer(1000);
+        let b = m.fetch_buffer(24);
+        assert_eq!(m.fetch_bytes_in_flight(), 1024);
+        std::thread::spawn(move || drop(b)).join().unwrap();
+        assert_eq!(m.fetch_bytes_in_flight(), 1000);
+        drop(a);
+        assert_eq!(m.fetch_bytes_in_flight(), 0);
     }
 }

@@ -1,6 +1,6 @@
 //! The timeline sampler: every few milliseconds, the pools of both modes, user and off-heap
-//! memory in use, the process's resident memory, the cgroup's usage and PSI where readable, and
-//! the spill and eviction counters, so a run can be drawn and its accounted-versus-real gap
+//! memory in use, the process's resident memory, the cgroup's usage and PSI where readable,
+//! the shuffle fetch buffers in flight, and the spill and eviction counters, so a run can be drawn and its accounted-versus-real gap
 //! measured.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -52,6 +52,9 @@ pub struct Sample {
     pub zeroing: u64,
     /// Resident memory of the PySpark-style worker processes (`external`).
     pub workers_rss: u64,
+    /// Shuffle fetch buffers allocated and not yet freed (native memory outside the heap:
+    /// resident, not accounted; `shuffle::fetch`).
+    pub fetch_bytes_in_flight: u64,
 }
 
 impl Sample {
@@ -130,6 +133,7 @@ pub fn sample(
         pooled_free_pages: pooled,
         zeroing,
         workers_rss: pool.map_or(0, WorkerPool::last_workers_rss),
+        fetch_bytes_in_flight: metrics.fetch_bytes_in_flight(),
     }
 }
 

@@ -7,7 +7,8 @@
 //! object is the table of `## "layout --json"`. A key whose type holds `→` is a map (`conf`,
 //! `params`, `events`, `stat`): its entries are data, not keys.
 //!
-//! Two reports are checked against them, both ways and with each value's documented type:
+//! Two reports are checked against them, both ways and with each value's documented type
+//! (and the real run's timeline.csv header against the `## timeline.csv` table):
 //! - a typed `Report` with every optional part present (every `Option` is `Some`, every list
 //!   of objects has an entry), so the keys only the rare paths write (a container kill, an
 //!   executor-level failure, the `--cgroup` section) are covered;
@@ -66,6 +67,20 @@ fn backticked(cell: &str) -> Vec<String> {
         .skip(1)
         .step_by(2)
         .map(str::to_string)
+        .collect()
+}
+
+/// The columns of the `## timeline.csv` table, in order (a row may name several).
+fn timeline_columns(doc: &str) -> Vec<String> {
+    let section = doc
+        .split("\n## ")
+        .find(|s| s.starts_with("timeline.csv"))
+        .expect("docs/report.md has a timeline.csv section");
+    section
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .skip(2)
+        .flat_map(|l| backticked(&cells(l)[0]))
         .collect()
 }
 
@@ -452,6 +467,17 @@ expect = "failure"
 
     let problems = mismatches("a real run", &report);
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+
+    // timeline.csv has exactly the documented columns, in the documented order.
+    let csv = std::fs::read_to_string(out.join("timeline.csv")).expect("timeline.csv is written");
+    let header: Vec<String> = csv
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    assert_eq!(header, timeline_columns(&report_md()));
 
     // The typed `Report` reads it back without losing or adding a key.
     let typed: Report = serde_json::from_value(report.clone()).expect("report.json reads back");

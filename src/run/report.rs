@@ -632,7 +632,8 @@ const CSV_HEADER: &str = "t_ms,stage,on_heap_execution_pool,on_heap_execution_us
 on_heap_storage_pool,on_heap_storage_used,off_heap_execution_pool,off_heap_execution_used,\
 off_heap_storage_pool,off_heap_storage_used,user_used,reserved,accounted,rss,cgroup_usage,\
 psi_some_avg10,psi_full_avg10,psi_some_total_us,psi_full_total_us,active_tasks,waiting_tasks,\
-spills,spill_bytes,evictions,evicted_bytes,pooled_free_pages,zeroing,workers_rss,event";
+spills,spill_bytes,evictions,evicted_bytes,pooled_free_pages,zeroing,workers_rss,\
+fetch_bytes_in_flight,event";
 
 fn write_csv(samples: &[Sample], out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "{CSV_HEADER}")?;
@@ -649,7 +650,7 @@ fn write_csv(samples: &[Sample], out: &mut impl Write) -> std::io::Result<()> {
         }
         writeln!(
             out,
-            "{:.1},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.2},{:.2},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{:.1},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.2},{:.2},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             s.t_ms,
             s.stage,
             s.on_heap_execution_pool,
@@ -678,6 +679,7 @@ fn write_csv(samples: &[Sample], out: &mut impl Write) -> std::io::Result<()> {
             s.pooled_free_pages,
             s.zeroing,
             s.workers_rss,
+            s.fetch_bytes_in_flight,
             events.join(";")
         )?;
         prev = Some(s);

@@ -11,6 +11,7 @@
 //! | `IndexShuffleBlockResolver` (data + index files) | [`format`], [`MapStatus`] |
 //! | `MapStatus` (sizes per reduce partition, location) | [`MapStatus`] |
 //! | `HashPartitioner`, `RangePartitioner` | [`ShuffleSpec::partition`] |
+//! | `ShuffleBlockFetcherIterator` (the reduce side's fetch) | [`fetch::read_partition`] |
 //!
 //! The records are seeded (`key ‖ value ‖ payload`), so every map output can be checked: each
 //! map task takes the digest of the records it generated per reduce partition before they enter
@@ -18,6 +19,7 @@
 //! those digests, so a record lost, duplicated or damaged anywhere between generation and the
 //! reduce side — writer, spill, compression, concatenation, fetch — is found.
 
+pub mod fetch;
 pub mod format;
 pub mod reduce;
 pub mod writer;

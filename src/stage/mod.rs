@@ -532,6 +532,7 @@ impl From<crate::tasks::TaskError> for ClassifiedError {
         let class = match &e {
             E::Memory(m) => memory_error_class(m),
             E::Spill(_) | E::TempFile(_) | E::Shuffle(_) => "IOException",
+            E::FetchFailed { .. } => "FetchFailedException",
             E::Verification(_) => "VERIFICATION_FAILED",
             E::OutOfHeap(_) => "java.lang.OutOfMemoryError",
             E::InvalidSpec(_) => "INVALID_SPEC",

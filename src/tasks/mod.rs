@@ -119,6 +119,15 @@ pub enum TaskError {
     /// Writing or reading a map output (names the file or block).
     #[error("shuffle: {0}")]
     Shuffle(String),
+    /// A reduce task could not read a shuffle block (`FetchFailedException`): damaged,
+    /// truncated or unreadable, named with the map output file in `detail` and the executor
+    /// that holds it.
+    #[error("fetch failed: block {block} on executor {executor}: {detail}")]
+    FetchFailed {
+        block: String,
+        executor: u32,
+        detail: String,
+    },
     /// The output does not match the input.
     #[error("verification failed: {0}")]
     Verification(String),
@@ -143,6 +152,7 @@ impl TaskError {
             TaskError::Spill(_) | TaskError::TempFile(_) | TaskError::Shuffle(_) => {
                 Some("IOException")
             }
+            TaskError::FetchFailed { .. } => Some("FetchFailedException"),
             _ => None,
         }
     }
