@@ -208,6 +208,9 @@ pub fn run(args: &CgroupRunArgs) -> Result<CgroupRun, CgroupRunError> {
     let conf = crate::run::scenario_conf(&scenario, &opts)?;
     let layout = Layout::from_conf(&conf, args.system_memory)?;
     crate::run::validate_sizes(&scenario, &layout)?;
+    // The child's executor reads the codec at start; a bad one is bad input here, before a
+    // cgroup exists, as it is there.
+    crate::codec::Compression::from_conf(&conf)?;
     let (limit_bytes, limit_source) = match &args.limit {
         Some(size) => {
             let v =

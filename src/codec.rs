@@ -142,6 +142,7 @@ impl Codec {
     pub fn compressor(&self) -> Compressor {
         Compressor {
             codec: *self,
+            lz4: lz4_flex::block::CompressTable::default(),
             snappy: snap::raw::Encoder::new(),
             zstd: None,
         }
@@ -166,9 +167,12 @@ pub struct CodecError {
     pub detail: String,
 }
 
-/// Compresses blocks with one codec, keeping its context between blocks.
+/// Compresses blocks with one codec, keeping its context between blocks: lz4's hash table,
+/// snappy's encoder and zstd's context are made once, so compressing a block allocates
+/// nothing (once `out` has grown to a block's bound).
 pub struct Compressor {
     codec: Codec,
+    lz4: lz4_flex::block::CompressTable,
     snappy: snap::raw::Encoder,
     zstd: Option<zstd::bulk::Compressor<'static>>,
 }
@@ -178,24 +182,40 @@ impl Compressor {
         &self.codec
     }
 
-    /// Compresses `raw` (one block) into `out`, which is cleared first.
+    /// Compresses `raw` (one block) into `out`, which holds exactly the compressed block
+    /// afterwards.
     pub fn compress(&mut self, raw: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
+        out.resize(self.codec.max_compressed_len(raw.len()), 0);
+        let n = self.compress_into(raw, out)?;
+        out.truncate(n);
+        Ok(())
+    }
+
+    /// Compresses `raw` (one block) into the front of `out`, which must hold at least
+    /// [`Codec::max_compressed_len`] bytes; returns the compressed length. With a buffer kept
+    /// by the caller nothing is allocated or zeroed per block (what the spill writer does).
+    pub fn compress_into(&mut self, raw: &[u8], out: &mut [u8]) -> Result<usize, CodecError> {
         let name = self.codec.name;
         let err = |detail: String| CodecError {
             codec: name,
             op: "compress",
             detail,
         };
-        out.clear();
-        out.resize(self.codec.max_compressed_len(raw.len()), 0);
-        let n = match name {
-            CodecName::Lz4 => {
-                lz4_flex::block::compress_into(raw, out).map_err(|e| err(e.to_string()))?
-            }
+        let bound = self.codec.max_compressed_len(raw.len());
+        if out.len() < bound {
+            return Err(err(format!(
+                "an output of {} bytes is below the bound of {bound} for {} bytes",
+                out.len(),
+                raw.len()
+            )));
+        }
+        match name {
+            CodecName::Lz4 => lz4_flex::block::compress_into_with_table(raw, out, &mut self.lz4)
+                .map_err(|e| err(e.to_string())),
             CodecName::Snappy => self
                 .snappy
                 .compress(raw, out)
-                .map_err(|e| err(e.to_string()))?,
+                .map_err(|e| err(e.to_string())),
             CodecName::Zstd => {
                 if self.zstd.is_none() {
                     let c = zstd::bulk::Compressor::new(self.codec.zstd_level)
@@ -203,12 +223,10 @@ impl Compressor {
                     self.zstd = Some(c);
                 }
                 let c = self.zstd.as_mut().expect("set above");
-                c.compress_to_buffer(raw, out.as_mut_slice())
-                    .map_err(|e| err(e.to_string()))?
+                c.compress_to_buffer(raw, out)
+                    .map_err(|e| err(e.to_string()))
             }
-        };
-        out.truncate(n);
-        Ok(())
+        }
     }
 }
 
@@ -228,14 +246,20 @@ impl Decompressor {
         raw_len: usize,
         out: &mut Vec<u8>,
     ) -> Result<(), CodecError> {
+        out.resize(raw_len, 0);
+        self.decompress_into(stored, out)
+    }
+
+    /// Decompresses `stored` (one block) into all of `out`, which the block must fill exactly:
+    /// into a buffer the caller keeps, nothing is allocated or zeroed per block.
+    pub fn decompress_into(&mut self, stored: &[u8], out: &mut [u8]) -> Result<(), CodecError> {
         let name = self.codec.name;
+        let raw_len = out.len();
         let err = |detail: String| CodecError {
             codec: name,
             op: "decompress",
             detail,
         };
-        out.clear();
-        out.resize(raw_len, 0);
         let n = match name {
             CodecName::Lz4 => {
                 lz4_flex::block::decompress_into(stored, out).map_err(|e| err(e.to_string()))?
@@ -255,7 +279,7 @@ impl Decompressor {
                     self.zstd = Some(d);
                 }
                 let d = self.zstd.as_mut().expect("set above");
-                d.decompress_to_buffer(stored, out.as_mut_slice())
+                d.decompress_to_buffer(stored, out)
                     .map_err(|e| err(e.to_string()))?
             }
         };

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
+use crate::codec::Compression;
 use crate::conf::{ConfError, SparkConf, format_mib, keys};
 use crate::layout::Layout;
 use crate::memory::{
@@ -59,6 +60,7 @@ pub struct Executor {
     memory_manager: Arc<UnifiedMemoryManager>,
     block_manager: Arc<BlockManager>,
     local_dirs: Arc<DiskBlockManager>,
+    compression: Compression,
     metrics: Arc<ExecutorMetrics>,
     next_task_attempt_id: AtomicU64,
 }
@@ -89,6 +91,9 @@ impl Executor {
     /// heap into its regions and touches the reserved region.
     pub fn start(layout: &Layout, conf: &SparkConf) -> Result<Executor, ExecutorError> {
         let retain = conf.get_bool(keys::RETAIN_FREED_MEMORY)?;
+        // Read once, before any memory is mapped: a codec Spark does not ship is bad input
+        // (exit 2) naming spark.io.compression.codec and its value (docs/spark-model.md §19).
+        let compression = Compression::from_conf(conf)?;
         let policy = if retain {
             ReleasePolicy::Keep
         } else {
@@ -161,6 +166,7 @@ impl Executor {
             memory_manager,
             block_manager,
             local_dirs,
+            compression,
             metrics: Arc::new(ExecutorMetrics::new()),
             next_task_attempt_id: AtomicU64::new(0),
             layout: layout.clone(),
@@ -267,6 +273,13 @@ impl Executor {
     /// The local directories blocks and spills are written to.
     pub fn local_dirs(&self) -> &Arc<DiskBlockManager> {
         &self.local_dirs
+    }
+
+    /// Which files are compressed, and with what (docs/spark-model.md §19.3), read from the
+    /// configuration at start: the sort and aggregation spills use `spill`
+    /// (`spark.shuffle.spill.compress`, the `TempLocalBlockId` rule).
+    pub fn compression(&self) -> &Compression {
+        &self.compression
     }
 
     /// A new task attempt id, unique in this executor (Spark's `taskAttemptId`).

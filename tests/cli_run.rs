@@ -366,3 +366,29 @@ fn the_headline_sort_spills_at_1g_and_not_at_8g() {
         "the same records were sorted"
     );
 }
+
+/// A codec Spark does not ship (or spillway lacks) is bad input: exit 2 naming the key and the
+/// value, from the executor's start, before any report or spill is written.
+#[test]
+fn a_bad_codec_exits_2_naming_key_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    for value in ["gzip", "lzf"] {
+        let out = dir.path().join(value);
+        let conf = format!("spark.io.compression.codec={value}");
+        let o = spillway(&[
+            "run",
+            "sort-spill",
+            "--conf",
+            &conf,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{value}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("spark.io.compression.codec") && err.contains(value),
+            "{value}: {err}"
+        );
+        assert!(!out.join("report.json").exists(), "{value}");
+    }
+}

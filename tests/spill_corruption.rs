@@ -1,13 +1,17 @@
 //! Damaged spill files (docs/reliability.md test 13): every bit flip, every truncation, empty files,
-//! wrong magic, trailing bytes, moved frames. Each gives its typed error naming the file and an
-//! offset, and what the reader yields before the error is a prefix of what was written.
+//! wrong magic, trailing bytes, moved frames — in uncompressed files and in files compressed
+//! with each codec. Each gives its typed error naming the file and an offset, and what the
+//! reader yields before the error is a prefix of what was written.
 
 use std::path::{Path, PathBuf};
 
+use spillway::codec::{Codec, CodecName};
 use spillway::spill::{
-    FOOTER_BYTES, FRAME_HEADER_BYTES, HEADER_BYTES, SpillError, SpillKind, SpillReader,
-    SpillWriter, SpillWriterOptions,
+    COMPRESSED_FRAME_HEADER_BYTES, FOOTER_BYTES, FRAME_HEADER_BYTES, HEADER_BYTES, SpillError,
+    SpillKind, SpillReader, SpillWriter, SpillWriterOptions,
 };
+
+const CODECS: [CodecName; 3] = [CodecName::Lz4, CodecName::Snappy, CodecName::Zstd];
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -18,18 +22,29 @@ struct Fixture {
 
 /// A small file of several frames: 3 records per frame, lengths 0..=12.
 fn fixture(fixed: Option<u32>) -> Fixture {
+    fixture_with(fixed, None)
+}
+
+/// A small file of several frames, 3 records per frame. Compressed (`codec`), the records
+/// repeat themselves so that the frames really are compressed: the damage then meets the
+/// decompressor if the CRC misses it.
+fn fixture_with(fixed: Option<u32>, codec: Option<CodecName>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("damaged.spill");
     let records: Vec<Vec<u8>> = (0..11u8)
-        .map(|i| match fixed {
-            Some(n) => vec![i ^ 0x5a; n as usize],
-            None => (0..i + 2).map(|j| i.wrapping_mul(31) ^ j).collect(),
+        .map(|i| match (fixed, codec) {
+            (Some(n), _) => vec![i ^ 0x5a; n as usize],
+            (None, None) => (0..i + 2).map(|j| i.wrapping_mul(31) ^ j).collect(),
+            (None, Some(_)) => (0..i as usize * 4 + 20)
+                .map(|j| b"spill spill block "[j % 18] ^ i)
+                .collect(),
         })
         .collect();
     let mut o = SpillWriterOptions::new(SpillKind::SortRun);
     o.batch_records = 3;
     o.fixed_record_bytes = fixed;
     o.tag = 99;
+    o.codec = codec.map(Codec::with_defaults);
     let mut w = SpillWriter::create(&path, o).unwrap();
     for r in &records {
         w.write_record(r).unwrap();
@@ -79,39 +94,114 @@ fn expect_error(f: &Fixture, bytes: &[u8], what: &str) -> SpillError {
     err
 }
 
+/// (offset, stored length, raw length) of each frame of a compressed file.
+fn compressed_frames(bytes: &[u8]) -> Vec<(usize, usize, usize)> {
+    let le32 = |b: &[u8]| u32::from_le_bytes(b[..4].try_into().unwrap()) as usize;
+    let mut at = HEADER_BYTES;
+    let mut out = Vec::new();
+    while at < bytes.len() - FOOTER_BYTES {
+        let (stored, raw) = (le32(&bytes[at..]), le32(&bytes[at + 4..]));
+        out.push((at, stored, raw));
+        at += COMPRESSED_FRAME_HEADER_BYTES + stored;
+    }
+    out
+}
+
+/// The compressed fixtures: every codec, variable and fixed 40-byte records. Each has frames
+/// that really are compressed (stored shorter than raw).
+fn compressed_fixtures() -> Vec<(String, Fixture)> {
+    let mut out = Vec::new();
+    for codec in CODECS {
+        for fixed in [None, Some(40)] {
+            let f = fixture_with(fixed, Some(codec));
+            assert_eq!(f.bytes[11], codec.id());
+            let frames = compressed_frames(&f.bytes);
+            assert!(frames.len() >= 4, "{codec}: {frames:?}");
+            assert!(
+                frames.iter().any(|&(_, stored, raw)| stored < raw),
+                "{codec} {fixed:?}: no frame was compressed: {frames:?}"
+            );
+            out.push((format!("{codec}, fixed {fixed:?}"), f));
+        }
+    }
+    out
+}
+
+/// Flips every bit of `f`'s file in turn: each flip is found, in the part it damaged.
+fn check_every_bit_flip(f: &Fixture, label: &str) {
+    let len = f.bytes.len();
+    let footer_start = len - FOOTER_BYTES;
+    for bit in 0..len * 8 {
+        let mut b = f.bytes.clone();
+        b[bit / 8] ^= 1 << (bit % 8);
+        let at = bit / 8;
+        let what = format!("{label}, flip bit {bit} (byte {at} of {len})");
+        let e = expect_error(f, &b, &what);
+        match e {
+            SpillError::ChecksumMismatch {
+                offset, what: part, ..
+            } => {
+                // The offset names the damaged part: the header, the frame, or the footer.
+                if at < HEADER_BYTES {
+                    assert_eq!(offset, 0, "{what}");
+                    assert!(part.starts_with("header"), "{what}: {part}");
+                } else if at >= footer_start {
+                    assert_eq!((offset, part), (footer_start as u64, "footer"), "{what}");
+                } else {
+                    assert_eq!(part, "frame", "{what}");
+                    assert!(offset as usize <= at, "{what}: offset {offset}");
+                }
+            }
+            // A damaged frame length may run past the frames before its CRC can be checked.
+            SpillError::Corrupt { offset, .. } => {
+                assert!((HEADER_BYTES..footer_start).contains(&at), "{what}: {e}");
+                assert!(offset as usize <= at, "{what}: offset {offset}");
+            }
+            other => panic!("{what}: unexpected {other}"),
+        }
+    }
+}
+
 #[test]
 fn every_bit_flip_is_detected() {
     for fixed in [None, Some(5)] {
-        let f = fixture(fixed);
-        let len = f.bytes.len();
-        let footer_start = len - FOOTER_BYTES;
-        for bit in 0..len * 8 {
-            let mut b = f.bytes.clone();
-            b[bit / 8] ^= 1 << (bit % 8);
-            let at = bit / 8;
-            let what = format!("fixed {fixed:?}, flip bit {bit} (byte {at} of {len})");
-            let e = expect_error(&f, &b, &what);
-            match e {
-                SpillError::ChecksumMismatch {
-                    offset, what: part, ..
-                } => {
-                    // The offset names the damaged part: the header, the frame, or the footer.
-                    if at < HEADER_BYTES {
-                        assert_eq!(offset, 0, "{what}");
-                        assert!(part.starts_with("header"), "{what}: {part}");
-                    } else if at >= footer_start {
-                        assert_eq!((offset, part), (footer_start as u64, "footer"), "{what}");
-                    } else {
-                        assert_eq!(part, "frame", "{what}");
-                        assert!(offset as usize <= at, "{what}: offset {offset}");
-                    }
+        check_every_bit_flip(&fixture(fixed), &format!("fixed {fixed:?}"));
+    }
+}
+
+#[test]
+fn every_bit_flip_in_a_compressed_file_is_detected() {
+    for (label, f) in compressed_fixtures() {
+        check_every_bit_flip(&f, &label);
+    }
+}
+
+#[test]
+fn every_byte_of_a_compressed_file_replaced_is_detected() {
+    // Whole bytes of the frames changed (not one bit): inside compressed payloads these are
+    // what a decompressor would turn into other records, were the CRC not checked first.
+    // (Header and footer bytes are the bit-flip test's: a magic or marker changed in many bits
+    // is another file, `BadFormat` or `Truncated`.)
+    for (label, f) in compressed_fixtures() {
+        for at in HEADER_BYTES..f.bytes.len() - FOOTER_BYTES {
+            for x in [0xffu8, 0x5a] {
+                let mut b = f.bytes.clone();
+                b[at] ^= x;
+                let what = format!("{label}, byte {at} ^ {x:#x}");
+                let e = expect_error(&f, &b, &what);
+                assert!(
+                    matches!(
+                        e,
+                        SpillError::ChecksumMismatch { .. } | SpillError::Corrupt { .. }
+                    ),
+                    "{what}: {e}"
+                );
+                if let SpillError::Corrupt { ref detail, .. } = e {
+                    assert!(
+                        !detail.contains("decompress"),
+                        "{what}: reached the codec: {e}"
+                    );
                 }
-                // A damaged frame length may run past the frames before its CRC can be checked.
-                SpillError::Corrupt { offset, .. } => {
-                    assert!((HEADER_BYTES..footer_start).contains(&at), "{what}: {e}");
-                    assert!(offset as usize <= at, "{what}: offset {offset}");
-                }
-                other => panic!("{what}: unexpected {other}"),
             }
         }
     }
@@ -119,13 +209,16 @@ fn every_bit_flip_is_detected() {
 
 #[test]
 fn every_truncation_is_detected() {
-    let f = fixture(None);
-    for cut in 0..f.bytes.len() {
-        let what = format!("cut at {cut}");
-        let e = expect_error(&f, &f.bytes[..cut], &what);
-        match e {
-            SpillError::Truncated { offset, .. } => assert_eq!(offset, cut as u64, "{what}"),
-            other => panic!("{what}: unexpected {other}"),
+    let mut fixtures = vec![("uncompressed".to_string(), fixture(None))];
+    fixtures.extend(compressed_fixtures());
+    for (label, f) in fixtures {
+        for cut in 0..f.bytes.len() {
+            let what = format!("{label}: cut at {cut}");
+            let e = expect_error(&f, &f.bytes[..cut], &what);
+            match e {
+                SpillError::Truncated { offset, .. } => assert_eq!(offset, cut as u64, "{what}"),
+                other => panic!("{what}: unexpected {other}"),
+            }
         }
     }
 }
@@ -241,4 +334,54 @@ fn unfinished_writer_file_copied_aside_reads_as_truncated() {
     let e = SpillReader::open(&copy).unwrap_err();
     assert!(matches!(e, SpillError::Truncated { .. }), "{e}");
     assert!(e.to_string().contains("never finished"), "{e}");
+}
+
+#[test]
+fn swapped_and_spliced_compressed_frames_are_detected() {
+    for codec in CODECS {
+        let f = fixture_with(Some(40), Some(codec));
+        let frames = compressed_frames(&f.bytes);
+        let size = |i: usize| COMPRESSED_FRAME_HEADER_BYTES + frames[i].1;
+        // Two frames of the same stored size swap in place.
+        let (i, j) = (0..frames.len())
+            .flat_map(|i| (i + 1..frames.len()).map(move |j| (i, j)))
+            .find(|&(i, j)| size(i) == size(j))
+            .unwrap_or_else(|| panic!("{codec}: no two frames of one size: {frames:?}"));
+        let (a, b, n) = (frames[i].0, frames[j].0, size(i));
+        let mut bytes = f.bytes.clone();
+        let first = bytes[a..a + n].to_vec();
+        bytes.copy_within(b..b + n, a);
+        bytes[b..b + n].copy_from_slice(&first);
+        let e = expect_error(&f, &bytes, &format!("{codec}: swapped frames {i}, {j}"));
+        assert!(
+            matches!(e, SpillError::ChecksumMismatch { offset, what: "frame", .. } if offset == a as u64),
+            "{codec}: {e}"
+        );
+
+        // The same records compressed into a file with another tag: its frames are bound
+        // to their own header.
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("other.spill");
+        let mut o = SpillWriterOptions::new(SpillKind::SortRun);
+        o.batch_records = 3;
+        o.fixed_record_bytes = Some(40);
+        o.tag = 100;
+        o.codec = Some(Codec::with_defaults(codec));
+        let mut w = SpillWriter::create(&other, o).unwrap();
+        for r in &f.records {
+            w.write_record(r).unwrap();
+        }
+        w.finish().unwrap();
+        let other_bytes = std::fs::read(&other).unwrap();
+        assert_eq!(other_bytes.len(), f.bytes.len(), "{codec}: the same layout");
+        let mut bytes = f.bytes.clone();
+        let n = bytes.len() - HEADER_BYTES - FOOTER_BYTES;
+        bytes[HEADER_BYTES..HEADER_BYTES + n]
+            .copy_from_slice(&other_bytes[HEADER_BYTES..HEADER_BYTES + n]);
+        let e = expect_error(&f, &bytes, &format!("{codec}: spliced frames"));
+        assert!(
+            matches!(e, SpillError::ChecksumMismatch { what: "frame", offset, .. } if offset == HEADER_BYTES as u64),
+            "{codec}: {e}"
+        );
+    }
 }

@@ -106,6 +106,14 @@ pub enum SpillError {
     /// A writer or reader used after it returned an error.
     #[error("spill file {path}: this {role} failed earlier and cannot be used", path = path.display())]
     Poisoned { path: PathBuf, role: &'static str },
+    /// A frame failed to compress (the writer's codec refused it; the file is deleted).
+    #[error("spill file {path}: cannot compress the frame at offset {offset}: {source}", path = path.display())]
+    Codec {
+        path: PathBuf,
+        offset: u64,
+        #[source]
+        source: crate::codec::CodecError,
+    },
     /// A writer option out of range.
     #[error("spill writer option {name} = {value} is invalid: {reason}")]
     InvalidOption {
@@ -175,6 +183,7 @@ impl SpillError {
             | Self::Corrupt { path, .. }
             | Self::RecordSize { path, .. }
             | Self::RecordTooLarge { path, .. }
+            | Self::Codec { path, .. }
             | Self::Poisoned { path, .. } => Some(path),
             Self::InvalidOption { .. } | Self::Interrupted(_) => None,
         }
@@ -190,6 +199,7 @@ impl SpillError {
             | Self::BadFormat { offset, .. }
             | Self::Truncated { offset, .. }
             | Self::ChecksumMismatch { offset, .. }
+            | Self::Codec { offset, .. }
             | Self::Corrupt { offset, .. } => Some(*offset),
             _ => None,
         }

@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+use crate::codec::CodecName;
+
 /// First 8 bytes of every spill file.
 pub const MAGIC: [u8; 8] = *b"SPILLWY1";
 /// First 8 bytes of the footer.
@@ -12,8 +14,11 @@ pub const FOOTER_MARKER: [u8; 8] = *b"SPILLEND";
 pub const FORMAT_VERSION: u16 = 1;
 /// Size of the file header.
 pub const HEADER_BYTES: usize = 32;
-/// Size of each frame header.
+/// Size of each frame header of an uncompressed file (codec byte 0).
 pub const FRAME_HEADER_BYTES: usize = 12;
+/// Size of each frame header of a compressed file (codec byte not 0): the stored and raw
+/// lengths, the record count and the CRC.
+pub const COMPRESSED_FRAME_HEADER_BYTES: usize = 16;
 /// Size of the footer, always the last bytes of the file.
 pub const FOOTER_BYTES: usize = 64;
 /// Size of the length prefix of a variable-size record.
@@ -49,6 +54,17 @@ pub(crate) struct Header {
     /// 0 = variable-size, length-prefixed records.
     pub fixed_record_bytes: u32,
     pub tag: u64,
+    /// The codec of the frames (header byte 11); `None` (0): stored as they are.
+    pub codec: Option<CodecName>,
+}
+
+/// The frame header size of a file with this codec.
+pub fn frame_header_bytes(codec: Option<CodecName>) -> usize {
+    if codec.is_some() {
+        COMPRESSED_FRAME_HEADER_BYTES
+    } else {
+        FRAME_HEADER_BYTES
+    }
 }
 
 impl Header {
@@ -59,7 +75,7 @@ impl Header {
         b[0..8].copy_from_slice(&MAGIC);
         b[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         b[10] = self.kind as u8;
-        b[11] = 0;
+        b[11] = self.codec.map_or(0, CodecName::id);
         b[12..16].copy_from_slice(&self.fixed_record_bytes.to_le_bytes());
         b[16..24].copy_from_slice(&self.tag.to_le_bytes());
         // 24..28 reserved, zero
@@ -92,9 +108,18 @@ impl Header {
         }
         let kind = SpillKind::from_byte(b[10])
             .ok_or_else(|| HeaderProblem::Format(10, format!("unknown kind byte {}", b[10])))?;
-        if b[11] != 0 || b[24..28] != [0; 4] {
+        let codec = match b[11] {
+            0 => None,
+            id => Some(CodecName::from_id(id).ok_or_else(|| {
+                HeaderProblem::Format(
+                    11,
+                    format!("unknown codec byte {id} (this build reads 0 = none, 1 = lz4, 2 = snappy, 3 = zstd)"),
+                )
+            })?),
+        };
+        if b[24..28] != [0; 4] {
             return Err(HeaderProblem::Format(
-                11,
+                24,
                 "reserved header bytes not zero".into(),
             ));
         }
@@ -102,6 +127,7 @@ impl Header {
             kind,
             fixed_record_bytes: le32(&b[12..16]),
             tag: le64(&b[16..24]),
+            codec,
         };
         Ok((h, stored))
     }
@@ -133,6 +159,8 @@ pub(crate) struct Footer {
     pub frames: u64,
     pub payload_crc32c: u32,
     pub max_frame_payload_bytes: u32,
+    /// Largest stored (compressed) frame payload; 0 in an uncompressed file.
+    pub max_stored_frame_bytes: u32,
 }
 
 impl Footer {
@@ -146,7 +174,7 @@ impl Footer {
         b[40..48].copy_from_slice(&self.frames.to_le_bytes());
         b[48..52].copy_from_slice(&self.payload_crc32c.to_le_bytes());
         b[52..56].copy_from_slice(&self.max_frame_payload_bytes.to_le_bytes());
-        // 56..60 reserved, zero
+        b[56..60].copy_from_slice(&self.max_stored_frame_bytes.to_le_bytes());
         let crc = crc32c::crc32c(&b[0..60]);
         b[60..64].copy_from_slice(&crc.to_le_bytes());
         b
@@ -165,7 +193,7 @@ impl Footer {
                 FooterProblem::Missing
             });
         }
-        if b[0..8] != FOOTER_MARKER || b[56..60] != [0; 4] {
+        if b[0..8] != FOOTER_MARKER {
             return Err(FooterProblem::Missing);
         }
         Ok(Footer {
@@ -176,6 +204,7 @@ impl Footer {
             frames: le64(&b[40..48]),
             payload_crc32c: le32(&b[48..52]),
             max_frame_payload_bytes: le32(&b[52..56]),
+            max_stored_frame_bytes: le32(&b[56..60]),
         })
     }
 }
@@ -187,26 +216,39 @@ pub(crate) enum FooterProblem {
     Checksum { stored: u32, computed: u32 },
 }
 
-/// A frame's stored CRC: the running CRC32C of all payloads up to and including this frame's
-/// (`running_crc`), continued over a trailer that is not stored (payload length, record count,
-/// the frame's file offset and the header CRC). So a damaged frame header, a frame moved,
-/// reordered or dropped, or one spliced in from another file fails its check, and one CRC pass
-/// over the payload serves both the frame check and the footer's order-dependent digest.
+/// A frame's stored CRC: the running CRC32C of all stored payloads up to and including this
+/// frame's (`running_crc`), continued over a trailer that is not stored: the frame header's
+/// fields (stored length, then — in a compressed file only — the raw length, then the record
+/// count), the frame's file offset and the header CRC. So a damaged frame header, a frame
+/// moved, reordered or dropped, or one spliced in from another file fails its check, and one
+/// CRC pass over the stored bytes serves both the frame check and the footer's order-dependent
+/// digest. In a compressed file the CRC covers the compressed bytes: damage is found before
+/// anything is decompressed.
 pub(crate) fn frame_crc(
     running_crc: u32,
-    payload_bytes: u32,
+    stored_bytes: u32,
+    raw_bytes: Option<u32>,
     records: u32,
     frame_offset: u64,
     header_crc: u32,
 ) -> u32 {
-    let mut t = [0u8; 20];
-    t[0..4].copy_from_slice(&payload_bytes.to_le_bytes());
-    t[4..8].copy_from_slice(&records.to_le_bytes());
-    t[8..16].copy_from_slice(&frame_offset.to_le_bytes());
-    t[16..20].copy_from_slice(&header_crc.to_le_bytes());
-    crc32c::crc32c_append(running_crc, &t)
+    let mut t = [0u8; 24];
+    let mut at = 0;
+    let mut push = |bytes: &[u8]| {
+        t[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
+    push(&stored_bytes.to_le_bytes());
+    if let Some(raw) = raw_bytes {
+        push(&raw.to_le_bytes());
+    }
+    push(&records.to_le_bytes());
+    push(&frame_offset.to_le_bytes());
+    push(&header_crc.to_le_bytes());
+    crc32c::crc32c_append(running_crc, &t[..at])
 }
 
+/// An uncompressed file's frame header: `L ‖ n ‖ crc`.
 pub(crate) fn encode_frame_header(
     payload_bytes: u32,
     records: u32,
@@ -219,9 +261,50 @@ pub(crate) fn encode_frame_header(
     b
 }
 
-/// (payload bytes, record count, stored CRC)
-pub(crate) fn decode_frame_header(b: &[u8]) -> (u32, u32, u32) {
-    (le32(&b[0..4]), le32(&b[4..8]), le32(&b[8..12]))
+/// A compressed file's frame header: `stored ‖ raw ‖ n ‖ crc`.
+pub(crate) fn encode_compressed_frame_header(
+    stored_bytes: u32,
+    raw_bytes: u32,
+    records: u32,
+    crc: u32,
+) -> [u8; COMPRESSED_FRAME_HEADER_BYTES] {
+    let mut b = [0u8; COMPRESSED_FRAME_HEADER_BYTES];
+    b[0..4].copy_from_slice(&stored_bytes.to_le_bytes());
+    b[4..8].copy_from_slice(&raw_bytes.to_le_bytes());
+    b[8..12].copy_from_slice(&records.to_le_bytes());
+    b[12..16].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// A decoded frame header (either size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FrameHeader {
+    /// Payload bytes in the file.
+    pub stored: u32,
+    /// Payload bytes once decompressed (= `stored` in an uncompressed file).
+    pub raw: u32,
+    pub records: u32,
+    pub crc: u32,
+}
+
+/// Decodes the frame header at the front of `b` (12 bytes, or 16 when `compressed`).
+pub(crate) fn decode_frame_header(b: &[u8], compressed: bool) -> FrameHeader {
+    if compressed {
+        FrameHeader {
+            stored: le32(&b[0..4]),
+            raw: le32(&b[4..8]),
+            records: le32(&b[8..12]),
+            crc: le32(&b[12..16]),
+        }
+    } else {
+        let stored = le32(&b[0..4]);
+        FrameHeader {
+            stored,
+            raw: stored,
+            records: le32(&b[4..8]),
+            crc: le32(&b[8..12]),
+        }
+    }
 }
 
 #[inline(always)]
@@ -339,14 +422,24 @@ pub struct SpillFileInfo {
     /// 0 = variable-size (length-prefixed) records.
     pub fixed_record_bytes: u32,
     pub records: u64,
-    /// Bytes of all frame payloads (records plus their length prefixes).
+    /// The codec of the frames (`None`: stored as they are).
+    pub codec: Option<CodecName>,
+    /// Bytes of all frame payloads as raw records (records plus their length prefixes), before
+    /// any compression.
     pub payload_bytes: u64,
+    /// Bytes of all frame payloads as stored in the file: compressed, or `payload_bytes` in
+    /// an uncompressed file.
+    pub stored_payload_bytes: u64,
     pub frames: u64,
-    /// The whole file: header + frames + footer. This is Spark's `diskBytesSpilled`.
+    /// The whole file: header + frames + footer, after compression. This is Spark's
+    /// `diskBytesSpilled`.
     pub file_bytes: u64,
-    /// Largest frame payload in the file; the reader's frame buffer is this plus 12 bytes.
+    /// Largest raw frame payload in the file (the reader's record buffer).
     pub max_frame_payload_bytes: u32,
-    /// Order-dependent digest: CRC32C over all frame payloads, in file order.
+    /// Largest stored frame payload (= `max_frame_payload_bytes` in an uncompressed file).
+    pub max_stored_frame_bytes: u32,
+    /// Order-dependent digest: CRC32C over all stored frame payloads (compressed bytes in a
+    /// compressed file), in file order.
     pub payload_crc32c: u32,
     /// Order-independent digest: wrapping sum of [`record_hash`] over all records.
     pub record_hash_sum: u64,
@@ -375,9 +468,32 @@ mod tests {
             kind: SpillKind::SortRun,
             fixed_record_bytes: 56,
             tag: 0xdead_beef,
+            codec: None,
         };
         let (b, crc) = h.encode();
+        assert_eq!(
+            b[11], 0,
+            "an uncompressed file's codec byte is 0, as in every earlier file"
+        );
         assert_eq!(Header::decode(&b).unwrap(), (h, crc));
+        for name in [CodecName::Lz4, CodecName::Snappy, CodecName::Zstd] {
+            let hz = Header {
+                codec: Some(name),
+                ..h
+            };
+            let (bz, crcz) = hz.encode();
+            assert_eq!(bz[11], name.id());
+            assert_eq!(Header::decode(&bz).unwrap(), (hz, crcz));
+        }
+        // An unknown codec byte with a valid CRC is not a format this build reads.
+        let mut unknown = b;
+        unknown[11] = 9;
+        let crc = crc32c::crc32c(&unknown[0..28]);
+        unknown[28..32].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            Header::decode(&unknown),
+            Err(HeaderProblem::Format(11, _))
+        ));
         let mut bad = b;
         bad[0] ^= 1;
         assert!(matches!(
@@ -408,6 +524,7 @@ mod tests {
             frames: 2,
             payload_crc32c: 5,
             max_frame_payload_bytes: 600,
+            max_stored_frame_bytes: 0,
         };
         assert_eq!(Footer::decode(&f.encode()).unwrap(), f);
         for bit in 0..FOOTER_BYTES * 8 {

@@ -4,6 +4,11 @@
 //! of the largest frame (+ 12 bytes, allocated once). A frame's records are handed out only
 //! after its CRC matched; at the end the counts and both digests are checked against the
 //! footer. Any damage is an error naming the file and the offset, never a wrong record.
+//!
+//! A compressed file's frame is read the same way into a second buffer of the same size, its
+//! CRC checked over the stored (compressed) bytes, then decompressed into the record buffer
+//! (a frame stored raw is swapped in instead, without a copy). Both buffers are allocated once,
+//! at open, from the footer's largest frame.
 
 use std::fs::File;
 use std::io;
@@ -12,10 +17,11 @@ use std::path::{Path, PathBuf};
 
 use super::error::SpillError;
 use super::format::{
-    FOOTER_BYTES, FOOTER_MARKER, FRAME_HEADER_BYTES, Footer, FooterProblem, HEADER_BYTES, Header,
-    HeaderProblem, MAGIC, RECORD_PREFIX_BYTES, SpillFileInfo, decode_frame_header, frame_crc, le32,
-    record_hash,
+    COMPRESSED_FRAME_HEADER_BYTES, FOOTER_BYTES, FOOTER_MARKER, FRAME_HEADER_BYTES, Footer,
+    FooterProblem, HEADER_BYTES, Header, HeaderProblem, MAGIC, RECORD_PREFIX_BYTES, SpillFileInfo,
+    decode_frame_header, frame_crc, frame_header_bytes, le32, record_hash,
 };
+use crate::codec::{Codec, Decompressor};
 
 /// The least a reader asks the kernel to read ahead of the frame it holds (small frames get
 /// several frames' worth).
@@ -38,8 +44,15 @@ pub struct SpillReader {
     info: SpillFileInfo,
     header_crc: u32,
     footer_offset: u64,
-    /// Current frame payload, then (if another frame follows) the next frame's header.
+    /// 12, or 16 in a compressed file.
+    frame_header_bytes: usize,
+    /// The current frame's records (its raw payload). Uncompressed: the frame is read here,
+    /// then (if another frame follows) the next frame's header.
     buf: Vec<u8>,
+    /// Compressed: the frame as stored, then the next frame's header; as long as `buf`, so
+    /// that a frame stored raw is swapped into `buf` instead of copied. Empty otherwise.
+    stored: Vec<u8>,
+    decompressor: Option<Decompressor>,
     /// Next record starts at `buf[pos]`; the current frame's payload is `buf[..payload_end]`.
     pos: usize,
     payload_end: usize,
@@ -48,12 +61,14 @@ pub struct SpillReader {
     frame_offset: u64,
     /// File offset of the next frame's header (== `footer_offset` after the last frame).
     next_frame_offset: u64,
-    next_header: [u8; FRAME_HEADER_BYTES],
+    /// The next frame's header (its first `frame_header_bytes`).
+    next_header: [u8; COMPRESSED_FRAME_HEADER_BYTES],
     /// The record last returned by `advance`.
     current: (usize, usize),
     // What has been seen so far.
     records: u64,
     payload_bytes: u64,
+    stored_bytes: u64,
     frames: u64,
     payload_crc32c: u32,
     record_hash_sum: u64,
@@ -178,16 +193,36 @@ impl SpillReader {
             ));
         }
         let frame_area = footer_offset - HEADER_BYTES as u64;
-        let expected_area = footer
-            .frames
-            .checked_mul(FRAME_HEADER_BYTES as u64)
-            .and_then(|f| f.checked_add(footer.payload_bytes));
+        let codec = header.codec;
+        let fh = frame_header_bytes(codec) as u64;
+        let headers = footer.frames.checked_mul(fh);
         let fixed = header.fixed_record_bytes;
         let fixed_ok = fixed == 0
             || footer.records.checked_mul(u64::from(fixed)) == Some(footer.payload_bytes);
         let var_ok = fixed != 0
             || footer.records.checked_mul(RECORD_PREFIX_BYTES as u64) <= Some(footer.payload_bytes);
-        if expected_area != Some(frame_area)
+        // What the frames hold on disk; in a compressed file each frame stores at most its raw
+        // bytes (a frame that does not shrink is stored raw) and at least one byte.
+        let stored_total = headers.and_then(|h| frame_area.checked_sub(h));
+        let (max_stored, stored_ok) = match (codec, stored_total) {
+            (_, None) => (0, false),
+            (None, Some(stored)) => (
+                footer.max_frame_payload_bytes,
+                stored == footer.payload_bytes && footer.max_stored_frame_bytes == 0,
+            ),
+            (Some(_), Some(stored)) => {
+                let m = footer.max_stored_frame_bytes;
+                (
+                    m,
+                    stored <= footer.payload_bytes
+                        && stored >= footer.frames
+                        && u64::from(m) <= stored
+                        && m <= footer.max_frame_payload_bytes
+                        && (m == 0) == (footer.frames == 0),
+                )
+            }
+        };
+        if !stored_ok
             || !fixed_ok
             || !var_ok
             || u64::from(footer.max_frame_payload_bytes) > footer.payload_bytes
@@ -198,11 +233,14 @@ impl SpillReader {
                 footer_offset,
                 format!(
                     "footer numbers do not add up: {} frames, {} records, {} payload bytes \
-                     (largest frame {}) in {frame_area} bytes of frames, fixed record size {fixed}",
+                     (largest frame {}, largest stored {}) in {frame_area} bytes of frames, \
+                     fixed record size {fixed}, codec {}",
                     footer.frames,
                     footer.records,
                     footer.payload_bytes,
-                    footer.max_frame_payload_bytes
+                    footer.max_frame_payload_bytes,
+                    footer.max_stored_frame_bytes,
+                    codec.map_or("none", |c| c.short_name())
                 ),
             ));
         }
@@ -213,22 +251,34 @@ impl SpillReader {
             tag: header.tag,
             fixed_record_bytes: fixed,
             records: footer.records,
+            codec,
             payload_bytes: footer.payload_bytes,
+            stored_payload_bytes: stored_total.expect("checked above"),
             frames: footer.frames,
             file_bytes: len,
             max_frame_payload_bytes: footer.max_frame_payload_bytes,
+            max_stored_frame_bytes: max_stored,
             payload_crc32c: footer.payload_crc32c,
             record_hash_sum: footer.record_hash_sum,
             write_ns: 0,
         };
-        let mut next_header = [0u8; FRAME_HEADER_BYTES];
+        let fh = fh as usize;
+        let mut next_header = [0u8; COMPRESSED_FRAME_HEADER_BYTES];
         if footer.frames > 0 {
-            read_at(&file, &path, &mut next_header, HEADER_BYTES as u64)?;
+            read_at(&file, &path, &mut next_header[..fh], HEADER_BYTES as u64)?;
         }
         // Reads are sequential; the first frame is needed next.
         advise(&file, 0, 0, rustix::fs::Advice::Sequential);
+        let buf_len = footer.max_frame_payload_bytes as usize + fh;
         let reader = SpillReader {
-            buf: vec![0u8; footer.max_frame_payload_bytes as usize + FRAME_HEADER_BYTES],
+            buf: vec![0u8; buf_len],
+            stored: if codec.is_some() {
+                vec![0u8; buf_len]
+            } else {
+                Vec::new()
+            },
+            decompressor: codec.map(|name| Codec::with_defaults(name).decompressor()),
+            frame_header_bytes: fh,
             path,
             file,
             info,
@@ -243,12 +293,13 @@ impl SpillReader {
             current: (0, 0),
             records: 0,
             payload_bytes: 0,
+            stored_bytes: 0,
             frames: 0,
             payload_crc32c: 0,
             record_hash_sum: 0,
             state: State::Reading,
         };
-        reader.read_ahead(HEADER_BYTES as u64 + FRAME_HEADER_BYTES as u64);
+        reader.read_ahead((HEADER_BYTES + fh) as u64);
         Ok(reader)
     }
 
@@ -258,7 +309,8 @@ impl SpillReader {
     fn read_ahead(&self, from: u64) {
         let end = self.footer_offset + FOOTER_BYTES as u64;
         if from < end {
-            let len = (u64::from(self.info.max_frame_payload_bytes) + FRAME_HEADER_BYTES as u64)
+            let len = (u64::from(self.info.max_stored_frame_bytes)
+                + self.frame_header_bytes as u64)
                 .max(READ_AHEAD_BYTES)
                 .min(end - from);
             advise(&self.file, from, len, rustix::fs::Advice::WillNeed);
@@ -363,66 +415,116 @@ impl SpillReader {
         (start, start + len)
     }
 
-    /// Reads the frame at `next_frame_offset` (and the header after it) and checks its CRC.
+    /// Reads the frame at `next_frame_offset` (and the header after it), checks its CRC and,
+    /// in a compressed file, decompresses it into the record buffer.
     fn load_frame(&mut self) -> Result<(), SpillError> {
         let offset = self.next_frame_offset;
-        let (payload_bytes, records, stored) = decode_frame_header(&self.next_header);
-        let payload_start = offset + FRAME_HEADER_BYTES as u64;
-        let payload_end = payload_start + u64::from(payload_bytes);
-        if payload_bytes > self.info.max_frame_payload_bytes || payload_end > self.footer_offset {
+        let fh = self.frame_header_bytes;
+        let compressed = self.decompressor.is_some();
+        let h = decode_frame_header(&self.next_header[..fh], compressed);
+        let payload_start = offset + fh as u64;
+        let payload_end = payload_start + u64::from(h.stored);
+        if h.stored > self.info.max_stored_frame_bytes
+            || h.raw > self.info.max_frame_payload_bytes
+            || h.stored > h.raw
+            || payload_end > self.footer_offset
+        {
             return Err(self.corrupt(
                 offset,
                 format!(
-                    "frame header claims {payload_bytes} payload bytes; the largest frame is {} \
-                     and the frames end at offset {}",
-                    self.info.max_frame_payload_bytes, self.footer_offset
-                ),
-            ));
-        }
-        let after = self.footer_offset - payload_end;
-        if after != 0 && after < FRAME_HEADER_BYTES as u64 {
-            return Err(self.corrupt(
-                offset,
-                format!(
-                    "frame header claims {payload_bytes} payload bytes, leaving {after} bytes \
-                     before the footer at offset {}",
+                    "frame header claims {} stored and {} raw payload bytes; the largest frame \
+                     is {} stored, {} raw, and the frames end at offset {}",
+                    h.stored,
+                    h.raw,
+                    self.info.max_stored_frame_bytes,
+                    self.info.max_frame_payload_bytes,
                     self.footer_offset
                 ),
             ));
         }
-        let extra = if after == 0 { 0 } else { FRAME_HEADER_BYTES };
-        let n = payload_bytes as usize;
-        read_at(
-            &self.file,
-            &self.path,
-            &mut self.buf[..n + extra],
-            payload_start,
-        )?;
-        let running = crc32c::crc32c_append(self.payload_crc32c, &self.buf[..n]);
-        let computed = frame_crc(running, payload_bytes, records, offset, self.header_crc);
-        if computed != stored {
+        let after = self.footer_offset - payload_end;
+        if after != 0 && after < fh as u64 {
+            return Err(self.corrupt(
+                offset,
+                format!(
+                    "frame header claims {} payload bytes, leaving {after} bytes before the \
+                     footer at offset {}",
+                    h.stored, self.footer_offset
+                ),
+            ));
+        }
+        let extra = if after == 0 { 0 } else { fh };
+        let n = h.stored as usize;
+        let io = if compressed {
+            &mut self.stored
+        } else {
+            &mut self.buf
+        };
+        read_at(&self.file, &self.path, &mut io[..n + extra], payload_start)?;
+        let running = crc32c::crc32c_append(self.payload_crc32c, &io[..n]);
+        let raw_len = compressed.then_some(h.raw);
+        let computed = frame_crc(
+            running,
+            h.stored,
+            raw_len,
+            h.records,
+            offset,
+            self.header_crc,
+        );
+        if computed != h.crc {
             return Err(SpillError::ChecksumMismatch {
                 path: self.path.clone(),
                 offset,
                 what: "frame",
-                stored: stored.into(),
+                stored: h.crc.into(),
                 computed: computed.into(),
             });
         }
         if extra != 0 {
-            self.next_header.copy_from_slice(&self.buf[n..n + extra]);
-            self.read_ahead(payload_end + FRAME_HEADER_BYTES as u64);
+            self.next_header[..fh].copy_from_slice(&io[n..n + extra]);
+        }
+        if extra != 0 {
+            self.read_ahead(payload_end + fh as u64);
         }
         self.frame_offset = offset;
-        self.frame_hash_sum(n, records)?;
+        let raw = h.raw as usize;
+        if let Some(d) = self.decompressor.as_mut() {
+            if h.stored == h.raw {
+                // Stored raw (it did not shrink): the bytes are the records.
+                std::mem::swap(&mut self.buf, &mut self.stored);
+            } else if let Err(e) = d.decompress_into(&self.stored[..n], &mut self.buf[..raw]) {
+                // Its CRC matched: these are the bytes the writer stored, and they are not a
+                // block of the header's codec.
+                return Err(self.corrupt(
+                    payload_start,
+                    format!(
+                        "the frame at offset {offset} passed its CRC but does not decompress \
+                         to its {raw} bytes: {e}"
+                    ),
+                ));
+            }
+        }
+        self.frame_hash_sum(raw, h.records)?;
         self.payload_crc32c = running;
-        self.payload_bytes += u64::from(payload_bytes);
+        self.payload_bytes += u64::from(h.raw);
+        self.stored_bytes += u64::from(h.stored);
         self.frames += 1;
         self.next_frame_offset = payload_end;
         self.pos = 0;
-        self.payload_end = n;
-        self.frame_records_left = records;
+        self.payload_end = raw;
+        self.frame_records_left = h.records;
         Ok(())
+    }
+
+    /// The file offset to name for raw byte `pos` of the current frame: its own place in an
+    /// uncompressed file; the frame's offset in a compressed one (raw bytes have no place on
+    /// disk there).
+    fn raw_offset(&self, pos: usize) -> u64 {
+        if self.decompressor.is_some() {
+            self.frame_offset
+        } else {
+            self.frame_offset + (FRAME_HEADER_BYTES + pos) as u64
+        }
     }
 
     /// Walks the frame just loaded (`buf[..n]`, `records` records): checks that its records
@@ -461,9 +563,9 @@ impl SpillReader {
         }
         if pos != n {
             return Err(self.corrupt(
-                self.frame_offset + (FRAME_HEADER_BYTES + pos) as u64,
+                self.raw_offset(pos),
                 format!(
-                    "{} bytes after the last record of the frame at offset {}",
+                    "{} raw bytes after the last record of the frame at offset {}",
                     n - pos,
                     self.frame_offset
                 ),
@@ -476,10 +578,10 @@ impl SpillReader {
     /// A record at `pos` of the frame just loaded runs past its end.
     fn frame_overrun(&self, pos: usize, left: u32, n: usize) -> SpillError {
         self.corrupt(
-            self.frame_offset + (FRAME_HEADER_BYTES + pos) as u64,
+            self.raw_offset(pos),
             format!(
-                "record runs past the end of the frame at offset {} ({left} records left, {} \
-                 bytes)",
+                "record at raw byte {pos} runs past the end of the frame at offset {} ({left} \
+                 records left, {} bytes)",
                 self.frame_offset,
                 n - pos
             ),
@@ -490,17 +592,25 @@ impl SpillReader {
     fn check_totals(&self) -> Result<(), SpillError> {
         let at = self.footer_offset;
         let i = &self.info;
-        if (self.records, self.payload_bytes, self.frames) != (i.records, i.payload_bytes, i.frames)
+        if (
+            self.records,
+            self.payload_bytes,
+            self.stored_bytes,
+            self.frames,
+        ) != (i.records, i.payload_bytes, i.stored_payload_bytes, i.frames)
         {
             return Err(self.corrupt(
                 at,
                 format!(
-                    "read {} records, {} payload bytes in {} frames; the footer says {}, {}, {}",
+                    "read {} records, {} payload bytes ({} stored) in {} frames; the footer \
+                     says {}, {} ({}), {}",
                     self.records,
                     self.payload_bytes,
+                    self.stored_bytes,
                     self.frames,
                     i.records,
                     i.payload_bytes,
+                    i.stored_payload_bytes,
                     i.frames
                 ),
             ));
@@ -597,5 +707,54 @@ fn missing_footer(path: PathBuf, len: u64, tail: &[u8]) -> SpillError {
         path,
         offset: len,
         detail: "no footer at the end: the file was cut short or its writer never finished".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::CodecName;
+    use crate::spill::format::{COMPRESSED_FRAME_HEADER_BYTES, encode_compressed_frame_header};
+    use crate::spill::{SpillKind, SpillWriter, SpillWriterOptions};
+
+    /// A compressed frame whose CRC is right but whose bytes are not a block of the codec (what
+    /// only a writer's bug makes): `Corrupt` naming the frame, and no record handed out.
+    #[test]
+    fn a_frame_with_a_valid_crc_that_does_not_decompress_is_corrupt() {
+        for name in [CodecName::Lz4, CodecName::Snappy, CodecName::Zstd] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("bug.spill");
+            let mut o = SpillWriterOptions::new(SpillKind::SortRun);
+            o.codec = Some(Codec::with_defaults(name));
+            let mut w = SpillWriter::create(&path, o).unwrap();
+            for _ in 0..100 {
+                w.write_record(b"spill spill spill spill spill").unwrap();
+            }
+            w.finish().unwrap();
+            let mut b = std::fs::read(&path).unwrap();
+            let at = HEADER_BYTES;
+            let (stored, raw, n) = (le32(&b[at..]), le32(&b[at + 4..]), le32(&b[at + 8..]));
+            assert!(stored < raw, "{name}: the frame is compressed");
+            let payload = at + COMPRESSED_FRAME_HEADER_BYTES;
+            b[payload..payload + stored as usize].fill(0xff);
+            // Re-seal the frame and the footer as a buggy writer would have written them.
+            let header_crc = le32(&b[28..32]);
+            let running = crc32c::crc32c(&b[payload..payload + stored as usize]);
+            let crc = frame_crc(running, stored, Some(raw), n, at as u64, header_crc);
+            b[at..payload].copy_from_slice(&encode_compressed_frame_header(stored, raw, n, crc));
+            let f = b.len() - FOOTER_BYTES;
+            b[f + 48..f + 52].copy_from_slice(&running.to_le_bytes());
+            let fcrc = crc32c::crc32c(&b[f..f + 60]);
+            b[f + 60..f + 64].copy_from_slice(&fcrc.to_le_bytes());
+            std::fs::write(&path, &b).unwrap();
+
+            let mut r = SpillReader::open(&path).unwrap();
+            let e = r.next_record().unwrap_err();
+            assert!(
+                matches!(e, SpillError::Corrupt { offset, .. } if offset == payload as u64),
+                "{name}: {e}"
+            );
+            assert!(e.to_string().contains("does not decompress"), "{name}: {e}");
+        }
     }
 }

@@ -1,10 +1,20 @@
 //! `SpillWriter`: frames records through one buffer of `spark.shuffle.file.buffer` bytes.
 //!
-//! Memory is exactly that buffer: a frame's 12-byte header is reserved in the byte stream when
-//! the frame starts and filled in when it ends, in the buffer if it is still there, else with
-//! one `pwrite` at its offset (one per frame larger than the buffer). Each record costs two
-//! `memcpy`s into the buffer and one [`record_hash`]; the running CRC32C runs once over each
-//! buffer before it is written, and a frame's CRC is that running CRC at the frame's end. No syscall and no allocation per record.
+//! Uncompressed, memory is exactly that buffer: a frame's 12-byte header is reserved in the
+//! byte stream when the frame starts and filled in when it ends, in the buffer if it is still
+//! there, else with one `pwrite` at its offset (one per frame larger than the buffer). Each
+//! record costs two `memcpy`s into the buffer and one [`record_hash`]; the running CRC32C runs
+//! once over each buffer before it is written, and a frame's CRC is that running CRC at the
+//! frame's end. No syscall and no allocation per record.
+//!
+//! With a codec ([`SpillWriterOptions::codec`]) the records of the open frame gather in a
+//! frame buffer of one codec block (`min(max_frame_payload_bytes, block_bytes)` + 1 bytes,
+//! the same fast path fills it); when the frame ends it is compressed into a second buffer
+//! kept for the writer's life (the codec's bound for one block), the CRC runs over the
+//! compressed bytes, and header and payload are appended to the file buffer. So a compressed
+//! writer holds three buffers — frame, compressed frame, file buffer — like Spark's
+//! `LZ4BlockOutputStream` over its `BufferedOutputStream`, and allocates nothing per frame
+//! (only a record larger than a block grows the frame buffers, for its own frame).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -14,9 +24,11 @@ use std::time::Instant;
 
 use super::error::SpillError;
 use super::format::{
-    FOOTER_BYTES, FRAME_HEADER_BYTES, Footer, HEADER_BYTES, Header, RECORD_PREFIX_BYTES,
-    RecordDigest, SpillFileInfo, SpillKind, encode_frame_header, frame_crc, record_hash,
+    COMPRESSED_FRAME_HEADER_BYTES, FOOTER_BYTES, FRAME_HEADER_BYTES, Footer, HEADER_BYTES, Header,
+    RECORD_PREFIX_BYTES, RecordDigest, SpillFileInfo, SpillKind, encode_compressed_frame_header,
+    encode_frame_header, frame_crc, frame_header_bytes, record_hash,
 };
+use crate::codec::{Codec, Compressor};
 
 /// `spark.shuffle.file.buffer` default, 32 KiB.
 pub const DEFAULT_BUFFER_BYTES: usize = 32 * 1024;
@@ -45,6 +57,11 @@ pub struct SpillWriterOptions {
     /// `fsync` before `finish` returns. Off by default: a spill does not outlive the process
     /// (Spark's `spark.shuffle.sync` is false too).
     pub sync_on_finish: bool,
+    /// Compress each frame with this codec (`None`, the default: frames are stored as they
+    /// are, and the file is byte for byte what writers before codecs wrote). A frame then
+    /// holds at most `codec.block_bytes` raw bytes, as Spark's codecs compress a block at a
+    /// time; a larger record still gets a frame of its own.
+    pub codec: Option<Codec>,
 }
 
 impl SpillWriterOptions {
@@ -58,6 +75,18 @@ impl SpillWriterOptions {
             batch_records: DEFAULT_BATCH_RECORDS,
             max_frame_payload_bytes: DEFAULT_MAX_FRAME_PAYLOAD_BYTES,
             sync_on_finish: false,
+            codec: None,
+        }
+    }
+
+    /// The most raw payload bytes a frame holds (unless one record is larger): the frame
+    /// cap, and with a codec also its block size.
+    pub fn frame_cap_bytes(&self) -> u32 {
+        match self.codec {
+            Some(c) => self
+                .max_frame_payload_bytes
+                .min(u32::try_from(c.block_bytes).unwrap_or(u32::MAX)),
+            None => self.max_frame_payload_bytes,
         }
     }
 
@@ -81,6 +110,11 @@ impl SpillWriterOptions {
         }
         if self.max_frame_payload_bytes == 0 {
             return bad("max_frame_payload_bytes", 0, "must be positive");
+        }
+        if let Some(c) = self.codec
+            && c.block_bytes == 0
+        {
+            return bad("codec block_bytes", 0, "must be positive");
         }
         if self.fixed_record_bytes == Some(0) {
             return bad(
@@ -155,11 +189,17 @@ pub struct SpillWriter<S: SpillSink = File> {
     opts: SpillWriterOptions,
     fixed: u32,
     header_crc: u32,
-    /// `buffer_bytes` long; `buf[..len]` is filled.
+    /// Raw payload bytes per frame at most ([`SpillWriterOptions::frame_cap_bytes`]).
+    frame_cap: u32,
+    /// Uncompressed: the file buffer, `buffer_bytes` long. With a codec: the open frame's raw
+    /// records, `frame_cap + 1` long (so `end < buf.len()` is `end <= frame_cap`, and the
+    /// fast path below serves both). `buf[..len]` is filled.
     buf: Box<[u8]>,
     len: usize,
-    /// File offset of `buf[0]`.
+    /// File offset of `buf[0]` (uncompressed only).
     buf_offset: u64,
+    /// With a codec: the compressor and the file buffer; `None`: frames stored as they are.
+    z: Option<Box<Compressed>>,
     // The open frame (`frame_records == 0`: none).
     frame_offset: u64,
     frame_records: u32,
@@ -170,6 +210,8 @@ pub struct SpillWriter<S: SpillSink = File> {
     // Totals.
     records: u64,
     payload_bytes: u64,
+    stored_bytes: u64,
+    max_stored: u32,
     frames: u64,
     payload_crc32c: u32,
     record_hash_sum: u64,
@@ -177,6 +219,80 @@ pub struct SpillWriter<S: SpillSink = File> {
     known: Option<RecordDigest>,
     max_frame_payload: u32,
     write_ns: u64,
+}
+
+/// What a compressing writer holds besides its frame buffer.
+struct Compressed {
+    compressor: Compressor,
+    /// One compressed frame: the codec's bound for a frame of `frame_cap` raw bytes (grown
+    /// only for a frame holding a record larger than that, and shrunk back after it).
+    stored: Box<[u8]>,
+    /// The file buffer: header, frame headers, stored payloads, footer.
+    file: FileBuf,
+}
+
+/// A compressing writer's file buffer (`buffer_bytes`).
+struct FileBuf {
+    out: Box<[u8]>,
+    out_len: usize,
+    /// File offset of `out[0]`.
+    out_offset: u64,
+}
+
+/// A failure inside a compressing writer's frame, before the writer is told.
+enum FrameFailure {
+    Codec(u64, crate::codec::CodecError),
+    Io(&'static str, u64, io::Error),
+}
+
+impl FileBuf {
+    /// Appends `bytes` to the file buffer, writing it out each time it fills; a long slice
+    /// with the buffer empty goes straight to the sink.
+    fn emit<S: SpillSink>(
+        &mut self,
+        sink: &mut S,
+        write_ns: &mut u64,
+        mut bytes: &[u8],
+    ) -> Result<(), FrameFailure> {
+        loop {
+            let free = self.out.len() - self.out_len;
+            if bytes.len() < free {
+                self.out[self.out_len..self.out_len + bytes.len()].copy_from_slice(bytes);
+                self.out_len += bytes.len();
+                return Ok(());
+            }
+            if self.out_len == 0 {
+                let t = Instant::now();
+                let r = sink.write_all(bytes);
+                *write_ns += t.elapsed().as_nanos() as u64;
+                r.map_err(|e| FrameFailure::Io("write", self.out_offset, e))?;
+                self.out_offset += bytes.len() as u64;
+                return Ok(());
+            }
+            self.out[self.out_len..].copy_from_slice(&bytes[..free]);
+            self.out_len += free;
+            bytes = &bytes[free..];
+            self.flush(sink, write_ns)?;
+        }
+    }
+
+    /// Writes the file buffer to the sink.
+    fn flush<S: SpillSink>(
+        &mut self,
+        sink: &mut S,
+        write_ns: &mut u64,
+    ) -> Result<(), FrameFailure> {
+        if self.out_len == 0 {
+            return Ok(());
+        }
+        let t = Instant::now();
+        let r = sink.write_all(&self.out[..self.out_len]);
+        *write_ns += t.elapsed().as_nanos() as u64;
+        r.map_err(|e| FrameFailure::Io("write", self.out_offset, e))?;
+        self.out_offset += self.out_len as u64;
+        self.out_len = 0;
+        Ok(())
+    }
 }
 
 impl SpillWriter<File> {
@@ -214,18 +330,38 @@ impl<S: SpillSink> SpillWriter<S> {
             kind: opts.kind,
             fixed_record_bytes: fixed,
             tag: opts.tag,
+            codec: opts.codec.map(|c| c.name),
         }
         .encode();
+        let frame_cap = opts.frame_cap_bytes();
+        let (buf_len, z) = match opts.codec {
+            Some(codec) => (
+                frame_cap as usize + 1,
+                Some(Box::new(Compressed {
+                    compressor: codec.compressor(),
+                    stored: vec![0u8; codec.max_compressed_len(frame_cap as usize)]
+                        .into_boxed_slice(),
+                    file: FileBuf {
+                        out: vec![0u8; opts.buffer_bytes].into_boxed_slice(),
+                        out_len: 0,
+                        out_offset: 0,
+                    },
+                })),
+            ),
+            None => (opts.buffer_bytes, None),
+        };
         let mut w = SpillWriter {
             path,
             sink: Some(sink),
             done: false,
             fixed,
             header_crc,
-            buf: vec![0u8; opts.buffer_bytes].into_boxed_slice(),
+            frame_cap,
+            buf: vec![0u8; buf_len].into_boxed_slice(),
             len: 0,
             opts,
             buf_offset: 0,
+            z,
             frame_offset: 0,
             frame_records: 0,
             frame_payload: 0,
@@ -233,6 +369,8 @@ impl<S: SpillSink> SpillWriter<S> {
             crc_active: false,
             records: 0,
             payload_bytes: 0,
+            stored_bytes: 0,
+            max_stored: 0,
             frames: 0,
             payload_crc32c: 0,
             record_hash_sum: 0,
@@ -240,7 +378,7 @@ impl<S: SpillSink> SpillWriter<S> {
             max_frame_payload: 0,
             write_ns: 0,
         };
-        w.put(&header)?;
+        w.put_file(&header)?;
         Ok(w)
     }
 
@@ -254,9 +392,13 @@ impl<S: SpillSink> SpillWriter<S> {
         self.records
     }
 
-    /// Bytes in the file once everything written so far reaches it (footer excluded).
+    /// Bytes in the file once everything written so far reaches it (footer excluded; with a
+    /// codec, the open frame too: its size is known once it is compressed).
     pub fn bytes_written(&self) -> u64 {
-        self.buf_offset + self.len as u64
+        match &self.z {
+            Some(z) => z.file.out_offset + z.file.out_len as u64,
+            None => self.buf_offset + self.len as u64,
+        }
     }
 
     /// Takes the digest of the records about to be written from the caller, who computed it
@@ -286,7 +428,7 @@ impl<S: SpillSink> SpillWriter<S> {
         let end = self.len + framed;
         if self.frame_records != 0
             && self.frame_records < self.opts.batch_records
-            && self.frame_payload as usize + framed <= self.opts.max_frame_payload_bytes as usize
+            && self.frame_payload as usize + framed <= self.frame_cap as usize
             && end < self.buf.len()
             && (self.fixed == 0 || len == self.fixed as usize)
             && self.sink.is_some()
@@ -330,19 +472,46 @@ impl<S: SpillSink> SpillWriter<S> {
         }
         if self.frame_records > 0
             && (self.frame_records == self.opts.batch_records
-                || u64::from(self.frame_payload) + record_bytes
-                    > u64::from(self.opts.max_frame_payload_bytes))
+                || u64::from(self.frame_payload) + record_bytes > u64::from(self.frame_cap))
         {
             self.end_frame()?;
         }
         if self.frame_records == 0 {
             self.begin_frame()?;
         }
-        if self.fixed == 0 {
-            self.put(&(len as u32).to_le_bytes())?;
+        if self.z.is_some() {
+            self.stage_raw(record)?;
+        } else {
+            if self.fixed == 0 {
+                self.put(&(len as u32).to_le_bytes())?;
+            }
+            self.put(record)?;
         }
-        self.put(record)?;
         self.count(record, record_bytes as u32);
+        Ok(())
+    }
+
+    /// With a codec: appends a record (with its prefix) to the open frame's raw buffer, which
+    /// grows only when one record is larger than a block (its frame holds nothing else).
+    fn stage_raw(&mut self, record: &[u8]) -> Result<(), SpillError> {
+        let prefix = if self.fixed == 0 {
+            RECORD_PREFIX_BYTES
+        } else {
+            0
+        };
+        let end = self.len + prefix + record.len();
+        if end >= self.buf.len() {
+            debug_assert_eq!(self.len, 0, "only a lone record outgrows a frame");
+            let mut grown = vec![0u8; end + 1];
+            grown[..self.len].copy_from_slice(&self.buf[..self.len]);
+            self.buf = grown.into_boxed_slice();
+        }
+        if prefix != 0 {
+            self.buf[self.len..self.len + prefix]
+                .copy_from_slice(&(record.len() as u32).to_le_bytes());
+        }
+        self.buf[self.len + prefix..end].copy_from_slice(record);
+        self.len = end;
         Ok(())
     }
 
@@ -395,9 +564,11 @@ impl<S: SpillSink> SpillWriter<S> {
             frames: self.frames,
             payload_crc32c: self.payload_crc32c,
             max_frame_payload_bytes: self.max_frame_payload,
+            // 0 in an uncompressed file: those stay byte for byte what they were.
+            max_stored_frame_bytes: if self.z.is_some() { self.max_stored } else { 0 },
         };
-        self.put(&footer.encode())?;
-        self.flush_buf()?;
+        self.put_file(&footer.encode())?;
+        self.flush_file()?;
         if self.opts.sync_on_finish {
             let t = Instant::now();
             let r = self.sink.as_mut().expect("sink present").sync();
@@ -410,11 +581,12 @@ impl<S: SpillSink> SpillWriter<S> {
         self.sink = None; // close
         self.done = true;
         let file_bytes = footer_offset + FOOTER_BYTES as u64;
+        let codec = self.opts.codec.map(|c| c.name);
         debug_assert_eq!(
             file_bytes,
             HEADER_BYTES as u64
-                + self.frames * FRAME_HEADER_BYTES as u64
-                + self.payload_bytes
+                + self.frames * frame_header_bytes(codec) as u64
+                + self.stored_bytes
                 + FOOTER_BYTES as u64,
             "file = header + frames + footer"
         );
@@ -424,10 +596,13 @@ impl<S: SpillSink> SpillWriter<S> {
             tag: self.opts.tag,
             fixed_record_bytes: self.fixed,
             records: self.records,
+            codec,
             payload_bytes: self.payload_bytes,
+            stored_payload_bytes: self.stored_bytes,
             frames: self.frames,
             file_bytes,
             max_frame_payload_bytes: self.max_frame_payload,
+            max_stored_frame_bytes: self.max_stored,
             payload_crc32c: self.payload_crc32c,
             record_hash_sum: self.record_hash_sum,
             write_ns: self.write_ns,
@@ -436,6 +611,11 @@ impl<S: SpillSink> SpillWriter<S> {
 
     fn begin_frame(&mut self) -> Result<(), SpillError> {
         self.frame_offset = self.bytes_written();
+        if self.z.is_some() {
+            // The header goes out with the compressed payload, when the frame ends.
+            debug_assert_eq!(self.len, 0);
+            return Ok(());
+        }
         self.crc_active = false;
         self.put(&[0u8; FRAME_HEADER_BYTES])?;
         self.crc_from = self.len;
@@ -444,6 +624,9 @@ impl<S: SpillSink> SpillWriter<S> {
     }
 
     fn end_frame(&mut self) -> Result<(), SpillError> {
+        if self.z.is_some() {
+            return self.end_compressed_frame();
+        }
         self.payload_crc32c =
             crc32c::crc32c_append(self.payload_crc32c, &self.buf[self.crc_from..self.len]);
         self.crc_from = self.len;
@@ -451,21 +634,128 @@ impl<S: SpillSink> SpillWriter<S> {
         let stored = frame_crc(
             self.payload_crc32c,
             self.frame_payload,
+            None,
             self.frame_records,
             self.frame_offset,
             self.header_crc,
         );
         let header = encode_frame_header(self.frame_payload, self.frame_records, stored);
         self.patch(self.frame_offset, &header)?;
-        self.frames += 1;
-        self.payload_bytes += u64::from(self.frame_payload);
-        self.max_frame_payload = self.max_frame_payload.max(self.frame_payload);
-        self.frame_records = 0;
-        self.frame_payload = 0;
+        self.frame_ended(self.frame_payload);
         Ok(())
     }
 
-    /// Appends bytes to the buffer, writing it out each time it fills.
+    /// Counts the frame just written (`stored` bytes on disk) and closes it.
+    fn frame_ended(&mut self, stored: u32) {
+        self.frames += 1;
+        self.payload_bytes += u64::from(self.frame_payload);
+        self.stored_bytes += u64::from(stored);
+        self.max_frame_payload = self.max_frame_payload.max(self.frame_payload);
+        self.max_stored = self.max_stored.max(stored);
+        self.frame_records = 0;
+        self.frame_payload = 0;
+    }
+
+    /// Compresses the open frame and appends its header and stored payload to the file
+    /// buffer. A frame that does not shrink is stored as it is (stored length = raw length),
+    /// as Spark's `LZ4BlockOutputStream` stores such a block raw.
+    fn end_compressed_frame(&mut self) -> Result<(), SpillError> {
+        debug_assert_eq!(self.len, self.frame_payload as usize);
+        let raw_len = self.len;
+        let result = {
+            let z = self.z.as_deref_mut().expect("a compressing writer");
+            let sink = self.sink.as_mut().expect("sink present");
+            let raw = &self.buf[..raw_len];
+            let bound = z.compressor.codec().max_compressed_len(raw_len);
+            if z.stored.len() < bound {
+                // A lone record larger than a block: its frame's bound.
+                z.stored = vec![0u8; bound].into_boxed_slice();
+            }
+            match z.compressor.compress_into(raw, &mut z.stored) {
+                Err(e) => Err(FrameFailure::Codec(self.frame_offset, e)),
+                Ok(n) => {
+                    let payload: &[u8] = if n < raw_len { &z.stored[..n] } else { raw };
+                    let stored = payload.len() as u32;
+                    self.payload_crc32c = crc32c::crc32c_append(self.payload_crc32c, payload);
+                    let crc = frame_crc(
+                        self.payload_crc32c,
+                        stored,
+                        Some(raw_len as u32),
+                        self.frame_records,
+                        self.frame_offset,
+                        self.header_crc,
+                    );
+                    let header = encode_compressed_frame_header(
+                        stored,
+                        raw_len as u32,
+                        self.frame_records,
+                        crc,
+                    );
+                    z.file
+                        .emit(sink, &mut self.write_ns, &header)
+                        .and_then(|()| z.file.emit(sink, &mut self.write_ns, payload))
+                        .map(|()| stored)
+                }
+            }
+        };
+        let stored = match result {
+            Ok(stored) => stored,
+            Err(f) => return Err(self.frame_failure(f)),
+        };
+        debug_assert_eq!(
+            self.bytes_written(),
+            self.frame_offset + (COMPRESSED_FRAME_HEADER_BYTES as u64) + u64::from(stored)
+        );
+        self.frame_ended(stored);
+        self.len = 0;
+        // Back to one block's buffers after a record larger than a block.
+        let cap = self.frame_cap as usize;
+        if self.buf.len() > cap + 1 {
+            self.buf = vec![0u8; cap + 1].into_boxed_slice();
+            let z = self.z.as_deref_mut().expect("a compressing writer");
+            z.stored = vec![0u8; z.compressor.codec().max_compressed_len(cap)].into_boxed_slice();
+        }
+        Ok(())
+    }
+
+    fn frame_failure(&mut self, f: FrameFailure) -> SpillError {
+        let err = match f {
+            FrameFailure::Codec(offset, source) => SpillError::Codec {
+                path: self.path.clone(),
+                offset,
+                source,
+            },
+            FrameFailure::Io(op, offset, e) => SpillError::io(&self.path, op, offset, e),
+        };
+        self.fail(err)
+    }
+
+    /// Appends header or footer bytes to the file: into the file buffer (uncompressed), or
+    /// the compressing writer's file buffer.
+    fn put_file(&mut self, bytes: &[u8]) -> Result<(), SpillError> {
+        let Some(z) = self.z.as_deref_mut() else {
+            return self.put(bytes);
+        };
+        let sink = self.sink.as_mut().expect("sink present");
+        match z.file.emit(sink, &mut self.write_ns, bytes) {
+            Ok(()) => Ok(()),
+            Err(f) => Err(self.frame_failure(f)),
+        }
+    }
+
+    /// Writes out whatever the file buffer holds.
+    fn flush_file(&mut self) -> Result<(), SpillError> {
+        let Some(z) = self.z.as_deref_mut() else {
+            return self.flush_buf();
+        };
+        let sink = self.sink.as_mut().expect("sink present");
+        match z.file.flush(sink, &mut self.write_ns) {
+            Ok(()) => Ok(()),
+            Err(f) => Err(self.frame_failure(f)),
+        }
+    }
+
+    /// Appends bytes to the buffer, writing it out each time it fills (uncompressed only).
     #[inline]
     fn put(&mut self, bytes: &[u8]) -> Result<(), SpillError> {
         let end = self.len + bytes.len();

@@ -15,8 +15,10 @@
 //! power of two), rehashes into it and frees the old one; `threshold` grows by the bytes the new
 //! table added. If the request cannot be met it spills (`estimate ≥ threshold` still holds).
 //! A spill writes the entries sorted by key hash (then key) as a run of 24-byte records
-//! (`SpillKind::AggregationSpill`), adds the estimate to `memoryBytesSpilled`, frees the table
-//! and resets `threshold` to 5 MiB.
+//! (`SpillKind::AggregationSpill`; compressed as the sort's runs are, when
+//! `spark.shuffle.spill.compress` is true, docs/spark-model.md §19.3), adds the estimate to
+//! `memoryBytesSpilled` and the file's bytes on disk to `diskBytesSpilled`, frees the table and
+//! resets `threshold` to 5 MiB.
 //!
 //! Deviations, because spillway accounts every real byte: the table's bytes are pages taken
 //! from the execution pool, including the first 5 MiB (Spark leaves the initial threshold
@@ -43,6 +45,7 @@ use std::time::Instant;
 
 use zerocopy::{FromBytes, IntoBytes};
 
+use crate::codec::Codec;
 use crate::data::{splitmix64, stream_seed};
 use crate::memory::{Consumer, ConsumerId, MemoryConsumer, MemoryMode, Page, TaskMemoryError};
 use crate::metrics::ExecutorMetrics;
@@ -241,6 +244,8 @@ struct State {
     own_id: Option<ConsumerId>,
     on_heap: bool,
     dirs: Arc<DiskBlockManager>,
+    /// The spills' codec: `spark.shuffle.spill.compress` (`TempLocalBlockId`, docs/spark-model.md §19.3).
+    codec: Option<Codec>,
     metrics: TaskMetrics,
     /// The executor's counters, which the timeline reads while the task runs.
     executor_metrics: Arc<ExecutorMetrics>,
@@ -297,6 +302,7 @@ impl SpillableAggregator {
             own_id: None,
             on_heap: ctx.memory.tungsten_mode() == MemoryMode::OnHeap,
             dirs: Arc::clone(ctx.executor.local_dirs()),
+            codec: ctx.executor.compression().spill,
             metrics: TaskMetrics::default(),
             executor_metrics: Arc::clone(ctx.memory.metrics()),
         }));
@@ -511,6 +517,7 @@ impl State {
         let mut opts = SpillWriterOptions::new(SpillKind::AggregationSpill);
         opts.fixed_record_bytes = Some(ENTRY_BYTES as u32);
         opts.buffer_bytes = self.dirs.buffer_bytes();
+        opts.codec = self.codec;
         // The table is freed only once the spill is on disk, so a spill that fails in one
         // local directory is written again in the next (`write_temp_file`).
         let info = self.dirs.write_temp_file("temp_local", &opts, &mut |w| {

@@ -46,7 +46,8 @@ pub struct TaskMetrics {
     /// In-memory bytes released by spills (Spark: pages freed for the sorter, the collection's
     /// estimated size for the aggregation, docs/spark-model.md §8.5).
     pub memory_bytes_spilled: u64,
-    /// Bytes of spill files written (whole files: header, frames, footer).
+    /// Bytes of spill files written (whole files: header, frames, footer), as on disk: after
+    /// compression when `spark.shuffle.spill.compress` is true (docs/spark-model.md §8.5, §19.4).
     pub disk_bytes_spilled: u64,
     /// Peak execution memory of the task, from its task memory manager.
     pub peak_execution_memory: u64,

@@ -20,10 +20,12 @@
 //! When a page or the array cannot be had, the task memory manager asks consumers to spill
 //! (docs/spark-model.md §5.3b); this sorter is asked last when it is the requester. Its spill sorts the pairs,
 //! gathers the records in key order into a [`SpillWriter`] (`SpillKind::SortRun`, buffer
-//! `spark.shuffle.file.buffer`, file `temp_local_<n>` in the local directories), frees its pages
-//! and its array and returns the bytes released; `memoryBytesSpilled` grows by the page bytes
-//! (Spark's `freeMemory()`), `diskBytesSpilled` by the file's bytes. After a spill the array
-//! starts again from its initial size (`inMemSorter.reset()`).
+//! `spark.shuffle.file.buffer`, file `temp_local_<n>` in the local directories; compressed with
+//! the codec of `spark.io.compression.codec` when `spark.shuffle.spill.compress` is true, the
+//! default: a `TempLocalBlockId`, docs/spark-model.md §19.3), frees its pages and its array
+//! and returns the bytes released; `memoryBytesSpilled` grows by the page bytes (Spark's
+//! `freeMemory()`), `diskBytesSpilled` by the file's bytes on disk, after compression. After a
+//! spill the array starts again from its initial size (`inMemSorter.reset()`).
 //!
 //! **Spills for other consumers.** Spark's `UnsafeExternalSorter.spill(size, trigger)` returns
 //! 0 for `trigger != this` unless a reading iterator is active. spillway's sorter spills for
@@ -48,6 +50,7 @@ use std::time::Instant;
 
 use zerocopy::FromBytes;
 
+use crate::codec::Codec;
 use crate::data::{PartitionData, record_key, splitmix64, stream_seed};
 use crate::memory::{
     Consumer, ConsumerId, MemoryConsumer, Page, TaskMemoryError, decode_offset, decode_page_number,
@@ -188,6 +191,8 @@ struct State {
     merging: bool,
     own_id: Option<ConsumerId>,
     dirs: Arc<DiskBlockManager>,
+    /// The spills' codec: `spark.shuffle.spill.compress` (`TempLocalBlockId`, docs/spark-model.md §19.3).
+    codec: Option<Codec>,
     metrics: TaskMetrics,
     /// The executor's counters, which the timeline reads while the task runs.
     executor_metrics: Arc<ExecutorMetrics>,
@@ -254,6 +259,7 @@ impl ExternalSorter {
             merging: false,
             own_id: None,
             dirs: Arc::clone(ctx.executor.local_dirs()),
+            codec: ctx.executor.compression().spill,
             metrics: TaskMetrics::default(),
             executor_metrics: Arc::clone(ctx.memory.metrics()),
         }));
@@ -547,6 +553,7 @@ impl State {
         let mut opts = SpillWriterOptions::new(SpillKind::SortRun);
         opts.fixed_record_bytes = Some(self.record_bytes as u32);
         opts.buffer_bytes = self.dirs.buffer_bytes();
+        opts.codec = self.codec;
         let table = page_table(&self.pages);
         // The records stay in their pages until the run is on disk, so a spill that fails in
         // one local directory is written again in the next (`write_temp_file`).
