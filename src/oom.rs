@@ -801,10 +801,11 @@ fn in_cgroup(
     })
 }
 
-/// A 512 MiB heap with a 64 MiB overhead asks for a 576 MiB container. The map outputs of
-/// three of four executors (~110 MB each, incompressible) are remote; with
-/// `spark.reducer.maxSizeInFlight` at 1 GiB, one reduce task fetches them all at once into
-/// native buffers, beside the 300 MiB of reserved heap the executor holds.
+/// A 512 MiB heap with a 64 MiB overhead asks for a 576 MiB container. Three of six map
+/// outputs (~150 MB each, incompressible) are on the job's other executor; with
+/// `spark.reducer.maxSizeInFlight` at 1 GiB the reduce task asks for them in two requests at
+/// once (of at least a fifth of it, ~300 and ~150 MB), fetched into native buffers beside the
+/// 300 MiB of reserved heap the executor holds.
 const SHUFFLE_FETCH_SCENARIO: &str = r#"
 [conf]
 "spark.executor.memory" = "512m"
@@ -815,20 +816,22 @@ const SHUFFLE_FETCH_SCENARIO: &str = r#"
 "spillway.container.monitor" = "kill"
 [[stages]]
 kind = "shuffle_map"
-tasks = 4
+tasks = 6
 reduce_partitions = 1
-records_per_task = 3000000
+records_per_task = 4000000
 record_bytes = 40
-executors = 4
+executors = 2
 [[stages]]
 kind = "shuffle_reduce"
 expect = "failure"
 "#;
 
-const SHUFFLE_FETCH_ADVICE: &str = "lower spark.reducer.maxSizeInFlight (48m by default) or \
-     spark.network.maxRemoteBlockSizeFetchToMem (larger requests then stream to disk), or raise \
-     spark.executor.memoryOverhead: fetched blocks are native memory outside the heap, which \
-     Spark's memory manager does not see";
+const SHUFFLE_FETCH_ADVICE: &str = "set spark.network.maxRemoteBlockSizeFetchToMem below the \
+     size of a fetch request (here 150 to 300 MB) so that large requests stream to disk, or \
+     raise spark.executor.memoryOverhead: fetched blocks are native memory outside the heap, \
+     which Spark's memory manager does not see. A smaller spark.reducer.maxSizeInFlight helps \
+     only while blocks are smaller than it: a block larger than the limit is still fetched \
+     whole, and the next request goes out as soon as the task takes it";
 
 fn shuffle_fetch(opts: &CaseOptions) -> Result<Outcome, OomError> {
     if opts.cgroup {

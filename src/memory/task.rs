@@ -321,6 +321,9 @@ impl TaskMemoryManager {
                     let c = &st.consumers[victim.0];
                     (Arc::clone(&c.callback), c.name.clone())
                 };
+                // What was granted so far is accounted but not yet in a page while the victim
+                // writes its spill (seconds, for a large one): not resident, and not a gap.
+                let _pending = sh.metrics.touching(got);
                 let released = callback.spill(need, requester).map_err(|source| {
                     TaskMemoryError::SpillFailed {
                         consumer: name,

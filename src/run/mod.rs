@@ -104,6 +104,7 @@ pub fn run(scenario: &Scenario, opts: &RunOptions) -> Result<(Report, PathBuf), 
     validate_sizes(scenario, &layout)?;
     // The shuffle keys (codec names included) are input too: checked before anything runs.
     crate::shuffle::writer::WriteParams::from_conf(&conf)?;
+    crate::shuffle::fetch::FetchParams::from_conf(&conf)?;
     // Layout::from_conf validated every key against its limits (10..=1000 ms here).
     let interval_ms = conf.get_long(keys::TIMELINE_INTERVAL_MS)? as u64;
     let exception_on_leak = conf.get_bool(keys::EXCEPTION_ON_MEMORY_LEAK)?;

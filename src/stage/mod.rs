@@ -15,6 +15,7 @@ mod cache;
 mod python;
 mod scan;
 mod shuffle_map;
+mod shuffle_reduce;
 
 mod sort;
 mod udf;
@@ -49,6 +50,7 @@ pub static KINDS: &[&KindDef] = &[
     &sort::KIND,
     &aggregate::KIND,
     &shuffle_map::KIND,
+    &shuffle_reduce::KIND,
     &udf::KIND,
     &broadcast::KIND,
     &python::KIND,

@@ -153,8 +153,7 @@ impl Stage for ShuffleReduce {
                     st.read[p as usize] = read;
                     st.largest_group_records =
                         st.largest_group_records.max(result.largest_group_records);
-                    st.largest_group_bytes =
-                        st.largest_group_bytes.max(result.largest_group_bytes);
+                    st.largest_group_bytes = st.largest_group_bytes.max(result.largest_group_bytes);
                 }
                 Ok(TaskOutput {
                     memory_bytes_spilled: m.memory_bytes_spilled,
