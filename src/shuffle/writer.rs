@@ -590,6 +590,42 @@ fn pointers(array: &mut Page) -> &mut [u64] {
     <[u64] as zerocopy::FromBytes>::mut_from_bytes(&mut bytes[..n * 8]).expect("aligned")
 }
 
+/// `ShuffleInMemorySorter`'s radix sort: LSD over the partition bytes of the packed pointers
+/// (bits 40..64), stable, with `buffer` (the array's other half) as the scatter target; passes
+/// whose byte is the same for every pointer are skipped. Returns the sorted pointers (in `data`
+/// or in `buffer`, after an odd number of passes). Stable, so a partition's records keep their
+/// insertion order, which is their address order.
+fn radix_sort_by_partition<'a>(data: &'a mut [u64], buffer: &'a mut [u64]) -> &'a [u64] {
+    let shifts = [40u32, 48, 56];
+    let mut counts = [[0usize; 256]; 3];
+    for &p in data.iter() {
+        for (c, s) in counts.iter_mut().zip(shifts) {
+            c[((p >> s) & 0xff) as usize] += 1;
+        }
+    }
+    let n = data.len();
+    let mut from: &mut [u64] = data;
+    let mut to: &mut [u64] = buffer;
+    for (c, s) in counts.iter().zip(shifts) {
+        if c.iter().any(|&k| k == n) {
+            continue;
+        }
+        let mut offsets = [0usize; 256];
+        let mut sum = 0;
+        for (o, &k) in offsets.iter_mut().zip(c.iter()) {
+            *o = sum;
+            sum += k;
+        }
+        for &p in from.iter() {
+            let b = ((p >> s) & 0xff) as usize;
+            to[offsets[b]] = p;
+            offsets[b] += 1;
+        }
+        std::mem::swap(&mut from, &mut to);
+    }
+    from
+}
+
 /// Usable pointers of an array: half of it (the radix sort's buffer is the other half).
 fn usable(array: &Page) -> usize {
     (array.len() / 8 / 2) as usize
@@ -602,9 +638,13 @@ impl SorterState {
         let started = Instant::now();
         let n = self.records;
         let mut array = self.array.take().expect("records imply an array");
-        let ptrs = &mut pointers(&mut array)[..n];
         let t = Instant::now();
-        ptrs.sort_unstable();
+        let ptrs: &[u64] = {
+            let all = pointers(&mut array);
+            let half = all.len() / 2;
+            let (data, buffer) = all.split_at_mut(half);
+            radix_sort_by_partition(&mut data[..n], &mut buffer[..n])
+        };
         self.metrics.sort_ns += t.elapsed().as_nanos() as u64;
         let path = self
             .dirs
@@ -779,7 +819,7 @@ impl ShuffleSorter {
         Ok(())
     }
 
-    /// `growPointerArrayIfNecessary` (docs/spark-model.md §18.3b).
+    /// `growPointerArrayIfNecessary` (docs/spark-model.md §18.3).
     fn grow_array_if_necessary(&mut self) -> Result<(), TaskError> {
         let (has_space, used_longs, records) = {
             let st = self.shared.lock();
@@ -855,5 +895,30 @@ impl ShuffleSorter {
     fn into_spills(self) -> (Vec<SerializedSpill>, TaskMetrics) {
         let mut st = self.shared.lock();
         (std::mem::take(&mut st.spills), st.metrics.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn radix_sort_orders_by_partition_and_keeps_insertion_order() {
+        let mut s = 7u64;
+        let mut data: Vec<u64> = (0..10_000u64)
+            .map(|i| {
+                let p = crate::data::splitmix64(&mut s) % 70_000;
+                (p << 40) | i
+            })
+            .collect();
+        let mut want = data.clone();
+        want.sort_unstable();
+        let mut buffer = vec![0u64; data.len()];
+        assert_eq!(radix_sort_by_partition(&mut data, &mut buffer), &want[..]);
+        // One partition: no pass at all.
+        let mut same: Vec<u64> = (0..100).map(|i| (3 << 40) | i).collect();
+        let want: Vec<u64> = same.clone();
+        let mut buffer = vec![0u64; 100];
+        assert_eq!(radix_sort_by_partition(&mut same, &mut buffer), &want[..]);
     }
 }
