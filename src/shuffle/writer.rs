@@ -607,7 +607,7 @@ fn radix_sort_by_partition<'a>(data: &'a mut [u64], buffer: &'a mut [u64]) -> &'
     let mut from: &mut [u64] = data;
     let mut to: &mut [u64] = buffer;
     for (c, s) in counts.iter().zip(shifts) {
-        if c.iter().any(|&k| k == n) {
+        if c.contains(&n) {
             continue;
         }
         let mut offsets = [0usize; 256];
