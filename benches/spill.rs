@@ -1,5 +1,7 @@
 //! Spill file throughput: write, read+verify and an 8-way merge of 64 MiB of 56-byte records,
-//! each beside a raw-I/O baseline measured in the same run (the ratio is the figure of merit).
+//! each beside a raw-I/O baseline measured in the same run (the ratio is the figure of merit);
+//! and, in the group `spill_compressed`, 64 MiB of text-like 56-byte records written and read
+//! with each codec beside the codec alone compressing and decompressing the same frames.
 //!
 //! The files live in the temp dir and stay in the page cache: these are page-cache-hot numbers,
 //! an upper bound of the format's CPU cost, not disk bandwidth.
@@ -14,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use spillway::codec::{Codec, CodecName};
 use spillway::spill::{
     DEFAULT_BUFFER_BYTES, RecordDigest, SpillKind, SpillReader, SpillSink, SpillWriter,
     SpillWriterOptions, merge_sorted_runs,
@@ -227,5 +230,164 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// `n` text-like 56-byte records: an 8-byte big-endian key, then words of a small vocabulary.
+fn text_records(n: usize) -> Vec<u8> {
+    const WORDS: [&[u8]; 24] = [
+        b"spark",
+        b"executor",
+        b"memory",
+        b"spill",
+        b"shuffle",
+        b"task",
+        b"page",
+        b"block",
+        b"storage",
+        b"unified",
+        b"heap",
+        b"sorter",
+        b"merge",
+        b"record",
+        b"partition",
+        b"stage",
+        b"cache",
+        b"disk",
+        b"frame",
+        b"codec",
+        b"buffer",
+        b"driver",
+        b"worker",
+        b"pool",
+    ];
+    let mut out = vec![0u8; n * RECORD_BYTES];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for (i, r) in out.chunks_exact_mut(RECORD_BYTES).enumerate() {
+        r[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        let mut at = 8;
+        while at < RECORD_BYTES {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let w = WORDS[(x % WORDS.len() as u64) as usize];
+            let k = w.len().min(RECORD_BYTES - at);
+            r[at..at + k].copy_from_slice(&w[..k]);
+            at += k;
+            if at < RECORD_BYTES {
+                r[at] = b' ';
+                at += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Compressed spills: for each codec, the codec alone on the writer's frames (32 KiB of
+/// prefixed records each), the writer into a file and into a null sink, and read+verify, all
+/// over the same 64 MiB of text-like records; throughput in raw bytes.
+fn bench_compressed(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = text_records(DATA_BYTES / RECORD_BYTES);
+    let mut digest = RecordDigest::default();
+    for r in data.chunks_exact(RECORD_BYTES) {
+        digest.add(r);
+    }
+    // The writer's frames: 32 KiB blocks of `le32 length ‖ record`.
+    let mut frames: Vec<Vec<u8>> = Vec::new();
+    let mut frame = Vec::new();
+    for r in data.chunks_exact(RECORD_BYTES) {
+        if frame.len() + 4 + RECORD_BYTES > 32 * 1024 {
+            frames.push(std::mem::take(&mut frame));
+        }
+        frame.extend_from_slice(&(RECORD_BYTES as u32).to_le_bytes());
+        frame.extend_from_slice(r);
+    }
+    frames.push(frame);
+    let raw_bytes: u64 = frames.iter().map(|f| f.len() as u64).sum();
+    let mut g = c.benchmark_group("spill_compressed");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(raw_bytes));
+    let out = dir.path().join("w.spill");
+    for name in [CodecName::Lz4, CodecName::Snappy, CodecName::Zstd] {
+        let codec = Codec::with_defaults(name);
+        let opts = || {
+            let mut o = options(false);
+            o.codec = Some(codec);
+            o
+        };
+        g.bench_function(format!("{name}_compress_alone"), |b| {
+            let mut buf = vec![0u8; codec.max_compressed_len(32 * 1024)];
+            b.iter(|| {
+                let mut z = codec.compressor();
+                let mut stored = 0;
+                for f in &frames {
+                    stored += z.compress_into(f, &mut buf).unwrap();
+                }
+                black_box(stored)
+            })
+        });
+        g.bench_function(format!("write_text_{name}"), |b| {
+            b.iter_custom(|iters| {
+                time_writes(&out, iters, |p| {
+                    let mut w = SpillWriter::create(p, opts()).unwrap();
+                    w.use_known_digest(digest);
+                    for r in data.chunks_exact(RECORD_BYTES) {
+                        w.write_record(r).unwrap();
+                    }
+                    black_box(w.finish().unwrap().file_bytes);
+                })
+            })
+        });
+        g.bench_function(format!("write_text_{name}_null_sink"), |b| {
+            b.iter_custom(|iters| {
+                time_writes(&out, iters, |p| {
+                    let mut w = SpillWriter::create_with_sink(p, opts(), |_| Ok(NullSink)).unwrap();
+                    w.use_known_digest(digest);
+                    for r in data.chunks_exact(RECORD_BYTES) {
+                        w.write_record(r).unwrap();
+                    }
+                    black_box(w.finish().unwrap().file_bytes);
+                })
+            })
+        });
+        // Reading: the codec alone decompressing the same blocks, and the reader (CRC,
+        // decompression, record hashes, footer) over a file written with the codec.
+        let mut z = codec.compressor();
+        let blocks: Vec<(Vec<u8>, usize)> = frames
+            .iter()
+            .map(|f| {
+                let mut stored = Vec::new();
+                z.compress(f, &mut stored).unwrap();
+                (stored, f.len())
+            })
+            .collect();
+        g.bench_function(format!("{name}_decompress_alone"), |b| {
+            let mut buf = vec![0u8; 32 * 1024];
+            b.iter(|| {
+                let mut d = codec.decompressor();
+                for (stored, raw) in &blocks {
+                    d.decompress_into(stored, &mut buf[..*raw]).unwrap();
+                }
+                black_box(buf[0])
+            })
+        });
+        let file = dir.path().join(format!("r-{name}.spill"));
+        let mut w = SpillWriter::create(&file, opts()).unwrap();
+        for r in data.chunks_exact(RECORD_BYTES) {
+            w.write_record(r).unwrap();
+        }
+        w.finish().unwrap();
+        g.bench_function(format!("read_verify_text_{name}"), |b| {
+            b.iter(|| {
+                let mut r = SpillReader::open(&file).unwrap();
+                let mut keys = 0u64;
+                while let Some(rec) = r.next_record().unwrap() {
+                    keys = keys.wrapping_add(u64::from(rec[7]));
+                }
+                black_box(keys)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_compressed);
 criterion_main!(benches);

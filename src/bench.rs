@@ -26,8 +26,24 @@
 //!   (`madvise(DONTNEED)`, what spillway does by default so that RSS follows the pools), with
 //!   its own ratio and no target: the difference is the cost of giving memory back.
 //!
+//! Codecs (docs/spark-model.md §19), each of lz4, snappy and zstd at Spark's defaults, on
+//! compressible text-like 56-byte records (an 8-byte key, then words of a small vocabulary, as
+//! string columns are; the random records above do not compress):
+//! - **codec compress**: the codec crate alone through [`Compressor::compress_into`], on exactly
+//!   the frames the spill writer cuts from the same records (their 4-byte prefixes included),
+//!   one compressor per file as a writer has;
+//! - **spill write with the codec**: `SpillWriter` with that codec over the same records, into
+//!   the page cache (no `fsync`: the disk's part is the spill write above; this one is the
+//!   writer's own cost beside the codec's), digest given as a sorter gives it. Target: 90 % of
+//!   the codec alone.
+//!
+//! Both codec rows are CPU work and are timed with the thread's CPU clock
+//! (`CLOCK_THREAD_CPUTIME_ID`, the kernel's part of the writes included), so bytes per CPU
+//! second: on a shared machine a wall clock would charge either side for other processes' work.
+//!
 //! Throughputs count the bytes of the files on disk (framing and checksums included: what the
-//! disk has to move). Each pair (limit, spillway) is measured back to back, `repeats` times,
+//! disk has to move), except the codec rows, which count the raw bytes compressed (records and
+//! prefixes), the same on both sides of their ratio. Each pair (limit, spillway) is measured back to back, `repeats` times,
 //! and the ratio is taken within each repeat; the report gives the median and the range.
 //! Every file is written under a private directory inside `dir`, removed at the end.
 
@@ -40,12 +56,14 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::codec::{Codec, CodecName, Compressor};
 use crate::data::PartitionData;
 use crate::machine::{MachineInfo, load_average_1m};
 use crate::memory::{MemoryMode, PoolSizes, UnifiedMemoryManager};
 use crate::region::{Mapping, PageAllocator, ReleasePolicy};
 use crate::spill::{
-    RecordDigest, SortedMerge, SpillKind, SpillReader, SpillWriter, SpillWriterOptions,
+    DEFAULT_BATCH_RECORDS, RECORD_PREFIX_BYTES, RecordDigest, SortedMerge, SpillKind, SpillReader,
+    SpillWriter, SpillWriterOptions,
 };
 use crate::storage::block_manager::BlockManager;
 use crate::storage::disk::DiskBlockManager;
@@ -98,6 +116,10 @@ pub struct Limits {
     pub disk_read: Rate,
     pub first_touch: Rate,
     pub memcpy: Rate,
+    /// The codec crates alone on the spill writer's frames of text-like records (raw bytes/s).
+    pub lz4_compress: Rate,
+    pub snappy_compress: Rate,
+    pub zstd_compress: Rate,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -108,6 +130,10 @@ pub struct SpillwayRates {
     /// Eviction with the block's pages given back to the kernel as they are freed
     /// (`madvise(DONTNEED)`, spillway's default `spillway.memory.retainFreed=false`).
     pub evict_and_release: Rate,
+    /// `SpillWriter` with each codec over the same text-like records, page cache (raw bytes/s).
+    pub spill_write_lz4: Rate,
+    pub spill_write_snappy: Rate,
+    pub spill_write_zstd: Rate,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -117,6 +143,18 @@ pub struct Ratios {
     pub evict_vs_disk_write: Ratio,
     /// The same with the pages given back (no target: it adds the kernel's page freeing).
     pub evict_and_release_vs_disk_write: Ratio,
+    /// Spill write with a codec / the codec alone on the same frames (target 0.9).
+    pub spill_write_lz4_vs_lz4_compress: Ratio,
+    pub spill_write_snappy_vs_snappy_compress: Ratio,
+    pub spill_write_zstd_vs_zstd_compress: Ratio,
+}
+
+/// Stored bytes over raw bytes of the codec measurements' frames, per codec.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct StoredFraction {
+    pub lz4: f64,
+    pub snappy: f64,
+    pub zstd: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -134,6 +172,13 @@ pub struct BenchConfig {
     pub spill_write_digest: &'static str,
     /// What happens to the pages an eviction frees, in each eviction measurement.
     pub evict_pages: &'static str,
+    /// The records of the codec measurements.
+    pub codec_records: &'static str,
+    /// How the codec measurements write and count.
+    pub codec_write: &'static str,
+    /// What each codec made of the records: stored (compressed, or raw where a frame did not
+    /// shrink) over raw frame bytes.
+    pub codec_stored_fraction: StoredFraction,
 }
 
 /// How busy the machine was: the limits cost little user CPU and spillway's side costs a lot,
@@ -147,6 +192,9 @@ pub struct MachineLoad {
     /// (`/proc/pressure/cpu` "some" total, over the run); `None` without PSI.
     pub cpu_pressure_some: Option<f64>,
 }
+
+/// The least a spill write with a codec should reach of the codec alone on the same frames.
+const CODEC_TARGET: Option<f64> = Some(0.9);
 
 /// Above this CPU pressure the report warns that the ratios understate spillway.
 const BUSY_CPU_PRESSURE: f64 = 0.10;
@@ -219,6 +267,159 @@ fn records(n: usize, key: impl Fn(u64) -> u64) -> Vec<u8> {
     out
 }
 
+/// The codecs measured, in report order (Spark's defaults: 32 KiB blocks, zstd level 1).
+const CODECS: [CodecName; 3] = [CodecName::Lz4, CodecName::Snappy, CodecName::Zstd];
+
+/// `n` 56-byte text-like records: an 8-byte big-endian key (the index), then words of a small
+/// vocabulary separated by spaces, as string columns are. Compressible, unlike [`records`].
+fn text_records(n: usize) -> Vec<u8> {
+    const WORDS: [&[u8]; 24] = [
+        b"spark",
+        b"executor",
+        b"memory",
+        b"spill",
+        b"shuffle",
+        b"task",
+        b"page",
+        b"block",
+        b"storage",
+        b"unified",
+        b"heap",
+        b"sorter",
+        b"merge",
+        b"record",
+        b"partition",
+        b"stage",
+        b"cache",
+        b"disk",
+        b"frame",
+        b"codec",
+        b"buffer",
+        b"driver",
+        b"worker",
+        b"pool",
+    ];
+    let mut out = vec![0u8; n * RECORD_BYTES];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for (i, r) in out.chunks_exact_mut(RECORD_BYTES).enumerate() {
+        r[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        let mut at = 8;
+        while at < RECORD_BYTES {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let w = WORDS[(x % WORDS.len() as u64) as usize];
+            let k = w.len().min(RECORD_BYTES - at);
+            r[at..at + k].copy_from_slice(&w[..k]);
+            at += k;
+            if at < RECORD_BYTES {
+                r[at] = b' ';
+                at += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The frames a [`SpillWriter`] with `opts` cuts from `data`'s 56-byte records, each record
+/// with its 4-byte length prefix: a frame ends before the record that would take it past the
+/// frame cap (with a codec, its block) or past the batch size.
+fn writer_frames(data: &[u8], opts: &SpillWriterOptions) -> Vec<Vec<u8>> {
+    let cap = opts.frame_cap_bytes() as usize;
+    let mut frames = Vec::new();
+    let mut frame: Vec<u8> = Vec::with_capacity(cap);
+    let mut n = 0u32;
+    for r in data.chunks_exact(RECORD_BYTES) {
+        let framed = RECORD_PREFIX_BYTES + r.len();
+        if n > 0 && (n == opts.batch_records || frame.len() + framed > cap) {
+            frames.push(std::mem::replace(&mut frame, Vec::with_capacity(cap)));
+            n = 0;
+        }
+        frame.extend_from_slice(&(r.len() as u32).to_le_bytes());
+        frame.extend_from_slice(r);
+        n += 1;
+    }
+    if n > 0 {
+        frames.push(frame);
+    }
+    frames
+}
+
+/// CPU time of the calling thread (user and kernel), the clock of the codec rows: both sides
+/// are CPU work, and on a shared machine wall time would charge either side for others' work.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// The codec alone on the writer's frames, once per file (a compressor per file, as each writer
+/// has one): raw bytes per CPU second, and the stored bytes (compressed, or raw where a frame
+/// did not shrink, as the writer stores it).
+fn codec_rate(frames: &[Vec<u8>], codec: Codec, files: usize) -> anyhow::Result<(f64, u64)> {
+    let largest = frames.iter().map(Vec::len).max().unwrap_or(0);
+    let mut out = vec![0u8; codec.max_compressed_len(largest)];
+    let raw: u64 = frames.iter().map(|f| f.len() as u64).sum();
+    let mut stored = 0u64;
+    let t = thread_cpu();
+    for _ in 0..files {
+        let mut c: Compressor = codec.compressor();
+        stored = 0;
+        for f in frames {
+            let n = c.compress_into(f, &mut out)?;
+            stored += n.min(f.len()) as u64;
+            std::hint::black_box(&out[..n]);
+        }
+    }
+    Ok((per_sec(raw * files as u64, thread_cpu() - t), stored))
+}
+
+/// `files` spill files of `data`'s records written with `codec` into the page cache (no
+/// fsync), the digest given as a sorter gives it: raw payload bytes per CPU second (the
+/// kernel's part of each `write` included). Files removed untimed.
+fn spill_write_codec_rate(
+    dir: &Path,
+    opts: &BenchOptions,
+    data: &[u8],
+    digest: RecordDigest,
+    codec: Codec,
+    frames: &[Vec<u8>],
+) -> anyhow::Result<f64> {
+    let mut raw = 0;
+    let mut elapsed = Duration::ZERO;
+    for i in 0..opts.runs {
+        let path = dir.join(format!("spill-{}-{i}", codec.name));
+        let t = thread_cpu();
+        let mut w = SpillWriter::create(&path, codec_spill_options(opts, codec))?;
+        w.use_known_digest(digest);
+        for r in data.chunks_exact(RECORD_BYTES) {
+            w.write_record(r)?;
+        }
+        let info = w.finish()?;
+        elapsed += thread_cpu() - t;
+        anyhow::ensure!(
+            info.frames == frames.len() as u64
+                && info.payload_bytes == frames.iter().map(|f| f.len() as u64).sum::<u64>(),
+            "the codec measurement's frames are not the writer's: {} frames of {} bytes, \
+             the writer's {} of {}",
+            frames.len(),
+            frames.iter().map(|f| f.len()).sum::<usize>(),
+            info.frames,
+            info.payload_bytes
+        );
+        raw += info.payload_bytes;
+        std::fs::remove_file(&path)?;
+    }
+    Ok(per_sec(raw, elapsed))
+}
+
+fn codec_spill_options(opts: &BenchOptions, codec: Codec) -> SpillWriterOptions {
+    let mut o = SpillWriterOptions::new(SpillKind::SortRun);
+    o.buffer_bytes = opts.buffer_bytes;
+    o.batch_records = DEFAULT_BATCH_RECORDS;
+    o.codec = Some(codec);
+    o
+}
+
 /// Runs the benchmark. `progress` is told each step's name.
 pub fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> anyhow::Result<BenchReport> {
     anyhow::ensure!(
@@ -245,6 +446,21 @@ pub fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Bench
     for r in write_data.chunks_exact(RECORD_BYTES) {
         write_digest.add(r);
     }
+
+    // The codec measurements' records, digest and frames (not timed).
+    let text_data = text_records(records_per_file);
+    let mut text_digest = RecordDigest::default();
+    for r in text_data.chunks_exact(RECORD_BYTES) {
+        text_digest.add(r);
+    }
+    let codecs: Vec<Codec> = CODECS.iter().map(|&n| Codec::with_defaults(n)).collect();
+    let codec_frames: Vec<Vec<Vec<u8>>> = codecs
+        .iter()
+        .map(|&c| writer_frames(&text_data, &codec_spill_options(opts, c)))
+        .collect();
+    let mut codec_alone: Vec<Vec<f64>> = vec![Vec::new(); CODECS.len()];
+    let mut codec_spill: Vec<Vec<f64>> = vec![Vec::new(); CODECS.len()];
+    let mut codec_stored = [0f64; 3];
 
     let mut disk_write = Vec::new();
     let mut spill_write = Vec::new();
@@ -292,6 +508,29 @@ pub fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Bench
         touch.push(first_touch(opts.size_bytes)?);
         step("memcpy of warm memory")?;
         memcpy.push(memcpy_rate(opts.size_bytes));
+        for (k, &codec) in codecs.iter().enumerate() {
+            let frames = &codec_frames[k];
+            step(&format!(
+                "{} compress alone (the writer's frames of text-like records)",
+                codec.name
+            ))?;
+            let (rate, stored) = codec_rate(frames, codec, opts.runs)?;
+            codec_alone[k].push(rate);
+            let raw: u64 = frames.iter().map(|f| f.len() as u64).sum();
+            codec_stored[k] = stored as f64 / raw.max(1) as f64;
+            step(&format!(
+                "spill write with {} (text-like records, page cache)",
+                codec.name
+            ))?;
+            codec_spill[k].push(spill_write_codec_rate(
+                work.path(),
+                opts,
+                &text_data,
+                text_digest,
+                codec,
+                frames,
+            )?);
+        }
     }
     drop(sorted_runs);
     work.close()?;
@@ -302,18 +541,35 @@ pub fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Bench
             disk_read: rate(&disk_read),
             first_touch: rate(&touch),
             memcpy: rate(&memcpy),
+            lz4_compress: rate(&codec_alone[0]),
+            snappy_compress: rate(&codec_alone[1]),
+            zstd_compress: rate(&codec_alone[2]),
         },
         spillway: SpillwayRates {
             spill_write: rate(&spill_write),
             spill_read_merge: rate(&merge),
             evict: rate(&evict),
             evict_and_release: rate(&evict_release),
+            spill_write_lz4: rate(&codec_spill[0]),
+            spill_write_snappy: rate(&codec_spill[1]),
+            spill_write_zstd: rate(&codec_spill[2]),
         },
         ratios: Ratios {
             spill_write_vs_disk_write: ratio(&spill_write, &disk_write, Some(0.8)),
             spill_read_vs_disk_read: ratio(&merge, &disk_read, Some(0.7)),
             evict_vs_disk_write: ratio(&evict, &evict_limit, Some(0.8)),
             evict_and_release_vs_disk_write: ratio(&evict_release, &evict_limit, None),
+            spill_write_lz4_vs_lz4_compress: ratio(&codec_spill[0], &codec_alone[0], CODEC_TARGET),
+            spill_write_snappy_vs_snappy_compress: ratio(
+                &codec_spill[1],
+                &codec_alone[1],
+                CODEC_TARGET,
+            ),
+            spill_write_zstd_vs_zstd_compress: ratio(
+                &codec_spill[2],
+                &codec_alone[2],
+                CODEC_TARGET,
+            ),
         },
         config: BenchConfig {
             dir: opts.dir.clone(),
@@ -330,6 +586,20 @@ pub fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Bench
                                  took at insert (computed before the clock starts)",
             evict_pages: "evict: kept mapped (as a JVM keeps its heap); evict_and_release: \
                           returned to the kernel with madvise(DONTNEED)",
+            codec_records: "text-like 56-byte records: an 8-byte key, then words of a \
+                            24-word vocabulary (the other rows' random records do not \
+                            compress); Spark's default codec settings (32 KiB blocks, zstd \
+                            level 1)",
+            codec_write: "codec alone: Compressor::compress_into over the writer's frames, \
+                          a compressor per file; spill write: SpillWriter with the codec into \
+                          the page cache, no fsync, digest given; both in raw bytes per second \
+                          of the thread's CPU time (CLOCK_THREAD_CPUTIME_ID, kernel time of the \
+                          writes included)",
+            codec_stored_fraction: StoredFraction {
+                lz4: codec_stored[0],
+                snappy: codec_stored[1],
+                zstd: codec_stored[2],
+            },
         },
         host,
         machine: MachineLoad {
@@ -626,7 +896,7 @@ pub fn render(r: &BenchReport) -> String {
         c.buffer_bytes / 1024,
         c.repeats
     );
-    let sections: [(&str, Vec<(&str, &Rate)>); 2] = [
+    let sections: [(&str, Vec<(&str, &Rate)>); 3] = [
         (
             "limits",
             vec![
@@ -660,6 +930,26 @@ pub fn render(r: &BenchReport) -> String {
                 ),
             ],
         ),
+        (
+            "codecs (text-like 56-byte records, raw bytes per CPU second, page cache, no fsync)",
+            vec![
+                (
+                    "lz4 compress alone (the writer's frames)",
+                    &r.limits.lz4_compress,
+                ),
+                ("spill write with lz4", &r.spillway.spill_write_lz4),
+                (
+                    "snappy compress alone (the writer's frames)",
+                    &r.limits.snappy_compress,
+                ),
+                ("spill write with snappy", &r.spillway.spill_write_snappy),
+                (
+                    "zstd compress alone (the writer's frames)",
+                    &r.limits.zstd_compress,
+                ),
+                ("spill write with zstd", &r.spillway.spill_write_zstd),
+            ],
+        ),
     ];
     for (i, (title, rates)) in sections.iter().enumerate() {
         s += &format!("{}{title}\n", if i == 0 { "" } else { "\n" });
@@ -667,6 +957,14 @@ pub fn render(r: &BenchReport) -> String {
             s += &line(name, x);
         }
     }
+    let f = &c.codec_stored_fraction;
+    s += &format!(
+        "  stored/raw: lz4 {:.0}%, snappy {:.0}%, zstd {:.0}% (text-like records: an 8-byte \
+         key, then words)\n",
+        f.lz4 * 100.0,
+        f.snappy * 100.0,
+        f.zstd * 100.0
+    );
     let m = &r.machine;
     let fmt_load = |x: Option<f64>| x.map_or("?".to_string(), |v| format!("{v:.2}"));
     s += &format!(
@@ -691,6 +989,18 @@ pub fn render(r: &BenchReport) -> String {
         (
             "eviction + giving pages back / disk write",
             &q.evict_and_release_vs_disk_write,
+        ),
+        (
+            "spill write lz4 / lz4 alone",
+            &q.spill_write_lz4_vs_lz4_compress,
+        ),
+        (
+            "spill write snappy / snappy alone",
+            &q.spill_write_snappy_vs_snappy_compress,
+        ),
+        (
+            "spill write zstd / zstd alone",
+            &q.spill_write_zstd_vs_zstd_compress,
         ),
     ] {
         s += &ratio(name, x);

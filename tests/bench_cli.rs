@@ -18,7 +18,15 @@ fn bench_json_has_every_key_and_leaves_no_file() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for key in ["disk_write", "disk_read", "first_touch", "memcpy"] {
+    for key in [
+        "disk_write",
+        "disk_read",
+        "first_touch",
+        "memcpy",
+        "lz4_compress",
+        "snappy_compress",
+        "zstd_compress",
+    ] {
         let rate = &v["limits"][key];
         assert!(
             rate["median_bytes_per_sec"].is_number(),
@@ -30,6 +38,9 @@ fn bench_json_has_every_key_and_leaves_no_file() {
         "spill_read_merge",
         "evict",
         "evict_and_release",
+        "spill_write_lz4",
+        "spill_write_snappy",
+        "spill_write_zstd",
     ] {
         assert!(
             v["spillway"][key]["median_bytes_per_sec"].is_number(),
@@ -40,11 +51,31 @@ fn bench_json_has_every_key_and_leaves_no_file() {
         "spill_write_vs_disk_write",
         "spill_read_vs_disk_read",
         "evict_vs_disk_write",
+        "spill_write_lz4_vs_lz4_compress",
+        "spill_write_snappy_vs_snappy_compress",
+        "spill_write_zstd_vs_zstd_compress",
     ] {
         let r = &v["ratios"][key];
         assert!(r["median"].is_number(), "ratios.{key}: {v}");
         assert!(r["meets_target"].is_boolean(), "ratios.{key}");
         assert!(r["target"].is_number(), "ratios.{key}");
+    }
+    for key in [
+        "spill_write_lz4_vs_lz4_compress",
+        "spill_write_snappy_vs_snappy_compress",
+        "spill_write_zstd_vs_zstd_compress",
+    ] {
+        assert_eq!(v["ratios"][key]["target"], 0.9, "ratios.{key}");
+    }
+    // The codec rows say what they measured: text-like records that compress.
+    let c = &v["config"];
+    assert!(
+        c["codec_records"].as_str().unwrap().contains("text-like"),
+        "{c}"
+    );
+    for codec in ["lz4", "snappy", "zstd"] {
+        let f = c["codec_stored_fraction"][codec].as_f64().unwrap();
+        assert!(f > 0.0 && f < 1.0, "{codec}: {c}");
     }
     // Reported without a target.
     let r = &v["ratios"]["evict_and_release_vs_disk_write"];

@@ -80,41 +80,74 @@ fn enospc_failpoint_in_one_dir_fails_over_and_the_sort_verifies() {
     assert_fails_over(&ex, 0);
 }
 
+/// Where the write that meets a 3 MiB failpoint starts. Uncompressed, the writer writes whole
+/// 32 KiB buffers, so exactly at 3 MiB. Compressed (the default, lz4), a write is a buffer's
+/// worth or a little more (it ends on a frame: at most a 32 KiB buffer plus one frame's header
+/// and lz4 bound), so it starts at or before 3 MiB, and within one such write of it.
+fn assert_failed_write_offset(offset: u64, compressed: bool) {
+    let budget = 3u64 << 20;
+    if compressed {
+        let longest_write = 32 * 1024 + 16 + (16 + 4 + 32 * 1024 * 110 / 100);
+        assert!(
+            offset <= budget && offset + longest_write > budget,
+            "a compressed spill's failed write at {offset}"
+        );
+    } else {
+        assert_eq!(offset, budget);
+    }
+}
+
+/// Compression off (the uncompressed writer's exact write offsets), and on (the default).
+const SPILL_COMPRESS: [(bool, &[(&str, &str)]); 2] = [
+    (false, &[("spark.shuffle.spill.compress", "false")]),
+    (true, &[]),
+];
+
 #[test]
 fn enospc_failpoint_with_one_dir_is_spill_out_of_memory_naming_the_file() {
-    let a = tempfile::tempdir().unwrap();
-    let ex = executor(&[a.path()], &[]);
-    ex.local_dirs()
-        .set_fault(fault(libc::ENOSPC, Some(3 << 20), None));
-    let (class, msg) = sort(&ex).unwrap_err();
-    // The task memory manager asked for the spill (the sorter wanted a page): Spark wraps the
-    // IOException as SPILL_OUT_OF_MEMORY.
-    assert_eq!(class, "SPILL_OUT_OF_MEMORY", "{msg}");
-    assert!(msg.contains("temp_local_0"), "{msg}");
-    assert!(msg.contains("no space left on device"), "{msg}");
-    assert!(msg.contains("write at offset 3145728"), "{msg}");
-    assert_clean(&ex);
+    for (compressed, conf) in SPILL_COMPRESS {
+        let a = tempfile::tempdir().unwrap();
+        let ex = executor(&[a.path()], conf);
+        ex.local_dirs()
+            .set_fault(fault(libc::ENOSPC, Some(3 << 20), None));
+        let (class, msg) = sort(&ex).unwrap_err();
+        // The task memory manager asked for the spill (the sorter wanted a page): Spark wraps
+        // the IOException as SPILL_OUT_OF_MEMORY.
+        assert_eq!(class, "SPILL_OUT_OF_MEMORY", "{msg}");
+        assert!(msg.contains("temp_local_0"), "{msg}");
+        assert!(msg.contains("no space left on device"), "{msg}");
+        let offset: u64 = msg
+            .split("write at offset ")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no write offset in {msg}"));
+        assert_failed_write_offset(offset, compressed);
+        assert_clean(&ex);
+    }
 }
 
 #[test]
 fn spill_out_of_memory_keeps_the_typed_spill_error_as_its_source() {
-    let a = tempfile::tempdir().unwrap();
-    let ex = executor(&[a.path()], &[]);
-    ex.local_dirs()
-        .set_fault(fault(libc::ENOSPC, Some(3 << 20), None));
-    let spec = sort_spec();
-    let mut runs = run_stage(&ex, 0, 1, false, |ctx| run_sort_task(ctx, &spec), |_| {});
-    match runs.remove(0).result {
-        Err(TaskFailure::Task(TaskError::Memory(TaskMemoryError::SpillFailed {
-            source: ConsumerSpillError::File(SpillError::StorageFull { path, offset, .. }),
-            ..
-        }))) => {
-            assert!(path.to_string_lossy().contains("temp_local_0"), "{path:?}");
-            assert_eq!(offset, 3 << 20);
+    for (compressed, conf) in SPILL_COMPRESS {
+        let a = tempfile::tempdir().unwrap();
+        let ex = executor(&[a.path()], conf);
+        ex.local_dirs()
+            .set_fault(fault(libc::ENOSPC, Some(3 << 20), None));
+        let spec = sort_spec();
+        let mut runs = run_stage(&ex, 0, 1, false, |ctx| run_sort_task(ctx, &spec), |_| {});
+        match runs.remove(0).result {
+            Err(TaskFailure::Task(TaskError::Memory(TaskMemoryError::SpillFailed {
+                source: ConsumerSpillError::File(SpillError::StorageFull { path, offset, .. }),
+                ..
+            }))) => {
+                assert!(path.to_string_lossy().contains("temp_local_0"), "{path:?}");
+                assert_failed_write_offset(offset, compressed);
+            }
+            other => panic!("{:?}", other.map(|_| "the sort finished")),
         }
-        other => panic!("{:?}", other.map(|_| "the sort finished")),
+        assert_clean(&ex);
     }
-    assert_clean(&ex);
 }
 
 #[test]

@@ -238,3 +238,52 @@ fn bad_temp_dirs_are_typed_errors() {
     );
     assert!(!path.exists());
 }
+
+/// A compressing writer through the same failpoint: ENOSPC in the header, in a compressed
+/// frame, and in the footer is `StorageFull` at a write that started at or before the budget,
+/// and the partial file is gone.
+#[test]
+fn enospc_in_a_compressed_file_is_storage_full_and_leaves_nothing() {
+    use spillway::codec::{Codec, CodecName};
+    let dir = tempfile::tempdir().unwrap();
+    for name in [CodecName::Lz4, CodecName::Snappy, CodecName::Zstd] {
+        // The file the writer makes when nothing fails: its length bounds the budgets.
+        let full = dir.path().join("full.spill");
+        let mut o = opts();
+        o.codec = Some(Codec::with_defaults(name));
+        let mut w = SpillWriter::create(&full, o.clone()).unwrap();
+        let record = |i: u64| -> Vec<u8> {
+            format!("{i:>12} spill shuffle block record of text ").into_bytes()
+        };
+        for i in 0..20_000u64 {
+            w.write_record(&record(i)).unwrap();
+        }
+        let len = w.finish().unwrap().file_bytes;
+        std::fs::remove_file(&full).unwrap();
+        for budget in [0, 10, 40, 4096, len / 2, len - 65, len - 1] {
+            let path = dir.path().join("fail.spill");
+            // The header is only buffered: creating never fails here.
+            let mut w = SpillWriter::create_with_sink(&path, o.clone(), |file| {
+                Ok(Failpoint {
+                    file,
+                    budget,
+                    errno: libc::ENOSPC,
+                    fail_sync: false,
+                })
+            })
+            .unwrap();
+            let failed = (0..20_000u64).find_map(|i| w.write_record(&record(i)).err());
+            let e = match failed {
+                Some(e) => e,
+                None => w.finish().unwrap_err(),
+            };
+            match e {
+                SpillError::StorageFull { offset, .. } => {
+                    assert!(offset <= budget, "{name} budget {budget}: {offset}")
+                }
+                other => panic!("{name} budget {budget}: {other}"),
+            }
+            assert_empty(dir.path());
+        }
+    }
+}

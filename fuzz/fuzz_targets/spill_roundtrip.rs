@@ -1,7 +1,8 @@
 //! Writes records with `SpillWriter` (any options), damages the file the ways a disk or a
 //! crash does (bit flips, truncation, zeroed, removed or duplicated ranges, appended bytes),
 //! then reads it with `SpillReader`. Half the inputs give the writer the records' digest
-//! (`use_known_digest`) instead of letting it hash them.
+//! (`use_known_digest`) instead of letting it hash them; three quarters compress the file with
+//! one of the codecs (lz4, snappy, zstd, any block size).
 //! Oracle (docs/reliability.md item 13, "never wrong rows"): the records handed out are always a
 //! prefix of the records written, in order; a file read to its verified end gave all of them;
 //! an undamaged file always reads back in full.
@@ -15,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
+use spillway::codec::{Codec, CodecName};
 use spillway::spill::{RecordDigest, SpillKind, SpillReader, SpillWriter, SpillWriterOptions};
 
 #[derive(Debug, Arbitrary)]
@@ -35,6 +37,9 @@ struct Input {
     buffer_bytes: u16,
     batch_records: u8,
     max_frame_payload_bytes: u16,
+    /// 0: uncompressed; 1, 2, 3: lz4, snappy, zstd.
+    codec: u8,
+    codec_block_bytes: u16,
     records: Vec<Vec<u8>>,
     /// Repeats each record this many times (bigger files from small inputs).
     repeat: u8,
@@ -88,6 +93,10 @@ fuzz_target!(|input: Input| {
     opts.buffer_bytes = usize::from(input.buffer_bytes.max(12));
     opts.batch_records = u32::from(input.batch_records.max(1));
     opts.max_frame_payload_bytes = u32::from(input.max_frame_payload_bytes.max(1));
+    opts.codec = CodecName::from_id(input.codec % 4).map(|name| Codec {
+        block_bytes: usize::from(input.codec_block_bytes.max(1)),
+        ..Codec::with_defaults(name)
+    });
 
     let mut written: Vec<Vec<u8>> = Vec::new();
     for r in input.records.iter().take(512) {
@@ -133,7 +142,11 @@ fuzz_target!(|input: Input| {
             match reader.next_record() {
                 Ok(Some(r)) => {
                     assert!(got < written.len(), "record {got} was never written");
-                    assert_eq!(r, &written[got][..], "record {got} differs from the one written");
+                    assert_eq!(
+                        r,
+                        &written[got][..],
+                        "record {got} differs from the one written"
+                    );
                     got += 1;
                 }
                 Ok(None) => {

@@ -121,8 +121,9 @@
 //!
 //! [`SpillWriter`] keeps exactly one buffer of `spark.shuffle.file.buffer` bytes (32 KiB); see
 //! [`SpillWriter`] for how frame headers are filled in. With a codec
-//! ([`SpillWriterOptions::codec`]) it also keeps a frame buffer of one block and one for the
-//! block compressed, allocated once. A writer dropped before
+//! ([`SpillWriterOptions::codec`]) it also keeps a frame buffer of one block, and its file
+//! buffer has room for one compressed frame more, so that frames are compressed straight into
+//! it; both are allocated once. A writer dropped before
 //! [`SpillWriter::finish`], or one whose write fails, deletes its file. No `fsync` unless
 //! [`SpillWriterOptions::sync_on_finish`]: a spill does not outlive the process.
 

@@ -5,10 +5,11 @@
 //! after its CRC matched; at the end the counts and both digests are checked against the
 //! footer. Any damage is an error naming the file and the offset, never a wrong record.
 //!
-//! A compressed file's frame is read the same way into a second buffer of the same size, its
-//! CRC checked over the stored (compressed) bytes, then decompressed into the record buffer
-//! (a frame stored raw is swapped in instead, without a copy). Both buffers are allocated once,
-//! at open, from the footer's largest frame.
+//! A compressed file's frame is read the same way into a second buffer, its CRC checked over
+//! the stored (compressed) bytes, then decompressed into the record buffer (a frame stored raw
+//! is swapped in instead, without a copy). Both buffers start at the largest stored frame; the
+//! record buffer grows to the largest raw frame as frames that passed their CRC need it, then
+//! nothing more is allocated.
 
 use std::fs::File;
 use std::io;
@@ -269,11 +270,15 @@ impl SpillReader {
         }
         // Reads are sequential; the first frame is needed next.
         advise(&file, 0, 0, rustix::fs::Advice::Sequential);
-        let buf_len = footer.max_frame_payload_bytes as usize + fh;
+        // Uncompressed: one buffer of the largest frame, at most the file's length. Compressed:
+        // two of the largest stored frame (bounded by the file too); the record buffer grows
+        // to a frame's raw length only once that frame passed its CRC, so a footer's claim
+        // alone never makes the reader allocate more than the file holds.
+        let io_len = max_stored as usize + fh;
         let reader = SpillReader {
-            buf: vec![0u8; buf_len],
+            buf: vec![0u8; io_len],
             stored: if codec.is_some() {
-                vec![0u8; buf_len]
+                vec![0u8; io_len]
             } else {
                 Vec::new()
             },
@@ -490,9 +495,15 @@ impl SpillReader {
         let raw = h.raw as usize;
         if let Some(d) = self.decompressor.as_mut() {
             if h.stored == h.raw {
-                // Stored raw (it did not shrink): the bytes are the records.
+                // Stored raw (it did not shrink): the bytes are the records. (Both buffers
+                // are at least the largest stored frame, so either serves the next read.)
                 std::mem::swap(&mut self.buf, &mut self.stored);
-            } else if let Err(e) = d.decompress_into(&self.stored[..n], &mut self.buf[..raw]) {
+            } else if let Err(e) = {
+                if self.buf.len() < raw {
+                    self.buf.resize(raw, 0);
+                }
+                d.decompress_into(&self.stored[..n], &mut self.buf[..raw])
+            } {
                 // Its CRC matched: these are the bytes the writer stored, and they are not a
                 // block of the header's codec.
                 return Err(self.corrupt(

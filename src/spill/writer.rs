@@ -9,12 +9,13 @@
 //!
 //! With a codec ([`SpillWriterOptions::codec`]) the records of the open frame gather in a
 //! frame buffer of one codec block (`min(max_frame_payload_bytes, block_bytes)` + 1 bytes,
-//! the same fast path fills it); when the frame ends it is compressed into a second buffer
-//! kept for the writer's life (the codec's bound for one block), the CRC runs over the
-//! compressed bytes, and header and payload are appended to the file buffer. So a compressed
-//! writer holds three buffers — frame, compressed frame, file buffer — like Spark's
-//! `LZ4BlockOutputStream` over its `BufferedOutputStream`, and allocates nothing per frame
-//! (only a record larger than a block grows the frame buffers, for its own frame).
+//! the same fast path fills it); when the frame ends it is compressed straight into the file
+//! buffer behind its header — which is `spark.shuffle.file.buffer` plus room for one frame, and
+//! is written out once it holds a `spark.shuffle.file.buffer`'s worth — and the CRC runs over
+//! the compressed bytes where they lie. So a compressing writer holds two buffers, the frame
+//! and the file buffer, like Spark's `LZ4BlockOutputStream` over its `BufferedOutputStream`
+//! (which copies the compressed block once more), and allocates nothing per frame: only a
+//! record larger than a block grows the buffers, for its own frame.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -224,19 +225,24 @@ pub struct SpillWriter<S: SpillSink = File> {
 /// What a compressing writer holds besides its frame buffer.
 struct Compressed {
     compressor: Compressor,
-    /// One compressed frame: the codec's bound for a frame of `frame_cap` raw bytes (grown
-    /// only for a frame holding a record larger than that, and shrunk back after it).
-    stored: Box<[u8]>,
     /// The file buffer: header, frame headers, stored payloads, footer.
     file: FileBuf,
 }
 
-/// A compressing writer's file buffer (`buffer_bytes`).
+/// A compressing writer's file buffer: `buffer_bytes` plus room for one more frame (its header
+/// and the codec's bound for a block), so that a frame is compressed straight into it, with no
+/// copy of the compressed bytes. It is written out once it holds `buffer_bytes` or more, so
+/// every write but the last is at least `spark.shuffle.file.buffer` long.
 struct FileBuf {
     out: Box<[u8]>,
     out_len: usize,
     /// File offset of `out[0]`.
     out_offset: u64,
+    /// `buffer_bytes`: written out once it holds this much.
+    flush_at: usize,
+    /// `out`'s length for a frame of one block (a frame with a record larger than a block
+    /// grows it; the next write shrinks it back).
+    normal_len: usize,
 }
 
 /// A failure inside a compressing writer's frame, before the writer is told.
@@ -246,8 +252,20 @@ enum FrameFailure {
 }
 
 impl FileBuf {
-    /// Appends `bytes` to the file buffer, writing it out each time it fills; a long slice
-    /// with the buffer empty goes straight to the sink.
+    fn new(buffer_bytes: usize, codec: &Codec, frame_cap: usize) -> FileBuf {
+        let normal_len =
+            buffer_bytes + COMPRESSED_FRAME_HEADER_BYTES + codec.max_compressed_len(frame_cap);
+        FileBuf {
+            out: vec![0u8; normal_len].into_boxed_slice(),
+            out_len: 0,
+            out_offset: 0,
+            flush_at: buffer_bytes,
+            normal_len,
+        }
+    }
+
+    /// Appends `bytes` (the file header, the footer) to the buffer, writing it out each time
+    /// it fills.
     fn emit<S: SpillSink>(
         &mut self,
         sink: &mut S,
@@ -256,27 +274,37 @@ impl FileBuf {
     ) -> Result<(), FrameFailure> {
         loop {
             let free = self.out.len() - self.out_len;
-            if bytes.len() < free {
-                self.out[self.out_len..self.out_len + bytes.len()].copy_from_slice(bytes);
-                self.out_len += bytes.len();
+            let k = bytes.len().min(free);
+            self.out[self.out_len..self.out_len + k].copy_from_slice(&bytes[..k]);
+            self.out_len += k;
+            bytes = &bytes[k..];
+            if self.out_len >= self.flush_at {
+                self.flush(sink, write_ns)?;
+            }
+            if bytes.is_empty() {
                 return Ok(());
             }
-            if self.out_len == 0 {
-                let t = Instant::now();
-                let r = sink.write_all(bytes);
-                *write_ns += t.elapsed().as_nanos() as u64;
-                r.map_err(|e| FrameFailure::Io("write", self.out_offset, e))?;
-                self.out_offset += bytes.len() as u64;
-                return Ok(());
-            }
-            self.out[self.out_len..].copy_from_slice(&bytes[..free]);
-            self.out_len += free;
-            bytes = &bytes[free..];
-            self.flush(sink, write_ns)?;
         }
     }
 
-    /// Writes the file buffer to the sink.
+    /// Room for `bytes` more at the end of the buffer: written out first if they do not fit,
+    /// and grown if they would not fit an empty buffer.
+    fn reserve<S: SpillSink>(
+        &mut self,
+        sink: &mut S,
+        write_ns: &mut u64,
+        bytes: usize,
+    ) -> Result<(), FrameFailure> {
+        if self.out.len() - self.out_len < bytes {
+            self.flush(sink, write_ns)?;
+            if self.out.len() < bytes {
+                self.out = vec![0u8; bytes].into_boxed_slice();
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the buffer to the sink (and gives back the room a large record took).
     fn flush<S: SpillSink>(
         &mut self,
         sink: &mut S,
@@ -291,6 +319,9 @@ impl FileBuf {
         r.map_err(|e| FrameFailure::Io("write", self.out_offset, e))?;
         self.out_offset += self.out_len as u64;
         self.out_len = 0;
+        if self.out.len() > self.normal_len {
+            self.out = vec![0u8; self.normal_len].into_boxed_slice();
+        }
         Ok(())
     }
 }
@@ -339,13 +370,7 @@ impl<S: SpillSink> SpillWriter<S> {
                 frame_cap as usize + 1,
                 Some(Box::new(Compressed {
                     compressor: codec.compressor(),
-                    stored: vec![0u8; codec.max_compressed_len(frame_cap as usize)]
-                        .into_boxed_slice(),
-                    file: FileBuf {
-                        out: vec![0u8; opts.buffer_bytes].into_boxed_slice(),
-                        out_len: 0,
-                        out_offset: 0,
-                    },
+                    file: FileBuf::new(opts.buffer_bytes, &codec, frame_cap as usize),
                 })),
             ),
             None => (opts.buffer_bytes, None),
@@ -656,9 +681,9 @@ impl<S: SpillSink> SpillWriter<S> {
         self.frame_payload = 0;
     }
 
-    /// Compresses the open frame and appends its header and stored payload to the file
-    /// buffer. A frame that does not shrink is stored as it is (stored length = raw length),
-    /// as Spark's `LZ4BlockOutputStream` stores such a block raw.
+    /// Compresses the open frame straight into the file buffer, behind its header. A frame
+    /// that does not shrink is stored as it is (stored length = raw length), as Spark's
+    /// `LZ4BlockOutputStream` stores such a block raw.
     fn end_compressed_frame(&mut self) -> Result<(), SpillError> {
         debug_assert_eq!(self.len, self.frame_payload as usize);
         let raw_len = self.len;
@@ -666,37 +691,55 @@ impl<S: SpillSink> SpillWriter<S> {
             let z = self.z.as_deref_mut().expect("a compressing writer");
             let sink = self.sink.as_mut().expect("sink present");
             let raw = &self.buf[..raw_len];
-            let bound = z.compressor.codec().max_compressed_len(raw_len);
-            if z.stored.len() < bound {
-                // A lone record larger than a block: its frame's bound.
-                z.stored = vec![0u8; bound].into_boxed_slice();
-            }
-            match z.compressor.compress_into(raw, &mut z.stored) {
-                Err(e) => Err(FrameFailure::Codec(self.frame_offset, e)),
-                Ok(n) => {
-                    let payload: &[u8] = if n < raw_len { &z.stored[..n] } else { raw };
-                    let stored = payload.len() as u32;
-                    self.payload_crc32c = crc32c::crc32c_append(self.payload_crc32c, payload);
-                    let crc = frame_crc(
-                        self.payload_crc32c,
-                        stored,
-                        Some(raw_len as u32),
-                        self.frame_records,
-                        self.frame_offset,
-                        self.header_crc,
-                    );
-                    let header = encode_compressed_frame_header(
-                        stored,
-                        raw_len as u32,
-                        self.frame_records,
-                        crc,
-                    );
-                    z.file
-                        .emit(sink, &mut self.write_ns, &header)
-                        .and_then(|()| z.file.emit(sink, &mut self.write_ns, payload))
-                        .map(|()| stored)
+            let bound = z
+                .compressor
+                .codec()
+                .max_compressed_len(raw_len)
+                .max(raw_len);
+            let f = &mut z.file;
+            f.reserve(
+                sink,
+                &mut self.write_ns,
+                COMPRESSED_FRAME_HEADER_BYTES + bound,
+            )
+            .and_then(|()| {
+                let (header, payload) =
+                    f.out[f.out_len..].split_at_mut(COMPRESSED_FRAME_HEADER_BYTES);
+                let n = z
+                    .compressor
+                    .compress_into(raw, &mut payload[..bound])
+                    .map_err(|e| FrameFailure::Codec(self.frame_offset, e))?;
+                let stored = if n < raw_len {
+                    n
+                } else {
+                    payload[..raw_len].copy_from_slice(raw);
+                    raw_len
+                };
+                self.payload_crc32c =
+                    crc32c::crc32c_append(self.payload_crc32c, &payload[..stored]);
+                let crc = frame_crc(
+                    self.payload_crc32c,
+                    stored as u32,
+                    Some(raw_len as u32),
+                    self.frame_records,
+                    self.frame_offset,
+                    self.header_crc,
+                );
+                header.copy_from_slice(&encode_compressed_frame_header(
+                    stored as u32,
+                    raw_len as u32,
+                    self.frame_records,
+                    crc,
+                ));
+                f.out_len += COMPRESSED_FRAME_HEADER_BYTES + stored;
+                Ok(stored as u32)
+            })
+            .and_then(|stored| {
+                if f.out_len >= f.flush_at {
+                    f.flush(sink, &mut self.write_ns)?;
                 }
-            }
+                Ok(stored)
+            })
         };
         let stored = match result {
             Ok(stored) => stored,
@@ -708,12 +751,10 @@ impl<S: SpillSink> SpillWriter<S> {
         );
         self.frame_ended(stored);
         self.len = 0;
-        // Back to one block's buffers after a record larger than a block.
+        // Back to one block's frame buffer after a record larger than a block.
         let cap = self.frame_cap as usize;
         if self.buf.len() > cap + 1 {
             self.buf = vec![0u8; cap + 1].into_boxed_slice();
-            let z = self.z.as_deref_mut().expect("a compressing writer");
-            z.stored = vec![0u8; z.compressor.codec().max_compressed_len(cap)].into_boxed_slice();
         }
         Ok(())
     }
