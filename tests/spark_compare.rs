@@ -232,8 +232,14 @@ fn shuffles_write_and_read_the_same_records_on_spark_and_spillway() {
     ]) {
         assert_eq!(sh["operation"], operation);
         assert_eq!(sh["writer"], writer, "{sh}");
-        assert_eq!(sh["serializer"], "org.apache.spark.serializer.KryoSerializer");
-        assert!(sh["map"]["shuffleWriteRecords"].as_u64().unwrap() > 0, "{sh}");
+        assert_eq!(
+            sh["serializer"],
+            "org.apache.spark.serializer.KryoSerializer"
+        );
+        assert!(
+            sh["map"]["shuffleWriteRecords"].as_u64().unwrap() > 0,
+            "{sh}"
+        );
         assert_eq!(
             sh["map"]["shuffleWriteRecords"], sh["reduce"]["shuffleReadRecords"],
             "{sh}"

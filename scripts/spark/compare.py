@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -192,16 +193,21 @@ def shuffle_rows(spark: dict, sw: dict, scenario: dict) -> list[tuple]:
         rows.append((sec, "map: shuffleWriteBytes", m.get("shuffleWriteBytes"),
                      wm.get("shuffleWriteBytes"), why))
         rows.append((sec, "map: spilled", _yn(_spilled(m)), _yn(_spilled(wm)), "", "agree"))
-        spill_why = ("Spark counts the deserialized size its SizeEstimator gives the map or "
-                     "buffer (memory) and the serialized, compressed spill files (disk)")
+        if sh.get("writer") == "UnsafeShuffleWriter":
+            map_mem = "Spark's sorter holds serialized records in pages (a length before each)"
+            map_spill = (f"{map_mem}; memoryBytesSpilled counts the freed pages, "
+                         "diskBytesSpilled the compressed spill files")
+        else:
+            map_mem = ("Spark's map or buffer of JVM objects is sized by SizeEstimator (boxed "
+                       "keys, tuples, arrays), spillway's by its records' bytes")
+            map_spill = (f"{map_mem}; memoryBytesSpilled counts that estimate, "
+                         "diskBytesSpilled the serialized, compressed spill files")
         rows.append((sec, "map: memoryBytesSpilled", m.get("memoryBytesSpilled"),
-                     wm.get("memoryBytesSpilled"), spill_why))
+                     wm.get("memoryBytesSpilled"), map_spill))
         rows.append((sec, "map: diskBytesSpilled", m.get("diskBytesSpilled"),
-                     wm.get("diskBytesSpilled"), spill_why))
+                     wm.get("diskBytesSpilled"), map_spill))
         rows.append((sec, "map: peakExecutionMemory", m.get("peakExecutionMemory"),
-                     wm.get("peakExecutionMemory"),
-                     "Spark's is summed over tasks: the map's or buffer's estimated JVM size; "
-                     "the bypass writer takes none"))
+                     wm.get("peakExecutionMemory"), f"summed over tasks; {map_mem}"))
         if ri is None:
             continue
         rows.append((sec, "reduce: shuffleReadRecords", r.get("shuffleReadRecords"),
@@ -220,14 +226,22 @@ def shuffle_rows(spark: dict, sw: dict, scenario: dict) -> list[tuple]:
                      "Spark in local mode has one executor (every block local); spillway places "
                      f"map output m on executor m mod executors ({spec['executors']})"))
         rows.append((sec, "reduce: spilled", _yn(_spilled(r)), _yn(_spilled(wr)), "", "agree"))
+        red_mem = {"reduceByKey": "Spark's ExternalAppendOnlyMap of (Long, Long) objects, "
+                                  "sized by SizeEstimator; spillway's (count, sum) combiners",
+                   "groupByKey": "Spark's ExternalAppendOnlyMap of CompactBuffers, sized by "
+                                 "SizeEstimator; spillway sorts by key, then holds one group "
+                                 "in user memory",
+                   "sortByKey": "Spark's ExternalSorter buffer of JVM objects, sized by "
+                                "SizeEstimator; spillway's external sorter of the records' "
+                                "bytes"}.get(spec["operation"], "records stream through")
+        red_spill = (f"{red_mem}; memoryBytesSpilled counts the in-memory size, "
+                     "diskBytesSpilled the serialized, compressed spill files")
         rows.append((sec, "reduce: memoryBytesSpilled", r.get("memoryBytesSpilled"),
-                     wr.get("memoryBytesSpilled"), spill_why))
+                     wr.get("memoryBytesSpilled"), red_spill))
         rows.append((sec, "reduce: diskBytesSpilled", r.get("diskBytesSpilled"),
-                     wr.get("diskBytesSpilled"), spill_why))
+                     wr.get("diskBytesSpilled"), red_spill))
         rows.append((sec, "reduce: peakExecutionMemory", r.get("peakExecutionMemory"),
-                     wr.get("peakExecutionMemory"),
-                     "Spark's is summed over tasks: the ExternalAppendOnlyMap's or sorter's "
-                     "estimated JVM size"))
+                     wr.get("peakExecutionMemory"), f"summed over tasks; {red_mem}"))
     return rows
 
 
@@ -420,6 +434,14 @@ def print_rows(rows, spark: dict) -> None:
               + "".join(f"; NOT {c['section']}: {c['quantity']}" for c in failed))
 
 
+def recorded_json(doc: dict) -> str:
+    """A recorded run's JSON: indented, lists of numbers on one line (a 400-partition shuffle
+    lists 400 counts several times), paths in the checkout relative to it."""
+    text = json.dumps(doc, indent=2).replace(str(replay.REPO) + "/", "")
+    return re.sub(r"\[(\s*-?[0-9.]+(?:,\s*-?[0-9.]+)*\s*)\]",
+                  lambda m: "[" + re.sub(r"\s+", " ", m.group(1)).strip() + "]", text)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("scenario")
@@ -459,7 +481,7 @@ def main(argv=None) -> int:
         recorded = {"command": " ".join([sys.executable] + sys.argv),
                     "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "machine": replay.machine(), **doc}
-        Path(args.out).write_text(json.dumps(recorded, indent=2) + "\n")
+        Path(args.out).write_text(recorded_json(recorded) + "\n")
     if args.json:
         print(json.dumps(doc, indent=2))
     else:

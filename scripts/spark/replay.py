@@ -93,10 +93,17 @@ by a digest of the source and the PySpark version), put on the driver's class pa
   per shuffle in the report's ``shuffles``: ``map`` and ``reduce``): ``shuffleWriteRecords``,
   ``shuffleWriteBytes``, ``shuffleWriteTime`` (ns); ``shuffleReadRecords``, ``shuffleReadBytes``,
   local and remote bytes read, ``shuffleFetchWaitTime``; ``memoryBytesSpilled``,
-  ``diskBytesSpilled``, ``peakExecutionMemory`` and ``spilled`` (either spill count non-zero);
+  ``diskBytesSpilled``, ``peakExecutionMemory`` and ``spilled`` (either spill total non-zero);
   from the task list, the records each map task wrote and each reduce partition read.
   ``mapOutputBytesByPartition`` are the sizes the map outputs report to the driver
   (``MapStatus``: each compressed to a power of 1.1, not exact bytes).
+
+``compare.py`` puts these beside spillway's and checks what must match; the recorded comparisons
+are ``scripts/spark/results/shuffle-compare-2026-12-02*.json`` (shuffle-8: every check holds; the
+same with ``spark.memory.fraction`` 0.02 and a 1 MiB ``initialMemoryThreshold``: both map sides
+spill, but the reduceByKey's reduce side spills on spillway and not on Spark; shuffle-ops-small:
+sortByKey, groupByKey with a hot key, 400 partitions and reduceByKey with a user class, every
+check holds).
 
 Every stage is run under a job group ``spillway-stage-<i>`` so the Spark jobs and stages it ran
 can be summed per scenario stage. A failed job (task error, OOM) is recorded and the replay goes
@@ -306,12 +313,14 @@ def shuffle_jar() -> Path:
            "-usejavacp", "-d", str(tmp), str(SHUFFLE_SOURCE)]
     print(f"[replay] compiling {SHUFFLE_SOURCE.name} (scala-compiler of PySpark "
           f"{pyspark.__version__})", file=sys.stderr, flush=True)
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise SystemExit(f"error: compiling {SHUFFLE_SOURCE} failed (exit {r.returncode}):\n"
-                         f"{r.stdout}{r.stderr}")
-    os.replace(tmp, jar)  # atomic: a concurrent replay sees the whole jar or none
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"error: compiling {SHUFFLE_SOURCE} failed (exit {r.returncode}):"
+                             f"\n{r.stdout}{r.stderr}")
+        os.replace(tmp, jar)  # atomic: a concurrent replay sees the whole jar or none
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed or interrupted compilation leaves nothing
     for old in BUILD_DIR.glob("shuffle-replay-*.jar"):
         if old != jar:
             old.unlink(missing_ok=True)
