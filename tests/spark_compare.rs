@@ -10,6 +10,10 @@
 //!
 //! - the caching issue's case (1 GiB, fraction 0.6, 2 cores, 12 partitions of 41,969,980 bytes,
 //!   MEMORY_ONLY): Spark's REST API and spillway's report both show 10 cached partitions;
+//! - shuffles (`scripts/spark/scenarios/shuffle-8.toml`: a partitionBy and a reduceByKey shuffle
+//!   of 4 x 1,000,000 records into 8 partitions, replayed on Spark's RDD API with spillway's
+//!   records): records written and read are equal, per map task and per reduce partition too,
+//!   the writer and serializer are Spark's, and each side spilled on both or on neither;
 //! - the layout: for six settings (three with off-heap sized, two of them enabled, one under the
 //!   Serial collector), spillway's `unified + off_heap`, given Spark's `Runtime.maxMemory` as
 //!   `--system-memory`, equals the executor's `maxMemory` the REST API reports, to the byte.
@@ -197,4 +201,83 @@ fn layout_equals_spark_storage_memory_to_the_byte() {
         );
     }
     assert!(off_heap_enabled >= 2, "{v}");
+}
+
+#[test]
+fn shuffles_write_and_read_the_same_records_on_spark_and_spillway() {
+    if !spark_available() {
+        return;
+    }
+    let _one = SPARK.lock().unwrap_or_else(|e| e.into_inner());
+    let scenario = Path::new("scripts/spark/scenarios/shuffle-8.toml");
+    let v = python_json("compare.py", &[scenario.to_str().unwrap(), "--json"]);
+    let spark = &v["spark"];
+    let sw = &v["spillway"];
+    assert!(
+        spark["failures"].as_array().unwrap().is_empty(),
+        "{}",
+        spark["failures"]
+    );
+    assert!(
+        sw["failures"].as_array().unwrap().is_empty(),
+        "{}",
+        sw["failures"]
+    );
+
+    let shuffles = spark["shuffles"].as_array().expect("Spark's shuffles");
+    assert_eq!(shuffles.len(), 2, "{}", spark["shuffles"]);
+    for (sh, (operation, writer)) in shuffles.iter().zip([
+        ("partitionBy", "BypassMergeSortShuffleWriter"),
+        ("reduceByKey", "SortShuffleWriter"),
+    ]) {
+        assert_eq!(sh["operation"], operation);
+        assert_eq!(sh["writer"], writer, "{sh}");
+        assert_eq!(
+            sh["serializer"],
+            "org.apache.spark.serializer.KryoSerializer"
+        );
+        assert!(
+            sh["map"]["shuffleWriteRecords"].as_u64().unwrap() > 0,
+            "{sh}"
+        );
+        assert_eq!(
+            sh["map"]["shuffleWriteRecords"], sh["reduce"]["shuffleReadRecords"],
+            "{sh}"
+        );
+    }
+    // partitionBy writes every record; reduceByKey one per distinct key of each map task.
+    assert_eq!(shuffles[0]["map"]["shuffleWriteRecords"], 4_000_000);
+    let combined = shuffles[1]["map"]["shuffleWriteRecords"].as_u64().unwrap();
+    assert!(combined < 4_000_000, "{combined}");
+
+    // The comparison's checks: records written and read equal (in total, per map task and
+    // per reduce partition), the same writer and serializer, spilled-or-not agreeing per side.
+    let checks = v["checks"].as_array().expect("compare.py's checks");
+    for quantity in [
+        "writer",
+        "serializer",
+        "map: shuffleWriteRecords",
+        "map: records written per map task",
+        "map: spilled",
+        "reduce: shuffleReadRecords",
+        "reduce: records read per reduce partition",
+        "reduce: spilled",
+    ] {
+        let n = checks.iter().filter(|c| c["quantity"] == quantity).count();
+        assert_eq!(n, 2, "a check of {quantity} per shuffle: {}", v["checks"]);
+    }
+    let failed: Vec<_> = checks.iter().filter(|c| c["ok"] != true).collect();
+    assert!(failed.is_empty(), "checks that do not hold: {failed:?}");
+    for sh in shuffles {
+        println!(
+            "shuffle {} {}: Spark wrote {} records ({} B), read {}; spilled map {} reduce {}",
+            sh["shuffle"],
+            sh["operation"],
+            sh["map"]["shuffleWriteRecords"],
+            sh["map"]["shuffleWriteBytes"],
+            sh["reduce"]["shuffleReadRecords"],
+            sh["map"]["spilled"],
+            sh["reduce"]["spilled"]
+        );
+    }
 }

@@ -54,6 +54,57 @@ How stages are replayed
 - ``broadcast``: a DataFrame broadcast join of a relation of ``bytes`` (rows of
   ``record_bytes``): the driver stores the relation in its BlockManager, like spillway's block.
 
+Shuffle stages
+--------------
+A ``shuffle_map`` stage and the ``shuffle_reduce`` stage that reads it are replayed with Spark's
+RDD API in the JVM, not PySpark's: PySpark's ``partitionBy`` or ``reduceByKey`` run their
+per-record work in the Python workers and hand the JVM pickled batches keyed by partition, so
+Spark would shuffle a few hundred batches instead of the records (``shuffle_probe.py`` measured
+it). ``ShuffleReplay.scala`` is compiled once with the Scala compiler PySpark ships
+(``scala-compiler`` in ``pyspark/jars``, about 20 s; the jar is kept in ``scripts/spark/.build``
+by a digest of the source and the PySpark version), put on the driver's class path
+(``spark.driver.extraClassPath``; ``spark.jars`` too on a cluster) and called through Py4J:
+
+- The records are spillway's, bit for bit: ``stream_seed``, ``splitmix64``,
+  ``ShuffleSpec::map_seed``, ``key_value`` and ``write_record`` (src/data.rs, src/shuffle/mod.rs)
+  are ported, so map task ``m`` of shuffle ``s`` generates, under the scenario's ``seed``, the
+  same keys, values, hot key and payloads. ``values = "bytes"``: ``RDD[(Long, Array[Byte])]``, the
+  array being the record after its key (the value little-endian, then the payload,
+  ``record_bytes - 8`` bytes); with these class tags ``SerializerManager`` picks Kryo whatever
+  ``spark.serializer`` says, as spillway assumes. ``values = "object"``: the value is a case class
+  (``ObjectValue(value, payload)``), shuffled with ``spark.serializer``.
+- The operation, into ``reduce_partitions`` partitions: ``partitionBy(HashPartitioner)``;
+  ``reduceByKey(_ + _)`` over ``(key, value: Long)`` pairs (map-side combine on; the payload is not
+  generated; ``ObjectSum(value)`` for ``values = "object"``); ``sortByKey`` (Spark's
+  ``RangePartitioner``, whose bounds come from a sampling job over the input, where spillway
+  splits ``0..distinct_keys`` into equal ranges: the per-partition counts differ, the totals do
+  not); ``groupByKey(HashPartitioner)`` with every group's ``CompactBuffer`` built and its size
+  taken.
+- ``shuffle_map`` runs the map stage alone, as a job of its own (``SparkContext.submitMapStage``,
+  the job Spark's adaptive execution uses for a map stage), so its metrics stay with that scenario
+  stage; ``shuffle_reduce`` then runs the reduce side on the same ``ShuffledRDD``: its job finds the
+  map outputs registered and SKIPs the map stage. For each partition it returns the records read
+  (``reduceByKey``: keys; ``groupByKey``: groups), which the report gives as ``reduceOutput``.
+- The writer is the class of the ``ShuffleDependency``'s handle, which
+  ``SortShuffleManager.getWriter`` maps one to one onto the writer (bypass-merge, serialized
+  sort, sort), with the serializer, ``mapSideCombine`` and partitioner (``shuffle`` in the stage
+  entries and in ``shuffles``).
+- Each side's metrics are the REST API's for the Spark stage that ran it (``shuffleSide``, and
+  per shuffle in the report's ``shuffles``: ``map`` and ``reduce``): ``shuffleWriteRecords``,
+  ``shuffleWriteBytes``, ``shuffleWriteTime`` (ns); ``shuffleReadRecords``, ``shuffleReadBytes``,
+  local and remote bytes read, ``shuffleFetchWaitTime``; ``memoryBytesSpilled``,
+  ``diskBytesSpilled``, ``peakExecutionMemory`` and ``spilled`` (either spill total non-zero);
+  from the task list, the records each map task wrote and each reduce partition read.
+  ``mapOutputBytesByPartition`` are the sizes the map outputs report to the driver
+  (``MapStatus``: each compressed to a power of 1.1, not exact bytes).
+
+``compare.py`` puts these beside spillway's and checks what must match; the recorded comparisons
+are ``scripts/spark/results/shuffle-compare-2026-12-02*.json`` (shuffle-8: every check holds; the
+same with ``spark.memory.fraction`` 0.02 and a 1 MiB ``initialMemoryThreshold``: both map sides
+spill, but the reduceByKey's reduce side spills on spillway and not on Spark; shuffle-ops-small:
+sortByKey, groupByKey with a hot key, 400 partitions and reduceByKey with a user class, every
+check holds).
+
 Every stage is run under a job group ``spillway-stage-<i>`` so the Spark jobs and stages it ran
 can be summed per scenario stage. A failed job (task error, OOM) is recorded and the replay goes
 on with the next stage, as spillway does.
@@ -62,11 +113,13 @@ on with the next stage, as spillway does.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
 import random
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -80,6 +133,9 @@ import urllib.request  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 BUILTIN_DIR = REPO / "src" / "scenarios"
+SHUFFLE_SOURCE = Path(__file__).resolve().parent / "ShuffleReplay.scala"
+# Compiled ShuffleReplay jars, one per source and PySpark version (not in git).
+BUILD_DIR = Path(__file__).resolve().parent / ".build"
 
 # Spark's StorageLevel flags: (useDisk, useMemory, useOffHeap, deserialized, replication), docs/spark-model.md §7.
 STORAGE_LEVELS = {
@@ -112,8 +168,24 @@ STAGE_DEFAULTS = {
     "udf": {"tasks": 4, "bytes_per_task": "64m", "object_bytes": "64k"},
     "broadcast": {"id": 0, "bytes": "32m", "record_bytes": 1024,
                   "storage_level": "MEMORY_AND_DISK"},
+    "shuffle_map": {"shuffle": 0, "tasks": 4, "reduce_partitions": 8,
+                    "records_per_task": 1_000_000, "record_bytes": 40,
+                    "distinct_keys": 1_000_000, "hot_key_percent": 0, "compressible_percent": 0,
+                    "operation": "partitionBy", "values": "bytes", "executors": 1},
+    "shuffle_reduce": {"shuffle": 0},
 }
 SIZE_KEYS = {"partition_bytes", "record_bytes", "bytes_per_task", "object_bytes", "bytes"}
+# The choices of spillway's shuffle_map keys (src/shuffle/mod.rs Operation, ValueClass).
+SHUFFLE_OPERATIONS = ("partitionBy", "reduceByKey", "sortByKey", "groupByKey")
+SHUFFLE_VALUES = ("bytes", "object")
+# Integer keys of the shuffle kinds: (smallest, largest) as spillway's registry bounds them
+# (src/stage/mod.rs: MAX_TASKS = 2^31-1, MAX_COUNT = 2^63-1; record_bytes 16 B to 64 MiB).
+_MAX_TASKS, _MAX_COUNT = 2 ** 31 - 1, 2 ** 63 - 1
+SHUFFLE_INT_KEYS = {"shuffle": (0, _MAX_TASKS), "tasks": (1, _MAX_TASKS),
+                    "reduce_partitions": (1, _MAX_TASKS), "records_per_task": (0, _MAX_COUNT),
+                    "record_bytes": (16, 64 << 20), "distinct_keys": (1, _MAX_COUNT),
+                    "hot_key_percent": (0, 100), "compressible_percent": (0, 100),
+                    "executors": (1, _MAX_TASKS)}
 
 # PySpark's AutoBatchedSerializer stops growing a batch once it pickles to >= 64 KiB.
 AUTO_BATCH_BYTES = 1 << 16
@@ -134,6 +206,33 @@ def byte_string(value, default_unit: int = 1) -> int:
     return int(m.group(1)) * unit
 
 
+def bad_input(message: str):
+    """Bad input in a scenario: the message (naming the key and the value) and exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def check_shuffle_stage(i: int, st: dict, written: set) -> None:
+    """The keys of a shuffle_map or shuffle_reduce stage, as spillway checks them."""
+    kind = st["kind"]
+    for key, (lo, hi) in SHUFFLE_INT_KEYS.items():
+        if key in st:
+            v = st[key]
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                bad_input(f"{kind} stage {i}: {key} = {v!r} (an integer in {lo}..={hi})")
+    if kind == "shuffle_map":
+        for key, choices in (("operation", SHUFFLE_OPERATIONS), ("values", SHUFFLE_VALUES)):
+            if st[key] not in choices:
+                bad_input(f"{kind} stage {i}: {key} = {st[key]!r} (accepted: "
+                          f"{', '.join(choices)})")
+        if st["shuffle"] in written:
+            bad_input(f"{kind} stage {i}: shuffle = {st['shuffle']} is written by an earlier "
+                      f"shuffle_map stage")
+        written.add(st["shuffle"])
+    elif st["shuffle"] not in written:
+        bad_input(f"{kind} stage {i}: shuffle = {st['shuffle']} has no earlier shuffle_map stage")
+
+
 def load_scenario(name_or_path: str) -> dict:
     """A built-in name or a TOML path, with every stage's defaults filled in."""
     path = Path(name_or_path)
@@ -149,6 +248,7 @@ def load_scenario(name_or_path: str) -> dict:
     conf = {k: (str(v).lower() if isinstance(v, bool) else str(v))
             for k, v in doc.get("conf", {}).items()}
     stages = []
+    written: set = set()
     for i, raw in enumerate(doc.get("stages", [])):
         kind = raw.get("kind")
         if kind not in STAGE_DEFAULTS:
@@ -166,6 +266,8 @@ def load_scenario(name_or_path: str) -> dict:
             st["name"] = f"rdd_{st['rdd']}"
         if "storage_level" in st and st["storage_level"] not in STORAGE_LEVELS:
             raise SystemExit(f"error: Invalid StorageLevel: {st['storage_level']}")
+        if kind in ("shuffle_map", "shuffle_reduce"):
+            check_shuffle_stage(i, st, written)
         stages.append(st)
     return {"name": doc.get("name", path.stem), "seed": int(doc.get("seed", 42)),
             "conf": conf, "stages": stages, "path": str(path)}
@@ -191,6 +293,51 @@ def session_conf(conf: dict, master: str | None) -> tuple[str, dict]:
     # A local task failure fails the job at once (no retry), as spillway reports it.
     conf.setdefault("spark.sql.adaptive.enabled", "false")
     return master, conf
+
+
+def shuffle_jar() -> Path:
+    """ShuffleReplay.scala compiled against PySpark's jars with the Scala compiler they include
+    (scala-compiler), cached in scripts/spark/.build by a digest of the source and the PySpark
+    version: about 20 s the first time."""
+    import pyspark
+
+    jars = Path(pyspark.__file__).resolve().parent / "jars"
+    source = SHUFFLE_SOURCE.read_bytes()
+    digest = hashlib.sha256(source + pyspark.__version__.encode()).hexdigest()[:16]
+    jar = BUILD_DIR / f"shuffle-replay-{digest}.jar"
+    if jar.exists():
+        return jar
+    BUILD_DIR.mkdir(exist_ok=True)
+    tmp = BUILD_DIR / f".shuffle-replay-{digest}.{os.getpid()}.jar"
+    cmd = [check_env.java_command(), "-cp", str(jars / "*"), "scala.tools.nsc.Main",
+           "-usejavacp", "-d", str(tmp), str(SHUFFLE_SOURCE)]
+    print(f"[replay] compiling {SHUFFLE_SOURCE.name} (scala-compiler of PySpark "
+          f"{pyspark.__version__})", file=sys.stderr, flush=True)
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"error: compiling {SHUFFLE_SOURCE} failed (exit {r.returncode}):"
+                             f"\n{r.stdout}{r.stderr}")
+        os.replace(tmp, jar)  # atomic: a concurrent replay sees the whole jar or none
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed or interrupted compilation leaves nothing
+    for old in BUILD_DIR.glob("shuffle-replay-*.jar"):
+        if old != jar:
+            old.unlink(missing_ok=True)
+    return jar
+
+
+def add_shuffle_jar(conf: dict, master: str) -> dict:
+    """The conf with the ShuffleReplay jar on the driver's class path (and shipped to the
+    executors when they are not in the driver JVM)."""
+    conf = dict(conf)
+    jar = str(shuffle_jar())
+    cp = conf.get("spark.driver.extraClassPath")
+    conf["spark.driver.extraClassPath"] = f"{cp}{os.pathsep}{jar}" if cp else jar
+    if not master.startswith("local"):
+        jars = conf.get("spark.jars")
+        conf["spark.jars"] = f"{jars},{jar}" if jars else jar
+    return conf
 
 
 def install_interrupts() -> None:
@@ -398,7 +545,21 @@ def rows_df(spark, tasks: int, rows_per_task: int, record_bytes: int, key_expr: 
     return df, payload
 
 
-def run_stage(sc, spark, st: dict, scenario: dict, rdds: dict) -> dict:
+def prepare_shuffle(sc, st: dict, seed: int):
+    """The JVM's PreparedShuffle of a shuffle_map stage (ShuffleReplay.scala): the input RDD of
+    spillway's records and the operation's ShuffledRDD (sortByKey samples its bounds here)."""
+    signed_seed = seed - (1 << 64) if seed >= 1 << 63 else seed  # a u64 seed as a Java long
+    return sc._jvm.spillway.replay.ShuffleReplay.prepare(
+        sc._jsc.sc(), signed_seed, st["shuffle"], st["tasks"], st["reduce_partitions"],
+        st["records_per_task"], st["record_bytes"], st["distinct_keys"], st["hot_key_percent"],
+        st["compressible_percent"], st["operation"], st["values"])
+
+
+REDUCE_OUTPUT = {"partitionBy": "records", "sortByKey": "records", "reduceByKey": "keys",
+                 "groupByKey": "groups"}
+
+
+def run_stage(sc, spark, st: dict, scenario: dict, rdds: dict, shuffles: dict) -> dict:
     from pyspark.sql import functions as F
 
     kind, seed, info = st["kind"], scenario["seed"], {}
@@ -441,6 +602,27 @@ def run_stage(sc, spark, st: dict, scenario: dict, rdds: dict) -> dict:
         big = spark.range(0, 1000, 1, int(sc.defaultParallelism)).withColumnRenamed("id", "key")
         info["rows"] = n
         info["joined"] = big.join(F.broadcast(small), "key").count()
+    elif kind == "shuffle_map":
+        prepared = prepare_shuffle(sc, st, seed)
+        info["shuffle"] = {"shuffle": st["shuffle"], "operation": st["operation"],
+                           "values": st["values"], **json.loads(prepared.describe())}
+        shuffles[st["shuffle"]] = {"prepared": prepared, "spec": st, "info": info["shuffle"]}
+        info["mapOutputBytesByPartition"] = json.loads(prepared.runMap())
+    elif kind == "shuffle_reduce":
+        entry = shuffles[st["shuffle"]]
+        op = entry["spec"]["operation"]
+        parts = json.loads(entry["prepared"].runReduce())
+        name = REDUCE_OUTPUT[op]
+        info["shuffle"] = dict(entry["info"])
+        out = {name: sum(p[0] for p in parts), f"{name}ByPartition": [p[0] for p in parts]}
+        # reduceByKey: the sum of every key's sum; groupByKey: of every group's size.
+        if op == "reduceByKey":
+            out["valueSum"] = sum(p[1] for p in parts)
+        elif op == "groupByKey":
+            out["values"] = sum(p[1] for p in parts)
+        elif op == "sortByKey":
+            out["keysOrderedInEveryPartition"] = all(p[2] for p in parts)
+        info["reduceOutput"] = out
     return info
 
 
@@ -463,7 +645,8 @@ def collect_stage(rest: Rest, group: str) -> dict:
     all_stages = {(s["stageId"], s["attemptId"]): s for s in rest.get("stages?details=false")}
     fields = ("numTasks", "numCompleteTasks", "numFailedTasks", "memoryBytesSpilled",
               "diskBytesSpilled", "peakExecutionMemory", "executorRunTime", "inputBytes",
-              "shuffleWriteBytes", "shuffleReadBytes")
+              "shuffleWriteBytes", "shuffleReadBytes", "shuffleWriteRecords",
+              "shuffleReadRecords")
     out = {f: 0 for f in fields}
     spark_stages, failed = [], []
     for (sid, att), s in sorted(all_stages.items()):
@@ -488,6 +671,47 @@ def collect_stage(rest: Rest, group: str) -> dict:
     return out
 
 
+MAP_SIDE_FIELDS = ("numTasks", "shuffleWriteRecords", "shuffleWriteBytes", "shuffleWriteTime",
+                   "memoryBytesSpilled", "diskBytesSpilled", "peakExecutionMemory",
+                   "executorRunTime")
+REDUCE_SIDE_FIELDS = ("numTasks", "shuffleReadRecords", "shuffleReadBytes",
+                      "shuffleLocalBytesRead", "shuffleRemoteBytesRead", "shuffleFetchWaitTime",
+                      "memoryBytesSpilled", "diskBytesSpilled", "peakExecutionMemory",
+                      "executorRunTime")
+
+
+def shuffle_side(rest: Rest, group: str, side: str) -> dict | None:
+    """Spark's metrics of one side of a shuffle: the stage(s) of the group's last job that ran
+    (the map side: the job of SparkContext.submitMapStage, after sortByKey's sampling job; the
+    reduce side: the result stage, its map stage SKIPPED), with the records of each task by
+    partition (a map task's records written, a reduce partition's records read)."""
+    jobs = sorted((j for j in rest.get("jobs") if j.get("jobGroup") == group),
+                  key=lambda j: j["jobId"])
+    if not jobs:
+        return None
+    ids = set(jobs[-1].get("stageIds", []))
+    stages = [s for s in rest.get("stages?details=false")
+              if s["stageId"] in ids and s["status"] != "SKIPPED"]
+    fields = MAP_SIDE_FIELDS if side == "map" else REDUCE_SIDE_FIELDS
+    out = {f: sum(int(s.get(f, 0) or 0) for s in stages) for f in fields}
+    out["sparkStageIds"] = sorted({s["stageId"] for s in stages})
+    out["spilled"] = bool(out["memoryBytesSpilled"] or out["diskBytesSpilled"])
+    by_partition: dict[int, int] = {}
+    for s in stages:
+        tasks = rest.get(f"stages/{s['stageId']}/{s['attemptId']}/taskList"
+                         f"?length={max(100, int(s.get('numTasks', 0)) * 2)}")
+        for t in tasks:
+            if t.get("status") != "SUCCESS":
+                continue
+            m = t.get("taskMetrics") or {}
+            n = (m.get("shuffleWriteMetrics", {}).get("recordsWritten", 0) if side == "map"
+                 else m.get("shuffleReadMetrics", {}).get("recordsRead", 0))
+            by_partition[int(t.get("partitionId", t["index"]))] = int(n)
+    key = "recordsWrittenByMapTask" if side == "map" else "recordsReadByPartition"
+    out[key] = [by_partition.get(p) for p in range(max(by_partition, default=-1) + 1)]
+    return out
+
+
 def storage_snapshot(rest: Rest) -> list[dict]:
     keep = ("id", "name", "storageLevel", "numPartitions", "numCachedPartitions", "memoryUsed",
             "diskUsed")
@@ -498,6 +722,8 @@ def replay(scenario: dict, master: str | None = None, extra_conf: dict | None = 
     conf = dict(scenario["conf"])
     conf.update(extra_conf or {})
     master, conf = session_conf(conf, master)
+    if any(st["kind"] == "shuffle_map" for st in scenario["stages"]):
+        conf = add_shuffle_jar(conf, master)
     t0 = time.perf_counter()
     sc, spark = start_context(master, conf)
     startup_ms = (time.perf_counter() - t0) * 1000
@@ -515,7 +741,7 @@ def _replay_in(sc, spark, scenario: dict, master: str, conf: dict, startup_ms: f
               "startupMs": round(startup_ms, 1), "uiWebUrl": sc.uiWebUrl,
               "applicationId": sc.applicationId}
     report["executorsAtStart"] = executor_memory(rest)
-    rdds, stages, failures = {}, [], []
+    rdds, shuffles, stages, failures = {}, {}, [], []
     run_t0 = time.perf_counter()
     for i, st in enumerate(scenario["stages"]):
         group = f"spillway-stage-{i}"
@@ -523,7 +749,7 @@ def _replay_in(sc, spark, scenario: dict, master: str, conf: dict, startup_ms: f
         t = time.perf_counter()
         error = None
         try:
-            info = run_stage(sc, spark, st, scenario, rdds)
+            info = run_stage(sc, spark, st, scenario, rdds, shuffles)
         except Exception as e:  # a failed job is a result
             info, error = {}, str(e)
         wall = (time.perf_counter() - t) * 1000
@@ -537,6 +763,11 @@ def _replay_in(sc, spark, scenario: dict, master: str, conf: dict, startup_ms: f
         rest.settle(group)
         entry = {"stageId": i, "kind": st["kind"], "wallTimeMs": round(wall, 1), **info}
         entry.update(collect_stage(rest, group))
+        if st["kind"] in ("shuffle_map", "shuffle_reduce") and error is None:
+            side = "map" if st["kind"] == "shuffle_map" else "reduce"
+            entry["shuffleSide"] = shuffle_side(rest, group, side)
+            if st["shuffle"] in shuffles:
+                shuffles[st["shuffle"]][side] = {"stageId": i, **entry["shuffleSide"]}
         entry["storageAfter"] = storage_snapshot(rest)
         if error is not None:
             entry["error"] = error.split("\n")[0][:500]
@@ -548,6 +779,10 @@ def _replay_in(sc, spark, scenario: dict, master: str, conf: dict, startup_ms: f
         stages.append(entry)
     report["wallTimeMs"] = round((time.perf_counter() - run_t0) * 1000, 1)
     report["stages"] = stages
+    # Per shuffle: how Spark registered it (writer, serializer, partitioner) and each side's
+    # metrics.
+    report["shuffles"] = [{**e["info"], "map": e.get("map"), "reduce": e.get("reduce")}
+                          for _, e in sorted(shuffles.items())]
     report["failures"] = failures
     if sc._jsc is not None and not sc._jsc.sc().isStopped():
         time.sleep(0.5)
@@ -558,6 +793,18 @@ def _replay_in(sc, spark, scenario: dict, master: str, conf: dict, startup_ms: f
 
 # ---------------------------------------------------------------------------------------------
 # Output
+
+
+def machine() -> dict:
+    """The machine a recorded run ran on (scripts/spark/results/*.json)."""
+    import platform
+
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                  if line.startswith("model name")), platform.processor())
+    mem = next((int(line.split()[1]) * 1024 for line in open("/proc/meminfo")
+                if line.startswith("MemTotal")), None)
+    return {"cpu": model, "cores": os.cpu_count(), "memTotalBytes": mem,
+            "kernel": platform.release(), "python": platform.python_version()}
 
 
 def fmt_bytes(n) -> str:
@@ -585,6 +832,15 @@ def print_table(r: dict) -> None:
         print(f"RDD {rdd['name']} ({rdd['storageLevel']}): {rdd['numCachedPartitions']}/"
               f"{rdd['numPartitions']} cached, memory {fmt_bytes(rdd['memoryUsed'])}, "
               f"disk {fmt_bytes(rdd['diskUsed'])}")
+    for sh in r.get("shuffles", []):
+        m, red = sh.get("map") or {}, sh.get("reduce") or {}
+        yn = {True: "spilled", False: "no spill", None: "-"}
+        print(f"shuffle {sh['shuffle']} ({sh['operation']}, {sh['numPartitions']} partitions, "
+              f"{sh['writer']}, {sh['serializer'].rsplit('.', 1)[-1]}): written "
+              f"{m.get('shuffleWriteRecords', '-')} records, "
+              f"{fmt_bytes(m.get('shuffleWriteBytes'))} ({yn[m.get('spilled')]}); read "
+              f"{red.get('shuffleReadRecords', '-')} records, "
+              f"{fmt_bytes(red.get('shuffleReadBytes'))} ({yn[red.get('spilled')]})")
     for f in r["failures"]:
         print(f"failure in stage {f['stageId']}: {f['error']}: {f['message']}")
     print(f"wall time {r['wallTimeMs']:.0f} ms (+ {r['startupMs']:.0f} ms session start-up)")

@@ -59,7 +59,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import sys
 import tempfile
@@ -101,15 +100,6 @@ logger.sort.level = debug
 logger.coll.name = org.apache.spark.util.collection
 logger.coll.level = info
 """
-
-
-def machine() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                  if line.startswith("model name")), platform.processor())
-    mem = next((int(line.split()[1]) * 1024 for line in open("/proc/meminfo")
-                if line.startswith("MemTotal")), None)
-    return {"cpu": model, "cores": os.cpu_count(), "memTotalBytes": mem,
-            "kernel": platform.release(), "python": platform.python_version()}
 
 
 class Session:
@@ -339,7 +329,7 @@ def main(argv=None) -> int:
             "spark.default.parallelism": "8"}
     report = {"command": " ".join([sys.executable] + sys.argv),
               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "machine": machine(), "sessions": []}
+              "machine": replay.machine(), "sessions": []}
     only = set(args.only or ("default", "spill", "reduce-spill"))
     with tempfile.TemporaryDirectory(prefix="spillway-shuffle-probe-") as logdir:
         if "default" in only:
