@@ -120,6 +120,8 @@ const STORAGE: RGBColor = RGBColor(70, 130, 200);
 const EXECUTION: RGBColor = RGBColor(220, 90, 70);
 const OFF_STORAGE: RGBColor = RGBColor(110, 180, 230);
 const OFF_EXECUTION: RGBColor = RGBColor(240, 150, 120);
+/// Shuffle fetch buffers: native memory outside the heap, part of the overhead.
+const FETCH: RGBColor = RGBColor(120, 180, 90);
 
 fn band<DB: DrawingBackend>(
     chart: &mut Chart<DB>,
@@ -467,9 +469,12 @@ where
         ];
         parts[..upto].iter().map(|&b| mib(b)).sum()
     };
+    // Above the heap's parts: the shuffle fetch buffers in flight, native memory the model
+    // does not account but the process holds (the overhead).
+    let with_fetch = |s: &Sample| stack(s, 6) + mib(s.fetch_bytes_in_flight);
     let y2 = s0
         .iter()
-        .map(|s| mib(s.rss).max(stack(s, 6)))
+        .map(|s| mib(s.rss).max(with_fetch(s)))
         .fold(1.0, f64::max)
         * 1.1;
     let mut chart = ChartBuilder::on(&bottom)
@@ -497,6 +502,7 @@ where
     for (i, c) in colors.iter().enumerate() {
         band(&mut chart, s0, |s| stack(s, i), |s| stack(s, i + 1), *c)?;
     }
+    band(&mut chart, s0, |s| stack(s, 6), with_fetch, FETCH)?;
     chart.draw_series(LineSeries::new(
         s0.iter().map(|s| (s.t_ms / 1e3, mib(s.rss))),
         BLACK.stroke_width(2),
@@ -516,6 +522,10 @@ where
             (Swatch::Fill(EXECUTION), "execution in use (task pages)"),
             (Swatch::Fill(OFF_STORAGE), "off-heap storage in use"),
             (Swatch::Fill(OFF_EXECUTION), "off-heap execution in use"),
+            (
+                Swatch::Fill(FETCH),
+                "shuffle fetch buffers (overhead)",
+            ),
             (
                 Swatch::Dashed(STORAGE),
                 "storage region (immune to eviction)",

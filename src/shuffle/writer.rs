@@ -626,9 +626,12 @@ fn radix_sort_by_partition<'a>(data: &'a mut [u64], buffer: &'a mut [u64]) -> &'
     from
 }
 
-/// Usable pointers of an array: half of it (the radix sort's buffer is the other half).
+/// Usable pointers of an array: half of its 8-byte-aligned longs (the radix sort's buffer is
+/// the other half; a page need not start on 8 bytes, see `pointers`).
 fn usable(array: &Page) -> usize {
-    (array.len() / 8 / 2) as usize
+    let bytes = array.as_slice();
+    let skip = bytes.as_ptr().align_offset(8).min(bytes.len());
+    (bytes.len() - skip) / 8 / 2
 }
 
 impl SorterState {
