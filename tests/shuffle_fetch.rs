@@ -748,3 +748,33 @@ fn other_writers_outputs_read_back_too() {
     }
     check_clean(&fx, statuses.len());
 }
+
+#[test]
+fn a_damaged_or_truncated_index_file_fails_the_fetch_naming_it() {
+    let fx = fixture(&[]);
+    let spec = spec(4, 8);
+    let statuses = write_maps(&fx, &spec, mixed);
+    // Map 1's index: one bit of an offset flipped. Map 2's: its last byte cut off.
+    let index1 = statuses[1].files.index.clone();
+    let mut bytes = std::fs::read(&index1).unwrap();
+    bytes[8 * 3 + 7] ^= 0x01;
+    std::fs::write(&index1, bytes).unwrap();
+    let index2 = statuses[2].files.index.clone();
+    let len = std::fs::metadata(&index2).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&index2)
+        .unwrap()
+        .set_len(len - 1)
+        .unwrap();
+    let got = outcomes(reduce_stage(&fx, &spec, &statuses, &defaults(&fx), None));
+    for (r, o) in got.iter().enumerate() {
+        let (block, _, detail) = o.as_ref().unwrap_err();
+        assert!(
+            block == &format!("shuffle_3_1_{r}") || block == &format!("shuffle_3_2_{r}"),
+            "{block}: {detail}"
+        );
+        assert!(detail.contains("index file"), "{detail}");
+    }
+    check_clean(&fx, statuses.len());
+}

@@ -522,10 +522,7 @@ where
             (Swatch::Fill(EXECUTION), "execution in use (task pages)"),
             (Swatch::Fill(OFF_STORAGE), "off-heap storage in use"),
             (Swatch::Fill(OFF_EXECUTION), "off-heap execution in use"),
-            (
-                Swatch::Fill(FETCH),
-                "shuffle fetch buffers (overhead)",
-            ),
+            (Swatch::Fill(FETCH), "shuffle fetch buffers (overhead)"),
             (
                 Swatch::Dashed(STORAGE),
                 "storage region (immune to eviction)",

@@ -197,6 +197,27 @@ pub fn read_partition(
 }
 
 /// [`read_partition`] with a fault injected into the fetch.
+/// Where partition `reduce` starts in a map output's data file, as its index file says
+/// (`IndexShuffleBlockResolver.getBlockData`, which the local read and the remote executor's
+/// shuffle service both go through): the index must be whole and pass its checksum, and agree
+/// with the map status on the block's length. (As in Spark, the data file's length is not
+/// checked here: a block cut short fails when it is read.)
+fn index_offset(s: &MapStatus, reduce: u32, size: u64) -> Result<u64, String> {
+    let index = &s.files.index;
+    let bytes = std::fs::read(index).map_err(|e| format!("index file {}: {e}", index.display()))?;
+    let offsets = super::format::index_offsets(&bytes, s.lengths.len() as u32)
+        .map_err(|e| format!("index file {}: {e}", index.display()))?;
+    let (start, end) = (offsets[reduce as usize], offsets[reduce as usize + 1]);
+    if end - start != size {
+        return Err(format!(
+            "index file {} gives partition {reduce} {} bytes, the map status {size}",
+            index.display(),
+            end - start
+        ));
+    }
+    Ok(start)
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn read_partition_with_fault(
     ctx: &TaskContext,
@@ -220,11 +241,17 @@ pub fn read_partition_with_fault(
         if size == 0 {
             continue;
         }
+        let id = s.block(shuffle_id, reduce);
+        let offset = index_offset(s, reduce, size).map_err(|detail| TaskError::FetchFailed {
+            block: id.to_string(),
+            executor: s.executor,
+            detail,
+        })?;
         let block = Block {
-            id: s.block(shuffle_id, reduce),
+            id,
             map: i,
             executor: s.executor,
-            offset: s.offset(reduce),
+            offset,
             size,
         };
         if s.executor == local_executor {

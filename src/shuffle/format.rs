@@ -446,8 +446,9 @@ pub fn encode_index(lengths: &[u64]) -> Vec<u8> {
     out
 }
 
-/// The partition offsets of an index file (`partitions + 1` of them), checked.
-pub fn decode_index(bytes: &[u8], partitions: u32, data_len: u64) -> Result<Vec<u64>, String> {
+/// The partition offsets of an index file (`partitions + 1` of them), checked: its length, its
+/// checksum, a first offset of 0 and offsets that never decrease.
+pub fn index_offsets(bytes: &[u8], partitions: u32) -> Result<Vec<u64>, String> {
     let want = (partitions as usize + 1) * 8 + 4;
     if bytes.len() != want {
         return Err(format!(
@@ -464,10 +465,16 @@ pub fn decode_index(bytes: &[u8], partitions: u32, data_len: u64) -> Result<Vec<
         .chunks_exact(8)
         .map(|c| i64::from_be_bytes(c.try_into().expect("8 bytes")) as u64)
         .collect();
-    if offsets[0] != 0
-        || offsets.windows(2).any(|w| w[1] < w[0])
-        || *offsets.last().expect("n+1 offsets") != data_len
-    {
+    if offsets[0] != 0 || offsets.windows(2).any(|w| w[1] < w[0]) {
+        return Err("index offsets do not start at 0 and grow".into());
+    }
+    Ok(offsets)
+}
+
+/// [`index_offsets`], and the last offset must be the data file's length.
+pub fn decode_index(bytes: &[u8], partitions: u32, data_len: u64) -> Result<Vec<u64>, String> {
+    let offsets = index_offsets(bytes, partitions)?;
+    if *offsets.last().expect("n+1 offsets") != data_len {
         return Err(format!(
             "index offsets do not describe a data file of {data_len} bytes"
         ));
