@@ -68,9 +68,10 @@ impl Sample {
             + self.off_heap_storage_used
     }
 
-    /// Real resident memory minus the accounted memory.
+    /// Real resident memory minus the accounted memory and the shuffle fetch buffers in flight
+    /// (native memory outside the heap, counted apart: the overhead, not a gap of the model).
     pub fn gap(&self) -> i64 {
-        self.rss as i64 - self.accounted() as i64
+        self.rss as i64 - self.accounted() as i64 - self.fetch_bytes_in_flight as i64
     }
 
     /// Whether memory was at rest at this sample: the accounted total unchanged since the

@@ -471,3 +471,80 @@ fn too_few_file_descriptors_is_an_error_not_a_panic() {
         private_dirs(&local)
     );
 }
+
+/// A map task whose local directory fills up (an 8 MiB tmpfs, ~24 MB of map output per task):
+/// with each of the three writers the task fails with an IOException naming the file, and
+/// nothing it wrote — temporary files, spills, a partial data or index file — is left; the
+/// tmpfs's space comes back. Spark fails the task too (no other directory is tried).
+#[test]
+fn a_full_disk_during_a_shuffle_write_fails_the_task_and_leaves_nothing() {
+    use spillway::shuffle::writer::{WriteParams, run_map_task};
+    use spillway::shuffle::{Operation, ShuffleSpec, ValueClass, choose_writer};
+    let tmpfs = match Tmpfs::mount("size=8m,mode=0700") {
+        Ok(t) => t,
+        Err(reason) => return skip(&reason),
+    };
+    let baseline = tmpfs.free_bytes();
+    for (operation, partitions, values) in [
+        (Operation::PartitionBy, 8, ValueClass::Bytes),
+        (Operation::PartitionBy, 400, ValueClass::Bytes),
+        (Operation::PartitionBy, 400, ValueClass::Object),
+        (Operation::ReduceByKey, 8, ValueClass::Bytes),
+    ] {
+        let ex = executor(
+            &[tmpfs.path()],
+            &[
+                ("spark.shuffle.compress", "false"),
+                (
+                    "spark.shuffle.spill.numElementsForceSpillThreshold",
+                    "100000",
+                ),
+            ],
+        );
+        let spec = ShuffleSpec {
+            shuffle_id: 0,
+            map_tasks: 1,
+            reduce_partitions: partitions,
+            records_per_task: 600_000,
+            record_bytes: 40,
+            distinct_keys: 10_000_000,
+            hot_key_percent: 0,
+            compressible_percent: 0,
+            operation,
+            values,
+            seed: 5,
+        };
+        let conf = spillway::conf::SparkConf::new();
+        let choice = choose_writer(operation, partitions, values, &conf).unwrap();
+        let params = WriteParams {
+            codec: None,
+            ..WriteParams::from_conf(&conf).unwrap()
+        };
+        let runs = run_stage(
+            &ex,
+            0,
+            1,
+            true,
+            |ctx| run_map_task(ctx, &spec, &choice, &params, 0),
+            |_| {},
+        );
+        let err = match &runs[0].result {
+            Ok(_) => panic!("{:?}: the map output fit in 8 MiB", choice.kind),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.to_lowercase().contains("no space left"),
+            "{:?}: {err}",
+            choice.kind
+        );
+        drop(runs);
+        assert!(
+            files_under(tmpfs.path()).is_empty(),
+            "{:?} left {:?}",
+            choice.kind,
+            files_under(tmpfs.path())
+        );
+        drop(ex);
+        assert_eq!(tmpfs.free_bytes(), baseline, "{:?}", choice.kind);
+    }
+}

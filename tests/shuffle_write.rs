@@ -177,6 +177,7 @@ fn clone_status(s: &MapStatus) -> MapStatus {
         lengths: s.lengths.clone(),
         written: s.written.clone(),
         expected: s.expected.clone(),
+        expected_aggregate: s.expected_aggregate.clone(),
         files: spillway::shuffle::MapOutputFiles {
             data: std::path::PathBuf::new(),
             index: std::path::PathBuf::new(),

@@ -546,7 +546,8 @@ fn memory_report(i: &Inputs) -> MemoryReport {
     let explanation = format!(
         "With memory at rest (accounted total unchanged between two samples, resident memory \
          steady, no page being zeroed), the largest gap was at {:.0} ms: {} MiB resident against {} MiB accounted \
-         (reserved + user + storage + execution, both modes), a gap of {} MiB. Of it, {} MiB \
+         (reserved + user + storage + execution, both modes) and {} MiB of shuffle fetch \
+         buffers (native memory, counted apart), a gap of {} MiB. Of it, {} MiB \
          is the process itself before the heap was mapped (binary, libraries, malloc), {} MiB \
          are freed pages the allocators keep for reuse, and {} MiB is the rest: thread \
          stacks, spill and merge buffers, verification state, and unroll reservations, which \
@@ -558,6 +559,7 @@ fn memory_report(i: &Inputs) -> MemoryReport {
         settled.t_ms,
         format_mib(settled.rss),
         format_mib(settled.accounted()),
+        format_mib(settled.fetch_bytes_in_flight),
         signed_mib(settled.gap()),
         format_mib(i.baseline_rss),
         format_mib(settled.pooled_free_pages),

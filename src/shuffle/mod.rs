@@ -352,6 +352,29 @@ impl ShuffleSpec {
     }
 }
 
+/// A key's two weights in the aggregate digest: odd, so invertible modulo 2^64.
+#[inline]
+fn aggregate_weights(key: u64) -> (u64, u64) {
+    let mut a = key ^ 0x636f_756e_7473; // "counts"
+    let mut b = key ^ 0x7375_6d73; // "sums"
+    (splitmix64(&mut a) | 1, splitmix64(&mut b) | 1)
+}
+
+/// The aggregate digest of `count` records of `key` summing to `sum`: `records` counts the
+/// records, `hash_sum` is `w1(key)·count + w2(key)·sum` (wrapping). It is linear, so the
+/// digest of a partition's `(key, count, sum)` totals equals the sum over its records of each
+/// one's digest (`count = 1`, `sum = value`) — which the map tasks take as they generate, with
+/// no table. With odd weights, any single wrong count or sum changes it; errors that cancel need
+/// a 2^-64 coincidence. Duplicate keys are caught apart (the output must be in strict key order).
+#[inline]
+pub fn aggregate_digest(key: u64, count: u64, sum: u64) -> RecordDigest {
+    let (w1, w2) = aggregate_weights(key);
+    RecordDigest {
+        records: count,
+        hash_sum: w1.wrapping_mul(count).wrapping_add(w2.wrapping_mul(sum)),
+    }
+}
+
 /// A shuffle block: partition `reduce` of map output `map` (`ShuffleBlockId`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ShuffleBlockId {
@@ -379,6 +402,9 @@ pub struct MapStatus {
     pub written: Vec<RecordDigest>,
     /// Digest of the generated records per reduce partition, taken before the writer.
     pub expected: Vec<RecordDigest>,
+    /// Per reduce partition: the sum of [`aggregate_digest`] over the generated records, what
+    /// the partition's `(key, count, sum)` totals must come out as.
+    pub expected_aggregate: Vec<RecordDigest>,
     pub files: MapOutputFiles,
 }
 
@@ -534,6 +560,26 @@ mod tests {
         let mut out = Vec::new();
         codec.compressor().compress(&a, &mut out).unwrap();
         assert!(out.len() < 4096 * 60 / 100, "{} of 4096", out.len());
+    }
+
+    #[test]
+    fn the_aggregate_digest_adds_up_and_sees_any_single_error() {
+        let recs = [(5u64, 7u64), (9, 1), (5, 3), (9, 9), (5, 0)];
+        let mut by_record = RecordDigest::default();
+        for (k, v) in recs {
+            by_record = by_record.combine(aggregate_digest(k, 1, v));
+        }
+        let totals = aggregate_digest(5, 3, 10).combine(aggregate_digest(9, 2, 10));
+        assert_eq!(by_record, totals);
+        for wrong in [
+            aggregate_digest(5, 3, 11).combine(aggregate_digest(9, 2, 10)),
+            aggregate_digest(5, 4, 10).combine(aggregate_digest(9, 2, 10)),
+            aggregate_digest(5, 3, 10).combine(aggregate_digest(9, 1, 10)),
+            // A value moved to the wrong key.
+            aggregate_digest(5, 3, 9).combine(aggregate_digest(9, 2, 11)),
+        ] {
+            assert_ne!(wrong, totals);
+        }
     }
 
     #[test]

@@ -23,16 +23,19 @@
 //! **Verification.** `partitionBy`, `sortByKey` and `groupByKey` check the digest of the records
 //! read against the map tasks' digests of the records they generated for this partition
 //! (`MapStatus::expected`); `sortByKey` also checks keys non-decreasing; `reduceByKey` and
-//! `groupByKey` check every key's count and sum against [`expected_aggregates`], a pass over
-//! the regenerated input that shares no code with the writers, the fetch or the aggregation.
+//! `groupByKey` check every key's count and sum against the aggregate digest the map tasks took
+//! of the records as they generated them (`super::aggregate_digest`: linear, so the map tasks'
+//! digests add up to the partition's, and any wrong count or sum changes it), which shares no
+//! code with the writers, the fetch or the aggregation; and each key must come out once.
 
 use std::time::Instant;
 
-use super::{MapStatus, Operation, ShuffleSpec};
+use super::{MapStatus, Operation, ShuffleSpec, aggregate_digest};
 use crate::region::{MemoryBlock, UserMemoryError};
 use crate::scheduler::TaskContext;
 use crate::spill::RecordDigest;
 use crate::tasks::aggregate::SpillableAggregator;
+use crate::tasks::aggregate::key_hash;
 use crate::tasks::sort::ExternalSorter;
 use crate::tasks::{TaskError, TaskMetrics, Verification};
 
@@ -41,65 +44,25 @@ use crate::tasks::{TaskError, TaskMetrics, Verification};
 pub struct Expected {
     /// Per reduce partition: digest of the generated records that belong to it.
     pub records: Vec<RecordDigest>,
-    /// Per reduce partition: digest of its `(key, count, sum)` triples (24 bytes each,
-    /// little-endian), for the aggregating operations.
+    /// Per reduce partition: the aggregate digest of its `(key, count, sum)` totals
+    /// (`super::aggregate_digest`), for the aggregating operations.
     pub aggregates: Option<Vec<RecordDigest>>,
 }
 
-/// Keys whose counts one pass of [`expected_aggregates`] holds (16 bytes each).
-const KEYS_PER_PASS: u64 = 1 << 22;
-
-fn triple(key: u64, count: u64, sum: u64) -> [u8; 24] {
-    let mut b = [0u8; 24];
-    b[0..8].copy_from_slice(&key.to_le_bytes());
-    b[8..16].copy_from_slice(&count.to_le_bytes());
-    b[16..24].copy_from_slice(&sum.to_le_bytes());
-    b
-}
-
-/// Every key's count and sum, digested per reduce partition: passes over the regenerated keys
-/// and values of every map task (no payloads), `KEYS_PER_PASS` keys at a time in a dense array.
-pub fn expected_aggregates(spec: &ShuffleSpec) -> Result<Vec<RecordDigest>, TaskError> {
-    let mut out = vec![RecordDigest::default(); spec.reduce_partitions as usize];
-    let mut lo = 0u64;
-    while lo < spec.distinct_keys {
-        let hi = (lo + KEYS_PER_PASS).min(spec.distinct_keys);
-        let mut acc = vec![[0u64; 2]; (hi - lo) as usize];
-        for map in 0..spec.map_tasks {
-            let seed = spec.map_seed(map);
-            for i in 0..spec.records_per_task {
-                if i.is_multiple_of(crate::interrupt::CHECK_EVERY) {
-                    crate::interrupt::check()?;
-                }
-                let (k, v) = spec.key_value(seed, i);
-                if (lo..hi).contains(&k) {
-                    let e = &mut acc[(k - lo) as usize];
-                    e[0] += 1;
-                    e[1] += v;
-                }
-            }
-        }
-        for (i, e) in acc.iter().enumerate() {
-            if e[0] > 0 {
-                let k = lo + i as u64;
-                out[spec.partition(k) as usize].add(&triple(k, e[0], e[1]));
-            }
-        }
-        lo = hi;
-    }
-    Ok(out)
-}
-
-/// The expectations of every reduce partition of a shuffle whose map side is done.
+/// The expectations of every reduce partition of a shuffle whose map side is done: the sums of
+/// the map tasks' digests of what they generated for it.
 pub fn expected(spec: &ShuffleSpec, statuses: &[MapStatus]) -> Result<Expected, TaskError> {
-    let mut records = vec![RecordDigest::default(); spec.reduce_partitions as usize];
+    let n = spec.reduce_partitions as usize;
+    let mut records = vec![RecordDigest::default(); n];
+    let mut aggregates = vec![RecordDigest::default(); n];
     for s in statuses {
-        for (r, d) in s.expected.iter().enumerate() {
-            records[r] = records[r].combine(*d);
+        for r in 0..n {
+            records[r] = records[r].combine(s.expected[r]);
+            aggregates[r] = aggregates[r].combine(s.expected_aggregate[r]);
         }
     }
     let aggregates = match spec.operation {
-        Operation::ReduceByKey | Operation::GroupByKey => Some(expected_aggregates(spec)?),
+        Operation::ReduceByKey | Operation::GroupByKey => Some(aggregates),
         Operation::PartitionBy | Operation::SortByKey => None,
     };
     Ok(Expected {
@@ -112,6 +75,8 @@ pub fn expected(spec: &ShuffleSpec, statuses: &[MapStatus]) -> Result<Expected, 
 #[derive(Debug, Clone, Default)]
 pub struct ReduceResult {
     pub metrics: TaskMetrics,
+    /// Keys out of an aggregating operation.
+    pub keys_out: u64,
     /// Records of the largest group (`groupByKey`), and its values' bytes.
     pub largest_group_records: u64,
     pub largest_group_bytes: u64,
@@ -159,8 +124,19 @@ pub fn run_reduce_task<R>(
                 agg.insert_combined(word(0), word(8), word(16))
             })?;
             let mut out = RecordDigest::default();
-            let m = agg.finish(|k, c, s| out.add(&triple(k, c, s)))?;
-            (fetched, m, out, true)
+            let mut keys = 0u64;
+            let mut last: Option<(u64, u64)> = None;
+            let mut ordered = true;
+            let m = agg.finish(|k, c, s| {
+                out = out.combine(aggregate_digest(k, c, s));
+                keys += 1;
+                // Each key once: the map's output is in strict (hash, key) order.
+                let at = (key_hash(k), k);
+                ordered &= last.is_none_or(|l| l < at);
+                last = Some(at);
+            })?;
+            result.keys_out = keys;
+            (fetched, m, out, ordered)
         }
         Operation::GroupByKey => {
             let mut sorter = ExternalSorter::new(ctx, spec.record_bytes as usize)?;
@@ -170,6 +146,7 @@ pub fn run_reduce_task<R>(
             })?;
             let mut group = GroupBuffer::new(ctx);
             let mut out = RecordDigest::default();
+            let mut keys = 0u64;
             let mut current: Option<(u64, u64, u64)> = None;
             let mut failed: Option<UserMemoryError> = None;
             let sorted = sorter.finish_each(|rec| {
@@ -185,7 +162,8 @@ pub fn run_reduce_task<R>(
                     }
                     _ => {
                         if let Some((k, c, s)) = current.replace((key, 1, value)) {
-                            out.add(&triple(k, c, s));
+                            out = out.combine(aggregate_digest(k, c, s));
+                            keys += 1;
                         }
                         group.clear();
                     }
@@ -198,8 +176,10 @@ pub fn run_reduce_task<R>(
                 return Err(e.into());
             }
             if let Some((k, c, s)) = current {
-                out.add(&triple(k, c, s));
+                out = out.combine(aggregate_digest(k, c, s));
+                keys += 1;
             }
+            result.keys_out = keys;
             result.largest_group_records = group.largest_records;
             result.largest_group_bytes = group.largest_bytes;
             // The records themselves must be the ones generated, in key order.
@@ -222,7 +202,10 @@ pub fn run_reduce_task<R>(
         _ => want_records,
     };
     m.records_in = read.records;
-    m.records_out = out_digest.records;
+    m.records_out = match spec.operation {
+        Operation::ReduceByKey | Operation::GroupByKey => result.keys_out,
+        Operation::PartitionBy | Operation::SortByKey => out_digest.records,
+    };
     m.verification = Verification::new(want_out, out_digest, ordered);
     m.peak_execution_memory = ctx.memory.peak_execution_memory();
     m.executor_run_time = started.elapsed().as_millis() as u64;

@@ -182,6 +182,7 @@ pub fn run_map_task(
         params,
         dirs: &dirs,
         expected: vec![RecordDigest::default(); spec.reduce_partitions as usize],
+        expected_aggregate: vec![RecordDigest::default(); spec.reduce_partitions as usize],
         written: vec![RecordDigest::default(); spec.reduce_partitions as usize],
         lengths: vec![0; spec.reduce_partitions as usize],
         metrics: TaskMetrics::default(),
@@ -239,6 +240,7 @@ pub fn run_map_task(
             lengths: w.lengths,
             written: w.written,
             expected: w.expected,
+            expected_aggregate: w.expected_aggregate,
             files: output,
         },
         write: ShuffleWriteMetrics {
@@ -258,6 +260,8 @@ struct Written<'a> {
     dirs: &'a Arc<DiskBlockManager>,
     /// Per partition: the generated records (before the writer).
     expected: Vec<RecordDigest>,
+    /// Per partition: their aggregate digest (`super::aggregate_digest`).
+    expected_aggregate: Vec<RecordDigest>,
     /// Per partition: what the writer wrote.
     written: Vec<RecordDigest>,
     lengths: Vec<u64>,
@@ -284,8 +288,12 @@ impl Written<'_> {
                 crate::interrupt::check()?;
             }
             self.spec.write_record(seed, i, &mut buf);
-            let p = self.spec.partition(crate::data::record_key(&buf));
+            let key = crate::data::record_key(&buf);
+            let p = self.spec.partition(key);
             self.expected[p as usize].add(&buf);
+            let value = u64::from_le_bytes(buf[8..16].try_into().expect("8 bytes"));
+            let a = &mut self.expected_aggregate[p as usize];
+            *a = a.combine(super::aggregate_digest(key, 1, value));
             f(p, &buf)?;
         }
         Ok(())
