@@ -567,8 +567,8 @@ struct SorterState {
     dirs: Arc<DiskBlockManager>,
     metrics: TaskMetrics,
     executor_metrics: Arc<crate::metrics::ExecutorMetrics>,
-    /// The last spill's error, when it ran inside an allocation (the callback cannot return
-    /// a task error).
+    /// Set by `close`: the records are being written as the last file, and a spill request
+    /// meanwhile releases nothing.
     closing: bool,
 }
 

@@ -223,19 +223,12 @@ impl Stage for ShuffleMap {
                     .written
                     .iter()
                     .fold(RecordDigest::default(), |a, d| a.combine(*d));
-                let m = &out.metrics;
                 let mut kind_fields = serde_json::Map::new();
                 let w = out.write;
                 kind_fields.insert("shuffleWriteBytes".into(), w.bytes_written.into());
                 kind_fields.insert("shuffleWriteRecords".into(), w.records_written.into());
                 kind_fields.insert("shuffleWriteTime".into(), w.write_time.into());
                 let output = TaskOutput {
-                    memory_bytes_spilled: m.memory_bytes_spilled,
-                    disk_bytes_spilled: m.disk_bytes_spilled,
-                    spill_count: m.spill_count,
-                    spill_write_ns: m.spill_write_ns,
-                    spill_read_ns: m.spill_read_ns,
-                    records_in: m.records_in,
                     records_out: w.records_written,
                     digest_in: expected,
                     digest_out: written,
@@ -244,7 +237,7 @@ impl Stage for ShuffleMap {
                     // writes fewer, combined records).
                     verified: spec.operation.map_side_combine() || expected == written,
                     kind_fields,
-                    ..TaskOutput::default()
+                    ..TaskOutput::from(out.metrics)
                 };
                 let mut st = self.state();
                 st.write[ctx.partition as usize] = w;

@@ -11,7 +11,6 @@ use super::{
 };
 use crate::shuffle::fetch::{FetchParams, ShuffleReadMetrics, read_partition};
 use crate::shuffle::reduce::{Expected, expected, run_reduce_task};
-use crate::spill::RecordDigest;
 
 pub static KIND: KindDef = KindDef {
     name: "shuffle_reduce",
@@ -139,8 +138,6 @@ impl Stage for ShuffleReduce {
                     }),
                 )
                 .map_err(ClassifiedError::from)?;
-                let m = &result.metrics;
-                let v = &m.verification;
                 let mut kind_fields = read_fields(&read);
                 if result.largest_group_records > 0 {
                     kind_fields.insert(
@@ -156,24 +153,8 @@ impl Stage for ShuffleReduce {
                     st.largest_group_bytes = st.largest_group_bytes.max(result.largest_group_bytes);
                 }
                 Ok(TaskOutput {
-                    memory_bytes_spilled: m.memory_bytes_spilled,
-                    disk_bytes_spilled: m.disk_bytes_spilled,
-                    spill_count: m.spill_count,
-                    spill_write_ns: m.spill_write_ns,
-                    spill_read_ns: m.spill_read_ns,
-                    records_in: m.records_in,
-                    records_out: m.records_out,
-                    digest_in: RecordDigest {
-                        records: v.input_records,
-                        hash_sum: v.input_digest,
-                    },
-                    digest_out: RecordDigest {
-                        records: v.output_records,
-                        hash_sum: v.output_digest,
-                    },
-                    verified: v.ok,
                     kind_fields,
-                    ..TaskOutput::default()
+                    ..TaskOutput::from(result.metrics)
                 })
             }),
         }
