@@ -249,6 +249,27 @@ fn bad_scenarios_exit_2_and_name_the_problem() {
             "'tasks' in stage 0",
         ),
         ("[[stages]]\nkind = \"udf\"\nexpect = \"oom\"\n", "'expect'"),
+        // A reduce stage needs its shuffle's map stage first.
+        (
+            "[[stages]]\nkind = \"shuffle_reduce\"\nshuffle = 3\n",
+            "no earlier shuffle_map stage writes this shuffle",
+        ),
+        (
+            "[[stages]]\nkind = \"shuffle_map\"\nhot_key_percent = 101\n",
+            "hot_key_percent",
+        ),
+        (
+            "[[stages]]\nkind = \"shuffle_map\"\noperation = \"join\"\n",
+            "operation",
+        ),
+        (
+            "[conf]\n\"spark.shuffle.checksum.algorithm\" = \"md5\"\n[[stages]]\nkind = \"udf\"\n",
+            "spark.shuffle.checksum.algorithm",
+        ),
+        (
+            "[conf]\n\"spark.reducer.maxSizeInFlight\" = \"0\"\n[[stages]]\nkind = \"udf\"\n",
+            "spark.reducer.maxSizeInFlight",
+        ),
     ] {
         let scenario = write_scenario(dir.path(), text);
         let o = spillway(&[

@@ -75,6 +75,20 @@ pub struct WriteParams {
 impl WriteParams {
     pub fn from_conf(conf: &SparkConf) -> Result<WriteParams, ConfError> {
         let compression = crate::codec::Compression::from_conf(conf)?;
+        // Read and checked as Spark checks it; spillway writes no checksum file (its blocks
+        // carry their own CRC32C, docs/spark-model.md §18.5).
+        conf.get_bool(keys::SHUFFLE_CHECKSUM_ENABLED)?;
+        let algorithm = conf.get_str(keys::SHUFFLE_CHECKSUM_ALGORITHM);
+        if !["ADLER32", "CRC32", "CRC32C"]
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(algorithm))
+        {
+            return Err(ConfError::CheckFailed {
+                key: keys::SHUFFLE_CHECKSUM_ALGORITHM.into(),
+                value: algorithm.into(),
+                message: "Shuffle checksum algorithm must be one of ADLER32, CRC32, CRC32C.",
+            });
+        }
         let kib = |v: i64| v as usize * 1024;
         let output = match conf.size(keys::SHUFFLE_LOCAL_DISK_OUTPUT_BUFFER)? {
             Some(v) => v,
