@@ -81,7 +81,9 @@ fn trailer_crc(body: &[u8], tag: u64) -> u32 {
 /// on its way. The writer digests every record it writes (the digest [`SegmentWriter::end`]
 /// returns): its callers take their digests from it rather than hashing each record again.
 pub struct SegmentWriter {
-    compressor: Option<Compressor>,
+    /// Boxed: its tables would make the writer kilobytes long, and the bypass writer keeps
+    /// one per partition side by side, whose hot fields should share cache lines and pages.
+    compressor: Option<Box<Compressor>>,
     block_bytes: usize,
     /// `BLOCK_HEADER_BYTES` of room, then the open block's records up to `len`.
     block: Vec<u8>,
@@ -106,7 +108,7 @@ impl SegmentWriter {
             .map_or(uncompressed_block_bytes, |c| c.block_bytes)
             .max(1);
         SegmentWriter {
-            compressor: codec.map(|c| c.compressor()),
+            compressor: codec.map(|c| Box::new(c.compressor())),
             block_bytes,
             block: vec![0; BLOCK_HEADER_BYTES + block_bytes],
             len: BLOCK_HEADER_BYTES,
