@@ -78,7 +78,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -916,7 +916,7 @@ impl<F: FnMut(&[u8]) -> Result<(), TaskError>> Reader<'_, F> {
     fn stream(
         &mut self,
         block: &Block,
-        source: impl Read,
+        source: impl BufRead,
         skip: u64,
         delivered: &mut u64,
     ) -> Result<(), BlockError> {

@@ -2,10 +2,11 @@
 //! writer Spark would pick (docs/spark-model.md §18).
 //!
 //! - **Bypass-merge** (`BypassMergeSortShuffleWriter`, §18.2): no execution memory. A buffered
-//!   temporary file per reduce partition, opened at its first record (each with a
-//!   `spark.shuffle.file.buffer` buffer and the codec's block buffers: memory outside the
-//!   memory manager, as Spark's), concatenated in partition order into the data file by the
-//!   kernel (`copy_file_range`, Spark's `transferTo`) and deleted.
+//!   temporary file per reduce partition, opened at its first record (each with its segment
+//!   writer's block buffer — `spark.shuffle.file.buffer` uncompressed, the codec's block and a
+//!   compressed block with a codec — which is the file's buffer, each block one `write`:
+//!   memory outside the memory manager, as Spark's), concatenated in partition order into the
+//!   data file by the kernel (`copy_file_range`, Spark's `transferTo`) and deleted.
 //! - **Serialized sort** (`UnsafeShuffleWriter` + `ShuffleExternalSorter`, §18.3): records as
 //!   `le32 length ‖ bytes` in Tungsten pages of at most 128 MiB
 //!   (`min(2^27, spark.buffer.pageSize)`); a pointer array of one `u64` per record,
@@ -26,6 +27,12 @@
 //! Every writer commits as `IndexShuffleBlockResolver.writeMetadataFileAndCommit` does: data
 //! and index are written under temporary names and renamed into place; on any error every
 //! file the task created is deleted.
+//!
+//! A map task generates its records as it writes them ([`run_map_task`]), or takes them from a
+//! [`MapInput`] generated beforehand ([`run_map_task_on`]), so that the writer can be timed
+//! alone (`spillway bench`, `benches/shuffle.rs`). Each record is hashed once by the writer
+//! (the segment writer's digest is the partition's `written` digest) besides the generated
+//! records' digest (`expected`).
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
@@ -167,6 +174,61 @@ fn create(files: &mut TaskFiles, path: PathBuf) -> Result<(File, PathBuf), TaskE
     Ok((f, files.add(path)))
 }
 
+/// A map task's records generated ahead of its writer, with their partitions and the
+/// digests of what each partition was given: [`run_map_task_on`] hands them to the writer as
+/// [`run_map_task`] hands the records it generates, so the writer can be timed without the
+/// generator (`spillway bench`, `benches/shuffle.rs`). Holds the records in ordinary memory,
+/// outside the executor's accounting.
+#[derive(Debug, Clone)]
+pub struct MapInput {
+    record_bytes: usize,
+    records: Vec<u8>,
+    partitions: Vec<u32>,
+    expected: Vec<RecordDigest>,
+}
+
+impl MapInput {
+    /// The records map task `map` of `spec` generates, in order.
+    pub fn generate(spec: &ShuffleSpec, map: u32) -> MapInput {
+        let rb = spec.record_bytes as usize;
+        let n = spec.records_per_task as usize;
+        let seed = spec.map_seed(map);
+        let mut records = vec![0u8; n * rb];
+        let mut partitions = Vec::with_capacity(n);
+        let mut expected = vec![RecordDigest::default(); spec.reduce_partitions as usize];
+        for (i, rec) in records.chunks_exact_mut(rb.max(1)).enumerate() {
+            spec.write_record(seed, i as u64, rec);
+            let p = spec.partition(crate::data::record_key(rec));
+            expected[p as usize].add(rec);
+            partitions.push(p);
+        }
+        MapInput {
+            record_bytes: rb,
+            records,
+            partitions,
+            expected,
+        }
+    }
+
+    /// Bytes of the records.
+    pub fn bytes(&self) -> u64 {
+        self.records.len() as u64
+    }
+
+    /// Per reduce partition: the digest of its records.
+    pub fn expected(&self) -> &[RecordDigest] {
+        &self.expected
+    }
+
+    /// The records in order, each with its reduce partition.
+    pub fn records(&self) -> impl Iterator<Item = (u32, &[u8])> {
+        self.partitions
+            .iter()
+            .copied()
+            .zip(self.records.chunks_exact(self.record_bytes.max(1)))
+    }
+}
+
 /// Runs map task `ctx.partition` of a shuffle on `executor` (0 = this one).
 pub fn run_map_task(
     ctx: &TaskContext,
@@ -174,6 +236,46 @@ pub fn run_map_task(
     choice: &WriterChoice,
     params: &WriteParams,
     executor: u32,
+) -> Result<MapTaskOutput, TaskError> {
+    map_task(ctx, spec, choice, params, executor, None)
+}
+
+/// [`run_map_task`] writing `input`'s records instead of generating them: any map task may
+/// write any input of the spec's record size and count (its `expected` digests are the
+/// input's).
+pub fn run_map_task_on(
+    ctx: &TaskContext,
+    spec: &ShuffleSpec,
+    choice: &WriterChoice,
+    params: &WriteParams,
+    executor: u32,
+    input: &MapInput,
+) -> Result<MapTaskOutput, TaskError> {
+    if input.record_bytes as u64 != spec.record_bytes
+        || input.partitions.len() as u64 != spec.records_per_task
+        || input.expected.len() != spec.reduce_partitions as usize
+    {
+        return Err(TaskError::InvalidSpec(format!(
+            "a map input of {} records of {} bytes over {} partitions for a shuffle of {} \
+             records of {} bytes over {} partitions",
+            input.partitions.len(),
+            input.record_bytes,
+            input.expected.len(),
+            spec.records_per_task,
+            spec.record_bytes,
+            spec.reduce_partitions
+        )));
+    }
+    map_task(ctx, spec, choice, params, executor, Some(input))
+}
+
+fn map_task(
+    ctx: &TaskContext,
+    spec: &ShuffleSpec,
+    choice: &WriterChoice,
+    params: &WriteParams,
+    executor: u32,
+    input: Option<&MapInput>,
 ) -> Result<MapTaskOutput, TaskError> {
     let started = Instant::now();
     let map = ctx.partition;
@@ -193,6 +295,7 @@ pub fn run_map_task(
     let mut w = Written {
         spec,
         map,
+        input,
         params,
         dirs: &dirs,
         expected: vec![RecordDigest::default(); spec.reduce_partitions as usize],
@@ -270,6 +373,8 @@ pub fn run_map_task(
 struct Written<'a> {
     spec: &'a ShuffleSpec,
     map: u32,
+    /// Records generated beforehand (else generated as they are written).
+    input: Option<&'a MapInput>,
     params: &'a WriteParams,
     dirs: &'a Arc<DiskBlockManager>,
     /// Per partition: the generated records (before the writer).
@@ -289,12 +394,22 @@ impl Written<'_> {
         segment_tag(self.spec.shuffle_id, self.map, reduce)
     }
 
-    /// Generates the task's records in order, handing each to `f` with its partition, after
-    /// adding it to the partition's expected digest.
+    /// Generates the task's records in order (or takes them from the input), handing each to
+    /// `f` with its partition, after adding it to the partition's expected digest.
     fn generate(
         &mut self,
         mut f: impl FnMut(u32, &[u8]) -> Result<(), TaskError>,
     ) -> Result<(), TaskError> {
+        if let Some(input) = self.input {
+            self.expected.clone_from(&input.expected);
+            for (i, (p, rec)) in input.records().enumerate() {
+                if (i as u64).is_multiple_of(crate::interrupt::CHECK_EVERY) {
+                    crate::interrupt::check()?;
+                }
+                f(p, rec)?;
+            }
+            return Ok(());
+        }
         let seed = self.spec.map_seed(self.map);
         let mut buf = vec![0u8; self.spec.record_bytes as usize];
         for i in 0..self.spec.records_per_task {
@@ -315,8 +430,10 @@ impl Written<'_> {
 
     /// `BypassMergeSortShuffleWriter.write`.
     fn bypass(&mut self, files: &mut TaskFiles, mut data: File) -> Result<(), TaskError> {
+        // No `BufWriter`: the segment writer's block buffer is the file's buffer, each block
+        // one `write` of its header and bytes.
         struct Part {
-            file: BufWriter<File>,
+            file: File,
             path: PathBuf,
             seg: SegmentWriter,
         }
@@ -325,7 +442,6 @@ impl Written<'_> {
         let params = *self.params;
         let dirs = Arc::clone(self.dirs);
         let tags: Vec<u64> = (0..n as u32).map(|r| self.tag(r)).collect();
-        let mut written = vec![RecordDigest::default(); n];
         let mut opened: Vec<PathBuf> = Vec::new();
         let result = self.generate(|p, rec| {
             let slot = &mut parts[p as usize];
@@ -341,18 +457,12 @@ impl Written<'_> {
                 opened.push(path.clone());
                 let mut seg = SegmentWriter::new(params.codec, params.file_buffer);
                 seg.begin(tags[p as usize]);
-                *slot = Some(Part {
-                    file: BufWriter::with_capacity(params.file_buffer, f),
-                    path,
-                    seg,
-                });
+                *slot = Some(Part { file: f, path, seg });
             }
             let part = slot.as_mut().expect("opened above");
             part.seg
                 .write_record(&mut part.file, rec)
-                .map_err(|e| io_err("write", &part.path, e))?;
-            written[p as usize].add(rec);
-            Ok(())
+                .map_err(|e| io_err("write", &part.path, e))
         });
         for p in &opened {
             files.add(p.clone());
@@ -361,17 +471,15 @@ impl Written<'_> {
         // Close every file, then concatenate them in partition order.
         let concat_started = Instant::now();
         let mut pieces: Vec<Option<(PathBuf, u64)>> = Vec::with_capacity(n);
-        for slot in parts {
+        for (r, slot) in parts.into_iter().enumerate() {
             match slot {
                 None => pieces.push(None),
                 Some(mut part) => {
-                    let (len, _) = part
+                    let (len, digest) = part
                         .seg
                         .end(&mut part.file)
                         .map_err(|e| io_err("write", &part.path, e))?;
-                    part.file
-                        .flush()
-                        .map_err(|e| io_err("write", &part.path, e))?;
+                    self.written[r] = digest;
                     pieces.push(Some((part.path, len)));
                 }
             }
@@ -393,7 +501,6 @@ impl Written<'_> {
                 files.forget(&path);
             }
         }
-        self.written = written;
         self.concat_ns = concat_started.elapsed().as_nanos() as u64;
         Ok(())
     }
@@ -408,7 +515,10 @@ impl Written<'_> {
     ) -> Result<(), TaskError> {
         let page_bytes = ctx.memory.page_size().min(MAX_SHUFFLE_PAGE_BYTES);
         let mut sorter = ShuffleSorter::new(ctx, self.spec, self.map, self.params, page_bytes);
-        let result = self.generate(|p, rec| sorter.insert(p, rec));
+        let shared = Arc::clone(&sorter.shared);
+        let mut held = None;
+        let result = self.generate(|p, rec| sorter.insert(&shared, &mut held, p, rec));
+        drop(held);
         // Whatever happens next, the spills are the task's files.
         let spill_result = result.and_then(|()| sorter.close());
         let (spills, sort_metrics) = sorter.into_spills();
@@ -489,12 +599,11 @@ impl Written<'_> {
         let mut emit = |p: u32, rec: &[u8]| -> io::Result<()> {
             if current != Some(p) {
                 if let Some(prev) = current {
-                    lengths[prev as usize] = seg.end(&mut out)?.0;
+                    (lengths[prev as usize], written[prev as usize]) = seg.end(&mut out)?;
                 }
                 seg.begin(tags[p as usize]);
                 current = Some(p);
             }
-            written[p as usize].add(rec);
             seg.write_record(&mut out, rec)
         };
         let werr = |e: io::Error| io_err("write", data_path, e);
@@ -549,7 +658,7 @@ impl Written<'_> {
             self.metrics = out_m.metrics;
         }
         if let Some(prev) = current {
-            lengths[prev as usize] = seg.end(&mut out).map_err(werr)?.0;
+            (lengths[prev as usize], written[prev as usize]) = seg.end(&mut out).map_err(werr)?;
         }
         out.flush().map_err(werr)?;
         self.lengths = lengths;
@@ -657,6 +766,28 @@ fn usable(array: &Page) -> usize {
 }
 
 impl SorterState {
+    /// Copies a record into the last page at the cursor (which has room for it) and adds its
+    /// pointer to the array (which has room for it).
+    #[inline(always)]
+    fn append(&mut self, partition: u32, rec: &[u8]) {
+        let page_no = self.pages.len() - 1;
+        let off = self.cursor;
+        let end = off + 4 + rec.len();
+        {
+            let page = &mut self.pages[page_no].as_mut_slice()[off..end];
+            page[..4].copy_from_slice(&(rec.len() as u32).to_le_bytes());
+            crate::spill::copy_short(&mut page[4..], rec);
+        }
+        self.cursor = end;
+        let ptr = (u64::from(partition) << (PAGE_NUMBER_BITS + OFFSET_BITS))
+            | ((page_no as u64) << OFFSET_BITS)
+            | off as u64;
+        let n = self.records;
+        let array = self.array.as_mut().expect("room checked by the caller");
+        pointers(array)[n] = ptr;
+        self.records += 1;
+    }
+
     /// `writeSortedFile`: sorts the pointers by partition and writes the records, partitions
     /// contiguous, into one new file; frees pages and array. Returns the bytes freed.
     fn write_sorted_file(&mut self, final_file: bool) -> Result<u64, crate::spill::SpillError> {
@@ -706,17 +837,16 @@ impl SorterState {
                     let rec = &self.pages[page].as_slice()[start..start + len];
                     if current != Some(p) {
                         if let Some(prev) = current {
-                            lengths[prev as usize] = seg.end(&mut out)?.0;
+                            (lengths[prev as usize], written[prev as usize]) = seg.end(&mut out)?;
                         }
                         seg.begin(self.tags[p as usize]);
                         current = Some(p);
                     }
                     seg.write_record(&mut out, rec)?;
-                    written[p as usize].add(rec);
                 }
             }
             if let Some(prev) = current {
-                lengths[prev as usize] = seg.end(&mut out)?.0;
+                (lengths[prev as usize], written[prev as usize]) = seg.end(&mut out)?;
             }
             out.flush()
         })();
@@ -798,8 +928,39 @@ impl ShuffleSorter {
         }
     }
 
-    /// `insertRecord`.
-    fn insert(&mut self, partition: u32, rec: &[u8]) -> Result<(), TaskError> {
+    /// `insertRecord`. `held` keeps the state locked from one record to the next while
+    /// nothing needs memory (a lock and unlock per record was a third of the insert): the spill
+    /// callback acts only when this sorter is the requester, which is only while `held` is
+    /// released, so a callback meanwhile (another task's request) finds the state locked and
+    /// returns 0, as it would anyway. `shared` is `self.shared`.
+    #[inline]
+    fn insert<'s>(
+        &mut self,
+        shared: &'s SharedState<SorterState>,
+        held: &mut Option<std::sync::MutexGuard<'s, SorterState>>,
+        partition: u32,
+        rec: &[u8],
+    ) -> Result<(), TaskError> {
+        let need = rec.len() + 4;
+        let st = held.get_or_insert_with(|| shared.lock());
+        if (st.records as u64) < self.force_spill_records
+            && st.array.as_ref().is_some_and(|a| st.records < usable(a))
+            && st.pages.len() <= 1 << PAGE_NUMBER_BITS
+            && st
+                .pages
+                .last()
+                .is_some_and(|p| (st.cursor + need) as u64 <= p.len())
+        {
+            st.append(partition, rec);
+            return Ok(());
+        }
+        *held = None;
+        self.insert_slow(partition, rec)
+    }
+
+    /// `insertRecord` when the array is full, the page has no room or a spill is due.
+    #[inline(never)]
+    fn insert_slow(&mut self, partition: u32, rec: &[u8]) -> Result<(), TaskError> {
         let records = self.shared.lock().records as u64;
         if records >= self.force_spill_records {
             self.shared.lock().write_sorted_file(false)?;
@@ -823,24 +984,10 @@ impl ShuffleSorter {
             self.grow_array_if_necessary()?;
         }
         let mut st = self.shared.lock();
-        let page_no = st.pages.len() - 1;
-        if page_no >= 1 << PAGE_NUMBER_BITS {
+        if st.pages.len() > 1 << PAGE_NUMBER_BITS {
             return Err(TaskMemoryError::PageTableFull.into());
         }
-        let off = st.cursor;
-        {
-            let page = st.pages[page_no].as_mut_slice();
-            page[off..off + 4].copy_from_slice(&(rec.len() as u32).to_le_bytes());
-            page[off + 4..off + 4 + rec.len()].copy_from_slice(rec);
-        }
-        st.cursor += rec.len() + 4;
-        let ptr = (u64::from(partition) << (PAGE_NUMBER_BITS + OFFSET_BITS))
-            | ((page_no as u64) << OFFSET_BITS)
-            | off as u64;
-        let n = st.records;
-        let array = st.array.as_mut().expect("grown above");
-        pointers(array)[n] = ptr;
-        st.records += 1;
+        st.append(partition, rec);
         Ok(())
     }
 

@@ -140,6 +140,7 @@ pub use format::{
 };
 pub use merge::{MemoryRun, MergeError, SortedMerge, SortedRun, merge_sorted_runs};
 pub use reader::{SpillReader, verify_file};
+pub(crate) use writer::copy_short;
 pub use writer::{
     DEFAULT_BATCH_RECORDS, DEFAULT_BUFFER_BYTES, DEFAULT_MAX_FRAME_PAYLOAD_BYTES, SpillSink,
     SpillWriter, SpillWriterOptions,

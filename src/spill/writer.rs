@@ -131,7 +131,7 @@ impl SpillWriterOptions {
 /// `dst.copy_from_slice(src)` without a call to `memcpy` for short slices (a 56-byte record
 /// is four 16-byte moves), which is most of a spill's records.
 #[inline(always)]
-fn copy_short(dst: &mut [u8], src: &[u8]) {
+pub(crate) fn copy_short(dst: &mut [u8], src: &[u8]) {
     let n = src.len();
     assert_eq!(dst.len(), n, "copy_short: lengths differ");
     if n > 64 {
