@@ -26,6 +26,9 @@ fn bench_json_has_every_key_and_leaves_no_file() {
         "lz4_compress",
         "snappy_compress",
         "zstd_compress",
+        "shuffle_lz4_compress",
+        "shuffle_snappy_compress",
+        "shuffle_zstd_compress",
     ] {
         let rate = &v["limits"][key];
         assert!(
@@ -41,6 +44,13 @@ fn bench_json_has_every_key_and_leaves_no_file() {
         "spill_write_lz4",
         "spill_write_snappy",
         "spill_write_zstd",
+        "shuffle_write_bypass",
+        "shuffle_write_serialized",
+        "shuffle_read_local",
+        "shuffle_read_remote",
+        "shuffle_write_lz4",
+        "shuffle_write_snappy",
+        "shuffle_write_zstd",
     ] {
         assert!(
             v["spillway"][key]["median_bytes_per_sec"].is_number(),
@@ -54,6 +64,12 @@ fn bench_json_has_every_key_and_leaves_no_file() {
         "spill_write_lz4_vs_lz4_compress",
         "spill_write_snappy_vs_snappy_compress",
         "spill_write_zstd_vs_zstd_compress",
+        "shuffle_write_bypass_vs_disk_write",
+        "shuffle_write_serialized_vs_disk_write",
+        "shuffle_read_local_vs_disk_read",
+        "shuffle_write_lz4_vs_shuffle_lz4_compress",
+        "shuffle_write_snappy_vs_shuffle_snappy_compress",
+        "shuffle_write_zstd_vs_shuffle_zstd_compress",
     ] {
         let r = &v["ratios"][key];
         assert!(r["median"].is_number(), "ratios.{key}: {v}");
@@ -64,8 +80,18 @@ fn bench_json_has_every_key_and_leaves_no_file() {
         "spill_write_lz4_vs_lz4_compress",
         "spill_write_snappy_vs_snappy_compress",
         "spill_write_zstd_vs_zstd_compress",
+        "shuffle_write_lz4_vs_shuffle_lz4_compress",
+        "shuffle_write_snappy_vs_shuffle_snappy_compress",
+        "shuffle_write_zstd_vs_shuffle_zstd_compress",
     ] {
         assert_eq!(v["ratios"][key]["target"], 0.9, "ratios.{key}");
+    }
+    for key in [
+        "shuffle_write_bypass_vs_disk_write",
+        "shuffle_write_serialized_vs_disk_write",
+        "shuffle_read_local_vs_disk_read",
+    ] {
+        assert_eq!(v["ratios"][key]["target"], 0.8, "ratios.{key}");
     }
     // The codec rows say what they measured: text-like records that compress.
     let c = &v["config"];
@@ -74,12 +100,34 @@ fn bench_json_has_every_key_and_leaves_no_file() {
         "{c}"
     );
     for codec in ["lz4", "snappy", "zstd"] {
-        let f = c["codec_stored_fraction"][codec].as_f64().unwrap();
-        assert!(f > 0.0 && f < 1.0, "{codec}: {c}");
+        for key in ["codec_stored_fraction", "shuffle_codec_stored_fraction"] {
+            let f = c[key][codec].as_f64().unwrap();
+            assert!(f > 0.0 && f < 1.0, "{key}.{codec}: {c}");
+        }
     }
+    // The shuffle rows say what they timed: the writer on records generated beforehand.
+    assert!(c["shuffle_partitions"].as_u64().unwrap() > 1, "{c}");
+    for key in ["shuffle_records", "shuffle_write", "shuffle_read"] {
+        assert!(c[key].as_str().is_some_and(|s| !s.is_empty()), "{key}: {c}");
+    }
+    assert!(
+        c["shuffle_records"]
+            .as_str()
+            .unwrap()
+            .contains("before the clock starts"),
+        "{c}"
+    );
     // Reported without a target.
-    let r = &v["ratios"]["evict_and_release_vs_disk_write"];
-    assert!(r["median"].is_number() && r["target"].is_null(), "{r}");
+    for key in [
+        "evict_and_release_vs_disk_write",
+        "shuffle_read_remote_vs_disk_read",
+    ] {
+        let r = &v["ratios"][key];
+        assert!(
+            r["median"].is_number() && r["target"].is_null(),
+            "{key}: {r}"
+        );
+    }
     assert_eq!(v["config"]["size_bytes"], 8 << 20);
     // How busy the machine was, where the system tells (PSI may be absent: null).
     let m = &v["machine"];

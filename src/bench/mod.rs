@@ -1,4 +1,4 @@
-//! `spillway bench`: this machine's physical limits, and spillway's spill and eviction
+//! `spillway bench`: this machine's physical limits, and spillway's spill, eviction and shuffle
 //! throughput as fractions of them, measured in the same run.
 //!
 //! Limits:
@@ -41,6 +41,39 @@
 //! (`CLOCK_THREAD_CPUTIME_ID`, the kernel's part of the writes included), so bytes per CPU
 //! second: on a shared machine a wall clock would charge either side for other processes' work.
 //!
+//! Shuffle (docs/spark-model.md §18–§20), through the real writers and fetch on an executor of
+//! this process (one core, so one task at a time as the limits write and read one file at a
+//! time; its local directory in `dir`; freed pages kept, as a JVM keeps its heap), `runs` map
+//! tasks of `partitionBy` into [`SHUFFLE_PARTITIONS`] reduce partitions, each map task writing
+//! one file's worth of 56-byte `ShuffleSpec` records:
+//! - **what is timed**: the writer, not the workload generator. The records are generated into
+//!   memory before the clock starts ([`MapInput`](crate::shuffle::writer::MapInput), with the
+//!   digest a map task takes of what it generates), and every map task writes the same ones
+//!   through `run_map_task_on`; generating them as `run_map_task` does would add about half of
+//!   the writer's own time, and is the scenario's work, not the shuffle's;
+//! - **shuffle write**: incompressible records (`compressible_percent` 0),
+//!   `spark.shuffle.compress=false`, each map task timed from the start of `run_map_task_on`
+//!   to the end of its data file's `fsync` (the index file is not synced), data-file bytes,
+//!   vs a disk write measured just before (as the eviction's); through the bypass writer
+//!   (Spark's choice below `spark.shuffle.sort.bypassMergeThreshold`) and through the
+//!   serialized writer (the threshold lowered to 1), with the memory to hold the map output
+//!   unspilled (checked: a spill fails the bench);
+//! - **shuffle read**: `read_partition` of every reduce partition of the bypass outputs, one
+//!   reduce task at a time, its records counted (each block's CRC, framing and digest checked by
+//!   the reader), the data files dropped from the page cache first, data-file bytes per second
+//!   vs a disk read of the same data files; with the map outputs on this executor (local
+//!   blocks), and for information on executor 1 (every block fetched: the fetcher thread reads
+//!   each request into an anonymous mapping, the task verifies it from there);
+//! - **codec rows**: text-like records (`compressible_percent` 100: an 8-byte random key, an
+//!   8-byte value, words of a 16-word vocabulary) written with each codec through the bypass
+//!   writer into the page cache, no `fsync`, vs the codec alone on exactly the blocks the
+//!   writer cuts from them (per partition, the partition's records with their prefixes, at the
+//!   codec's block size), a compressor per partition as the bypass writer has one; raw bytes
+//!   per CPU second of the task's thread on both sides, so the writer's side includes the
+//!   kernel's work of its writes, its concatenation and its deletes. Target 90 %; each data
+//!   file must be as long as the codec alone's blocks with their headers and trailers, which
+//!   checks that the blocks are the writer's.
+//!
 //! Throughputs count the bytes of the files on disk (framing and checksums included: what the
 //! disk has to move), except the codec rows, which count the raw bytes compressed (records and
 //! prefixes), the same on both sides of their ratio. Each pair (limit, spillway) is measured back to back, `repeats` times,
@@ -61,6 +94,7 @@ use crate::data::PartitionData;
 use crate::machine::{MachineInfo, load_average_1m};
 use crate::memory::{MemoryMode, PoolSizes, UnifiedMemoryManager};
 use crate::region::{Mapping, PageAllocator, ReleasePolicy};
+use crate::shuffle::WriterKind;
 use crate::spill::{
     DEFAULT_BATCH_RECORDS, RECORD_PREFIX_BYTES, RecordDigest, SortedMerge, SpillKind, SpillReader,
     SpillWriter, SpillWriterOptions,
@@ -69,6 +103,10 @@ use crate::storage::block_manager::BlockManager;
 use crate::storage::disk::DiskBlockManager;
 use crate::storage::memory_store::{MemoryStore, UnrollConf};
 use crate::storage::{BlockId, StorageLevel};
+
+mod shuffle;
+
+use shuffle::{SHUFFLE_PARTITIONS, ShuffleBench};
 
 /// Bytes of a record in every spillway measurement (a 56-byte UnsafeRow-like record).
 pub const RECORD_BYTES: usize = 56;
@@ -120,6 +158,11 @@ pub struct Limits {
     pub lz4_compress: Rate,
     pub snappy_compress: Rate,
     pub zstd_compress: Rate,
+    /// The codec crates alone on the shuffle writer's blocks of text-like records, a compressor
+    /// per partition as the bypass writer has (raw bytes per CPU second).
+    pub shuffle_lz4_compress: Rate,
+    pub shuffle_snappy_compress: Rate,
+    pub shuffle_zstd_compress: Rate,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -134,6 +177,22 @@ pub struct SpillwayRates {
     pub spill_write_lz4: Rate,
     pub spill_write_snappy: Rate,
     pub spill_write_zstd: Rate,
+    /// Map tasks writing incompressible records, `spark.shuffle.compress=false`, through the
+    /// bypass writer, each data file fsynced (data-file bytes/s).
+    pub shuffle_write_bypass: Rate,
+    /// The same through the serialized writer, with the memory to hold a map output unspilled.
+    pub shuffle_write_serialized: Rate,
+    /// `read_partition` of every reduce partition of the bypass outputs, map outputs local,
+    /// page cache dropped first (data-file bytes/s).
+    pub shuffle_read_local: Rate,
+    /// The same with the map outputs on executor 1: the fetcher thread copies each request into
+    /// an anonymous mapping.
+    pub shuffle_read_remote: Rate,
+    /// Map output write (bypass) with each codec over text-like records, page cache, no fsync
+    /// (raw bytes per CPU second).
+    pub shuffle_write_lz4: Rate,
+    pub shuffle_write_snappy: Rate,
+    pub shuffle_write_zstd: Rate,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -147,6 +206,17 @@ pub struct Ratios {
     pub spill_write_lz4_vs_lz4_compress: Ratio,
     pub spill_write_snappy_vs_snappy_compress: Ratio,
     pub spill_write_zstd_vs_zstd_compress: Ratio,
+    /// Shuffle write / disk write, each writer (target 0.8).
+    pub shuffle_write_bypass_vs_disk_write: Ratio,
+    pub shuffle_write_serialized_vs_disk_write: Ratio,
+    /// Shuffle read of local map outputs / disk read of the same data files (target 0.8).
+    pub shuffle_read_local_vs_disk_read: Ratio,
+    /// The same fetched from executor 1 (no target: for information).
+    pub shuffle_read_remote_vs_disk_read: Ratio,
+    /// Map output write with a codec / the codec alone on the same blocks (target 0.9).
+    pub shuffle_write_lz4_vs_shuffle_lz4_compress: Ratio,
+    pub shuffle_write_snappy_vs_shuffle_snappy_compress: Ratio,
+    pub shuffle_write_zstd_vs_shuffle_zstd_compress: Ratio,
 }
 
 /// Stored bytes over raw bytes of the codec measurements' frames, per codec.
@@ -179,6 +249,16 @@ pub struct BenchConfig {
     /// What each codec made of the records: stored (compressed, or raw where a frame did not
     /// shrink) over raw frame bytes.
     pub codec_stored_fraction: StoredFraction,
+    /// Reduce partitions of the shuffle measurements (each map output has a block for each).
+    pub shuffle_partitions: u32,
+    /// The records of the shuffle measurements.
+    pub shuffle_records: &'static str,
+    /// How the shuffle writes are timed and counted.
+    pub shuffle_write: &'static str,
+    /// How the shuffle reads are timed and counted.
+    pub shuffle_read: &'static str,
+    /// Stored over raw bytes of the shuffle codec measurements' blocks, per codec.
+    pub shuffle_codec_stored_fraction: StoredFraction,
 }
 
 /// How busy the machine was: the limits cost little user CPU and spillway's side costs a lot,
@@ -195,6 +275,8 @@ pub struct MachineLoad {
 
 /// The least a spill write with a codec should reach of the codec alone on the same frames.
 const CODEC_TARGET: Option<f64> = Some(0.9);
+/// The least a shuffle write or read should reach of the disk's bandwidth.
+const SHUFFLE_DISK_TARGET: Option<f64> = Some(0.8);
 
 /// Above this CPU pressure the report warns that the ratios understate spillway.
 const BUSY_CPU_PRESSURE: f64 = 0.10;
@@ -321,17 +403,25 @@ fn text_records(n: usize) -> Vec<u8> {
     out
 }
 
-/// The frames a [`SpillWriter`] with `opts` cuts from `data`'s 56-byte records, each record
-/// with its 4-byte length prefix: a frame ends before the record that would take it past the
-/// frame cap (with a codec, its block) or past the batch size.
+/// The frames a [`SpillWriter`] with `opts` cuts from `data`'s 56-byte records.
 fn writer_frames(data: &[u8], opts: &SpillWriterOptions) -> Vec<Vec<u8>> {
-    let cap = opts.frame_cap_bytes() as usize;
+    frames_of(
+        data.chunks_exact(RECORD_BYTES),
+        opts.frame_cap_bytes() as usize,
+        opts.batch_records,
+    )
+}
+
+/// The frames (spill files) or blocks (shuffle segments) a writer cuts from `records`, each
+/// record with its 4-byte length prefix: a frame ends before the record that would take it past
+/// `cap` bytes (with a codec, its block) or past `batch` records.
+fn frames_of<'a>(records: impl Iterator<Item = &'a [u8]>, cap: usize, batch: u32) -> Vec<Vec<u8>> {
     let mut frames = Vec::new();
     let mut frame: Vec<u8> = Vec::with_capacity(cap);
     let mut n = 0u32;
-    for r in data.chunks_exact(RECORD_BYTES) {
+    for r in records {
         let framed = RECORD_PREFIX_BYTES + r.len();
-        if n > 0 && (n == opts.batch_records || frame.len() + framed > cap) {
+        if n > 0 && (n == batch || frame.len() + framed > cap) {
             frames.push(std::mem::replace(&mut frame, Vec::with_capacity(cap)));
             n = 0;
         }
@@ -352,25 +442,30 @@ fn thread_cpu() -> Duration {
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
-/// The codec alone on the writer's frames, once per file (a compressor per file, as each writer
-/// has one): raw bytes per CPU second, and the stored bytes (compressed, or raw where a frame
-/// did not shrink, as the writer stores it).
-fn codec_rate(frames: &[Vec<u8>], codec: Codec, files: usize) -> anyhow::Result<(f64, u64)> {
-    let largest = frames.iter().map(Vec::len).max().unwrap_or(0);
+/// The codec alone on the writer's frames, `passes` times over (one pass per file written): a
+/// compressor per group of frames, as each writer has one (a spill file's frames are one
+/// group; a bypass map output has a group per partition). Raw bytes per CPU second, and the
+/// stored bytes of one pass (compressed, or raw where a frame did not shrink, as the spill
+/// writer stores it).
+fn codec_rate(groups: &[Vec<Vec<u8>>], codec: Codec, passes: usize) -> anyhow::Result<(f64, u64)> {
+    let frames = || groups.iter().flatten();
+    let largest = frames().map(Vec::len).max().unwrap_or(0);
     let mut out = vec![0u8; codec.max_compressed_len(largest)];
-    let raw: u64 = frames.iter().map(|f| f.len() as u64).sum();
+    let raw: u64 = frames().map(|f| f.len() as u64).sum();
     let mut stored = 0u64;
     let t = thread_cpu();
-    for _ in 0..files {
-        let mut c: Compressor = codec.compressor();
+    for _ in 0..passes {
         stored = 0;
-        for f in frames {
-            let n = c.compress_into(f, &mut out)?;
-            stored += n.min(f.len()) as u64;
-            std::hint::black_box(&out[..n]);
+        for group in groups {
+            let mut c: Compressor = codec.compressor();
+            for f in group {
+                let n = c.compress_into(f, &mut out)?;
+                stored += n.min(f.len()) as u64;
+                std::hint::black_box(&out[..n]);
+            }
         }
     }
-    Ok((per_sec(raw * files as u64, thread_cpu() - t), stored))
+    Ok((per_sec(raw * passes as u64, thread_cpu() - t), stored))
 }
 
 /// `files` spill files of `data`'s records written with `codec` into the page cache (no
@@ -475,6 +570,27 @@ pub fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Bench
     std::fs::create_dir(&runs_dir)?;
     let sorted_runs = write_sorted_runs(&runs_dir, opts, records_per_file)?;
 
+    // The shuffle measurements' executor, map inputs and codec blocks (not timed).
+    let shuffle_dir = work.path().join("shuffle");
+    std::fs::create_dir(&shuffle_dir)?;
+    let shuffle = ShuffleBench::new(
+        &shuffle_dir,
+        opts.buffer_bytes,
+        opts.runs as u32,
+        file_bytes,
+    )?;
+    let shuffle_blocks: Vec<Vec<Vec<Vec<u8>>>> =
+        codecs.iter().map(|&c| shuffle.codec_blocks(c)).collect();
+    let mut shuffle_disk_write = Vec::new();
+    let mut shuffle_bypass = Vec::new();
+    let mut shuffle_serialized = Vec::new();
+    let mut shuffle_disk_read = Vec::new();
+    let mut shuffle_read_local = Vec::new();
+    let mut shuffle_read_remote = Vec::new();
+    let mut shuffle_codec_alone: Vec<Vec<f64>> = vec![Vec::new(); CODECS.len()];
+    let mut shuffle_codec_write: Vec<Vec<f64>> = vec![Vec::new(); CODECS.len()];
+    let mut shuffle_codec_stored = [0f64; 3];
+
     for rep in 1..=opts.repeats {
         let step = |s: &str| -> Result<(), crate::interrupt::Interrupted> {
             crate::interrupt::check()?;
@@ -491,7 +607,7 @@ pub fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Bench
             write_digest,
         )?);
         step("disk read (1 MiB reads, page cache dropped)")?;
-        disk_read.push(raw_read(&sorted_runs)?);
+        disk_read.push(raw_read(&sorted_runs.paths, sorted_runs.file_bytes)?);
         step("spill read-merge (SpillReader + SortedMerge, page cache dropped)")?;
         merge.push(merge_rate(&sorted_runs)?);
         step("disk write (for eviction)")?;
@@ -514,7 +630,7 @@ pub fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Bench
                 "{} compress alone (the writer's frames of text-like records)",
                 codec.name
             ))?;
-            let (rate, stored) = codec_rate(frames, codec, opts.runs)?;
+            let (rate, stored) = codec_rate(std::slice::from_ref(frames), codec, opts.runs)?;
             codec_alone[k].push(rate);
             let raw: u64 = frames.iter().map(|f| f.len() as u64).sum();
             codec_stored[k] = stored as f64 / raw.max(1) as f64;
@@ -531,19 +647,61 @@ pub fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Bench
                 frames,
             )?);
         }
+
+        step("disk write (for shuffle write)")?;
+        shuffle_disk_write.push(raw_write(work.path(), opts, &write_data)?);
+        step("shuffle write, bypass writer, uncompressed (fsync)")?;
+        let (rate, mut outputs) = shuffle.write(WriterKind::BypassMergeSort)?;
+        shuffle_bypass.push(rate);
+        step("shuffle write, serialized writer, uncompressed (fsync)")?;
+        shuffle_serialized.push(shuffle.write(WriterKind::UnsafeShuffle)?.0);
+        step("disk read (the bypass writer's data files, page cache dropped)")?;
+        shuffle_disk_read.push(raw_read(&outputs.data_files(), outputs.bytes())?);
+        step("shuffle read, local map outputs (page cache dropped)")?;
+        shuffle_read_local.push(shuffle.read(&mut outputs, 0)?);
+        step("shuffle read, map outputs on executor 1 (page cache dropped)")?;
+        shuffle_read_remote.push(shuffle.read(&mut outputs, 1)?);
+        drop(outputs);
+        for (k, &codec) in codecs.iter().enumerate() {
+            let blocks = &shuffle_blocks[k];
+            step(&format!(
+                "{} compress alone (the shuffle writer's blocks of text-like records)",
+                codec.name
+            ))?;
+            let (rate, stored, file_bytes) = shuffle.codec_alone(blocks, codec)?;
+            shuffle_codec_alone[k].push(rate);
+            let raw: u64 = blocks.iter().flatten().map(|b| b.len() as u64).sum();
+            shuffle_codec_stored[k] = stored as f64 / raw.max(1) as f64;
+            step(&format!(
+                "map output write with {} (text-like records, page cache)",
+                codec.name
+            ))?;
+            shuffle_codec_write[k].push(shuffle.codec_write(codec, blocks, file_bytes)?);
+        }
     }
     drop(sorted_runs);
+    drop(shuffle);
     work.close()?;
 
     Ok(BenchReport {
         limits: Limits {
-            disk_write: rate(&[disk_write.clone(), evict_limit.clone()].concat()),
-            disk_read: rate(&disk_read),
+            disk_write: rate(
+                &[
+                    disk_write.clone(),
+                    evict_limit.clone(),
+                    shuffle_disk_write.clone(),
+                ]
+                .concat(),
+            ),
+            disk_read: rate(&[disk_read.clone(), shuffle_disk_read.clone()].concat()),
             first_touch: rate(&touch),
             memcpy: rate(&memcpy),
             lz4_compress: rate(&codec_alone[0]),
             snappy_compress: rate(&codec_alone[1]),
             zstd_compress: rate(&codec_alone[2]),
+            shuffle_lz4_compress: rate(&shuffle_codec_alone[0]),
+            shuffle_snappy_compress: rate(&shuffle_codec_alone[1]),
+            shuffle_zstd_compress: rate(&shuffle_codec_alone[2]),
         },
         spillway: SpillwayRates {
             spill_write: rate(&spill_write),
@@ -553,6 +711,13 @@ pub fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Bench
             spill_write_lz4: rate(&codec_spill[0]),
             spill_write_snappy: rate(&codec_spill[1]),
             spill_write_zstd: rate(&codec_spill[2]),
+            shuffle_write_bypass: rate(&shuffle_bypass),
+            shuffle_write_serialized: rate(&shuffle_serialized),
+            shuffle_read_local: rate(&shuffle_read_local),
+            shuffle_read_remote: rate(&shuffle_read_remote),
+            shuffle_write_lz4: rate(&shuffle_codec_write[0]),
+            shuffle_write_snappy: rate(&shuffle_codec_write[1]),
+            shuffle_write_zstd: rate(&shuffle_codec_write[2]),
         },
         ratios: Ratios {
             spill_write_vs_disk_write: ratio(&spill_write, &disk_write, Some(0.8)),
@@ -568,6 +733,37 @@ pub fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Bench
             spill_write_zstd_vs_zstd_compress: ratio(
                 &codec_spill[2],
                 &codec_alone[2],
+                CODEC_TARGET,
+            ),
+            shuffle_write_bypass_vs_disk_write: ratio(
+                &shuffle_bypass,
+                &shuffle_disk_write,
+                SHUFFLE_DISK_TARGET,
+            ),
+            shuffle_write_serialized_vs_disk_write: ratio(
+                &shuffle_serialized,
+                &shuffle_disk_write,
+                SHUFFLE_DISK_TARGET,
+            ),
+            shuffle_read_local_vs_disk_read: ratio(
+                &shuffle_read_local,
+                &shuffle_disk_read,
+                SHUFFLE_DISK_TARGET,
+            ),
+            shuffle_read_remote_vs_disk_read: ratio(&shuffle_read_remote, &shuffle_disk_read, None),
+            shuffle_write_lz4_vs_shuffle_lz4_compress: ratio(
+                &shuffle_codec_write[0],
+                &shuffle_codec_alone[0],
+                CODEC_TARGET,
+            ),
+            shuffle_write_snappy_vs_shuffle_snappy_compress: ratio(
+                &shuffle_codec_write[1],
+                &shuffle_codec_alone[1],
+                CODEC_TARGET,
+            ),
+            shuffle_write_zstd_vs_shuffle_zstd_compress: ratio(
+                &shuffle_codec_write[2],
+                &shuffle_codec_alone[2],
                 CODEC_TARGET,
             ),
         },
@@ -599,6 +795,29 @@ pub fn run(opts: &BenchOptions, progress: &dyn Fn(&str)) -> anyhow::Result<Bench
                 lz4: codec_stored[0],
                 snappy: codec_stored[1],
                 zstd: codec_stored[2],
+            },
+            shuffle_partitions: SHUFFLE_PARTITIONS,
+            shuffle_records: "56-byte records of ShuffleSpec (8-byte key, 8-byte value, 40-byte \
+                              payload), generated into memory before the clock starts; every map \
+                              task writes the same records; incompressible (compressible_percent \
+                              0) for write and read, text-like (compressible_percent 100: words \
+                              of a 16-word vocabulary) for the codec rows",
+            shuffle_write: "one map task at a time (spark.executor.cores=1), partitionBy with \
+                            Spark's writer choice; bypass and serialized (bypassMergeThreshold \
+                            lowered to 1), spark.shuffle.compress=false, each timed from \
+                            run_map_task_on to the end of the data file's fsync (wall clock), \
+                            data-file bytes; with a codec: bypass, page cache, no fsync, raw \
+                            bytes per CPU second of the task's thread",
+            shuffle_read: "read_partition of every reduce partition of the bypass outputs, one \
+                           reduce task at a time, records counted, data files dropped from the \
+                           page cache first (posix_fadvise DONTNEED); local: map outputs on \
+                           executor 0; remote: on executor 1, the fetcher thread reading each \
+                           request into an anonymous mapping; data-file bytes per second of \
+                           wall time",
+            shuffle_codec_stored_fraction: StoredFraction {
+                lz4: shuffle_codec_stored[0],
+                snappy: shuffle_codec_stored[1],
+                zstd: shuffle_codec_stored[2],
             },
         },
         host,
@@ -707,14 +926,16 @@ fn write_sorted_runs(
     Ok(runs)
 }
 
-fn raw_read(runs: &SortedRuns) -> anyhow::Result<f64> {
-    for p in &runs.paths {
+/// `paths` (of `file_bytes` in all) read whole, one after the other, after dropping them from
+/// the page cache.
+fn raw_read(paths: &[PathBuf], file_bytes: u64) -> anyhow::Result<f64> {
+    for p in paths {
         drop_cache(p)?;
     }
     let mut buf = vec![0u8; READ_BYTES];
     let mut bytes = 0u64;
     let t = Instant::now();
-    for p in &runs.paths {
+    for p in paths {
         let mut f = File::open(p)?;
         // The disk at its best: the whole file asked for at once (the merge's readers ask for
         // a frame ahead of each run; without this, the "limit" would be the kernel's default
@@ -730,11 +951,7 @@ fn raw_read(runs: &SortedRuns) -> anyhow::Result<f64> {
         }
     }
     let elapsed = t.elapsed();
-    anyhow::ensure!(
-        bytes == runs.file_bytes,
-        "read {bytes} of {} bytes",
-        runs.file_bytes
-    );
+    anyhow::ensure!(bytes == file_bytes, "read {bytes} of {file_bytes} bytes");
     Ok(per_sec(bytes, elapsed))
 }
 
@@ -896,7 +1113,7 @@ pub fn render(r: &BenchReport) -> String {
         c.buffer_bytes / 1024,
         c.repeats
     );
-    let sections: [(&str, Vec<(&str, &Rate)>); 3] = [
+    let sections: [(&str, Vec<(&str, &Rate)>); 5] = [
         (
             "limits",
             vec![
@@ -950,21 +1167,77 @@ pub fn render(r: &BenchReport) -> String {
                 ("spill write with zstd", &r.spillway.spill_write_zstd),
             ],
         ),
+        (
+            "shuffle (56-byte incompressible records, uncompressed, one task at a time)",
+            vec![
+                (
+                    "shuffle write, bypass writer (fsync)",
+                    &r.spillway.shuffle_write_bypass,
+                ),
+                (
+                    "shuffle write, serialized writer (fsync)",
+                    &r.spillway.shuffle_write_serialized,
+                ),
+                (
+                    "shuffle read, local (cache dropped)",
+                    &r.spillway.shuffle_read_local,
+                ),
+                (
+                    "shuffle read, remote (cache dropped)",
+                    &r.spillway.shuffle_read_remote,
+                ),
+            ],
+        ),
+        (
+            "shuffle codecs (text-like records, bypass writer, raw bytes per CPU second)",
+            vec![
+                (
+                    "lz4 compress alone (the writer's blocks)",
+                    &r.limits.shuffle_lz4_compress,
+                ),
+                ("map output write with lz4", &r.spillway.shuffle_write_lz4),
+                (
+                    "snappy compress alone (the writer's blocks)",
+                    &r.limits.shuffle_snappy_compress,
+                ),
+                (
+                    "map output write with snappy",
+                    &r.spillway.shuffle_write_snappy,
+                ),
+                (
+                    "zstd compress alone (the writer's blocks)",
+                    &r.limits.shuffle_zstd_compress,
+                ),
+                ("map output write with zstd", &r.spillway.shuffle_write_zstd),
+            ],
+        ),
     ];
+    let stored = |f: &StoredFraction, what: &str| {
+        format!(
+            "  stored/raw: lz4 {:.0}%, snappy {:.0}%, zstd {:.0}% ({what})\n",
+            f.lz4 * 100.0,
+            f.snappy * 100.0,
+            f.zstd * 100.0
+        )
+    };
     for (i, (title, rates)) in sections.iter().enumerate() {
         s += &format!("{}{title}\n", if i == 0 { "" } else { "\n" });
         for (name, x) in rates {
             s += &line(name, x);
         }
+        if i == 2 {
+            s += &stored(
+                &c.codec_stored_fraction,
+                "text-like records: an 8-byte key, then words",
+            );
+        }
+        if i == 4 {
+            s += &stored(
+                &c.shuffle_codec_stored_fraction,
+                "8-byte random key, 8-byte value, then words",
+            );
+        }
     }
-    let f = &c.codec_stored_fraction;
-    s += &format!(
-        "  stored/raw: lz4 {:.0}%, snappy {:.0}%, zstd {:.0}% (text-like records: an 8-byte \
-         key, then words)\n",
-        f.lz4 * 100.0,
-        f.snappy * 100.0,
-        f.zstd * 100.0
-    );
     let m = &r.machine;
     let fmt_load = |x: Option<f64>| x.map_or("?".to_string(), |v| format!("{v:.2}"));
     s += &format!(
@@ -1001,6 +1274,34 @@ pub fn render(r: &BenchReport) -> String {
         (
             "spill write zstd / zstd alone",
             &q.spill_write_zstd_vs_zstd_compress,
+        ),
+        (
+            "shuffle write bypass / disk write",
+            &q.shuffle_write_bypass_vs_disk_write,
+        ),
+        (
+            "shuffle write serialized / disk write",
+            &q.shuffle_write_serialized_vs_disk_write,
+        ),
+        (
+            "shuffle read local / disk read",
+            &q.shuffle_read_local_vs_disk_read,
+        ),
+        (
+            "shuffle read remote / disk read",
+            &q.shuffle_read_remote_vs_disk_read,
+        ),
+        (
+            "map output write lz4 / lz4 alone",
+            &q.shuffle_write_lz4_vs_shuffle_lz4_compress,
+        ),
+        (
+            "map output write snappy / snappy alone",
+            &q.shuffle_write_snappy_vs_shuffle_snappy_compress,
+        ),
+        (
+            "map output write zstd / zstd alone",
+            &q.shuffle_write_zstd_vs_shuffle_zstd_compress,
         ),
     ] {
         s += &ratio(name, x);
