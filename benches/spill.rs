@@ -230,54 +230,9 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-/// `n` text-like 56-byte records: an 8-byte big-endian key, then words of a small vocabulary.
+/// `n` text-like 56-byte records, as `spillway bench`'s codec rows use them.
 fn text_records(n: usize) -> Vec<u8> {
-    const WORDS: [&[u8]; 24] = [
-        b"spark",
-        b"executor",
-        b"memory",
-        b"spill",
-        b"shuffle",
-        b"task",
-        b"page",
-        b"block",
-        b"storage",
-        b"unified",
-        b"heap",
-        b"sorter",
-        b"merge",
-        b"record",
-        b"partition",
-        b"stage",
-        b"cache",
-        b"disk",
-        b"frame",
-        b"codec",
-        b"buffer",
-        b"driver",
-        b"worker",
-        b"pool",
-    ];
-    let mut out = vec![0u8; n * RECORD_BYTES];
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    for (i, r) in out.chunks_exact_mut(RECORD_BYTES).enumerate() {
-        r[..8].copy_from_slice(&(i as u64).to_be_bytes());
-        let mut at = 8;
-        while at < RECORD_BYTES {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let w = WORDS[(x % WORDS.len() as u64) as usize];
-            let k = w.len().min(RECORD_BYTES - at);
-            r[at..at + k].copy_from_slice(&w[..k]);
-            at += k;
-            if at < RECORD_BYTES {
-                r[at] = b' ';
-                at += 1;
-            }
-        }
-    }
-    out
+    spillway::bench::text_records(n)
 }
 
 /// Compressed spills: for each codec, the codec alone on the writer's frames (32 KiB of

@@ -6,8 +6,8 @@
 use spillway::run::{Report, RunOptions, StageReport, run};
 use spillway::scenario::Scenario;
 
-fn run_toml(toml: &str) -> Report {
-    let scenario = Scenario::parse(toml, "test", None).unwrap();
+/// Runs a scenario into a fresh directory; returns its report and the directory (kept alive).
+fn run_scenario(scenario: &Scenario) -> (Report, tempfile::TempDir) {
     let out = tempfile::tempdir().unwrap();
     let opts = RunOptions {
         properties_file: None,
@@ -16,7 +16,11 @@ fn run_toml(toml: &str) -> Report {
         out_dir: Some(out.path().to_path_buf()),
         progress: false,
     };
-    run(&scenario, &opts).unwrap().0
+    (run(scenario, &opts).unwrap().0, out)
+}
+
+fn run_toml(toml: &str) -> Report {
+    run_scenario(&Scenario::parse(toml, "test", None).unwrap()).0
 }
 
 fn num(s: &StageReport, key: &str) -> u64 {
@@ -106,16 +110,7 @@ kind = "shuffle_reduce"
 
 #[test]
 fn the_built_in_shuffle_scenario_fetches_remote_blocks_and_spills_on_both_sides() {
-    let scenario = Scenario::load("shuffle-spill").unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let opts = RunOptions {
-        properties_file: None,
-        conf_args: Vec::new(),
-        system_memory: None,
-        out_dir: Some(out.path().to_path_buf()),
-        progress: false,
-    };
-    let report = run(&scenario, &opts).unwrap().0;
+    let (report, out) = run_scenario(&Scenario::load("shuffle-spill").unwrap());
     assert!(report.verification.ok, "{:?}", report.failures);
     let s = &report.stages;
     assert_eq!(text(&s[0], "shuffleWriter"), "UnsafeShuffleWriter");

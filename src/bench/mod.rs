@@ -354,7 +354,8 @@ const CODECS: [CodecName; 3] = [CodecName::Lz4, CodecName::Snappy, CodecName::Zs
 
 /// `n` 56-byte text-like records: an 8-byte big-endian key (the index), then words of a small
 /// vocabulary separated by spaces, as string columns are. Compressible, unlike [`records`].
-fn text_records(n: usize) -> Vec<u8> {
+/// (The criterion benches use it too.)
+pub fn text_records(n: usize) -> Vec<u8> {
     const WORDS: [&[u8]; 24] = [
         b"spark",
         b"executor",

@@ -428,8 +428,6 @@ impl MapStatus {
 pub struct MapOutputs {
     pub spec: ShuffleSpec,
     pub choice: WriterChoice,
-    /// The map stage's id.
-    pub stage_id: u32,
     /// Executors the job has (map output `m` lives on executor `m mod executors`).
     pub executors: u32,
     /// The outputs of the map tasks that succeeded, by map id.

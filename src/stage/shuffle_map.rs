@@ -142,7 +142,6 @@ fn parse(v: &mut Values) -> Result<Box<dyn Stage>, KeyError> {
 
 #[derive(Debug, Default)]
 struct MapState {
-    stage_id: u32,
     choice: Option<WriterChoice>,
     codec: Option<&'static str>,
     statuses: Vec<Option<MapStatus>>,
@@ -187,7 +186,7 @@ impl Stage for ShuffleMap {
         )
     }
 
-    fn start<'s>(&'s self, run: &mut RunContext, stage_id: u32) -> Tasks<'s> {
+    fn start<'s>(&'s self, run: &mut RunContext, _stage_id: u32) -> Tasks<'s> {
         // The run checked these keys before anything ran.
         let params = WriteParams::from_conf(run.conf).expect("shuffle keys validated at start");
         let mut spec = self.spec.clone();
@@ -201,7 +200,6 @@ impl Stage for ShuffleMap {
         .expect("shuffle keys validated at start");
         {
             let mut st = self.state();
-            st.stage_id = stage_id;
             st.choice = Some(choice.clone());
             st.codec = params.codec.map(|c| c.name.short_name());
             st.statuses = (0..spec.map_tasks).map(|_| None).collect();
@@ -266,7 +264,6 @@ impl Stage for ShuffleMap {
                 MapOutputs {
                     spec,
                     choice,
-                    stage_id: st.stage_id,
                     executors: self.executors,
                     statuses,
                     missing,
