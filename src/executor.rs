@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::codec::Compression;
 use crate::conf::{ConfError, SparkConf, format_mib, keys};
+use crate::interleave::ScheduleMode;
 use crate::layout::Layout;
 use crate::memory::{
     MemoryMode, PoolSizes, TaskAttemptId, TaskMemoryManager, UnifiedMemoryManager,
@@ -61,6 +62,7 @@ pub struct Executor {
     block_manager: Arc<BlockManager>,
     local_dirs: Arc<DiskBlockManager>,
     compression: Compression,
+    schedule: ScheduleMode,
     metrics: Arc<ExecutorMetrics>,
     next_task_attempt_id: AtomicU64,
 }
@@ -94,6 +96,7 @@ impl Executor {
         // Read once, before any memory is mapped: a codec Spark does not ship is bad input
         // (exit 2) naming spark.io.compression.codec and its value (docs/spark-model.md §19).
         let compression = Compression::from_conf(conf)?;
+        let schedule = schedule_mode(conf)?;
         let policy = if retain {
             ReleasePolicy::Keep
         } else {
@@ -167,6 +170,7 @@ impl Executor {
             block_manager,
             local_dirs,
             compression,
+            schedule,
             metrics: Arc::new(ExecutorMetrics::new()),
             next_task_attempt_id: AtomicU64::new(0),
             layout: layout.clone(),
@@ -280,6 +284,12 @@ impl Executor {
     /// (`spark.shuffle.spill.compress`, the `TempLocalBlockId` rule).
     pub fn compression(&self) -> &Compression {
         &self.compression
+    }
+
+    /// How each stage's tasks interleave at the memory manager (`spillway.schedule`,
+    /// docs/spark-model.md §24), read at start.
+    pub fn schedule(&self) -> ScheduleMode {
+        self.schedule
     }
 
     /// A new task attempt id, unique in this executor (Spark's `taskAttemptId`).
@@ -416,5 +426,25 @@ impl crate::exit::Exit for ExecutorError {
             }
             ExecutorError::Region(_) => crate::exit::ExitStatus::Failure,
         }
+    }
+}
+
+/// `spillway.schedule` and `spillway.schedule.seed`.
+fn schedule_mode(conf: &SparkConf) -> Result<ScheduleMode, ConfError> {
+    match conf
+        .get_str(keys::SCHEDULE)
+        .trim()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "free" => Ok(ScheduleMode::Free),
+        "deterministic" => Ok(ScheduleMode::Deterministic {
+            seed: conf.get_long(keys::SCHEDULE_SEED)? as u64,
+        }),
+        other => Err(ConfError::Unsupported {
+            key: keys::SCHEDULE.into(),
+            value: other.into(),
+            reason: "expected free or deterministic".into(),
+        }),
     }
 }

@@ -21,6 +21,7 @@ pub mod exit;
 pub mod external;
 pub mod fsio;
 pub mod ids;
+pub mod interleave;
 pub mod interrupt;
 pub mod layout;
 pub mod log;

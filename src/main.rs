@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use spillway::conf::{ByteUnit, ConfError, SparkConf, byte_string_as};
 use spillway::executor::Executor;
 use spillway::exit::{Exit, ExitStatus};
+use spillway::interleave::ScheduleMode;
 use spillway::layout::Layout;
 use spillway::run::{RunError, RunOptions, summary_table};
 use spillway::scenario::Scenario;
@@ -102,6 +103,15 @@ struct RunArgs {
     /// Internal: this process is the executor child of a `--cgroup` supervisor.
     #[arg(long, hide = true)]
     cgroup_child: bool,
+    /// Run under a deterministic schedule with this seed: the tasks meet the memory manager in
+    /// the order the seed decides, so the same scenario and seed give the same counts
+    /// (sets spillway.schedule=deterministic and spillway.schedule.seed).
+    #[arg(long, value_name = "SEED", conflicts_with = "explore")]
+    schedule_seed: Option<u64>,
+    /// Run the scenario under schedule seeds 1..=N and once free-running, and list every count
+    /// that varied, with its values, how often, and a seed that reproduces each (explore.json).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000), conflicts_with_all = ["cgroup", "json"])]
+    explore: Option<u32>,
 }
 
 /// The configuration flags every command shares, named as spark-submit names them.
@@ -257,13 +267,23 @@ fn layout(args: LayoutArgs) -> Result<(), Failure> {
 fn run(args: RunArgs) -> Result<(), Failure> {
     let scenario = Scenario::load(&args.scenario).map_err(RunError::from)?;
     let system_memory = args.conf.system_memory()?;
-    let opts = RunOptions {
+    let mut opts = RunOptions {
         properties_file: args.conf.properties_file.clone(),
         conf_args: args.conf.conf.clone(),
         system_memory,
         out_dir: args.out,
         progress: !args.json && std::io::stderr().is_terminal(),
     };
+    if let Some(seed) = args.schedule_seed {
+        opts.conf_args.extend(spillway::run::schedule_conf_args(
+            ScheduleMode::Deterministic { seed },
+        ));
+    }
+    if let Some(n) = args.explore {
+        let (exploration, out_dir) = spillway::run::explore(&scenario, &opts, n)?;
+        print!("{}", spillway::run::explore_table(&exploration, &out_dir));
+        return Ok(());
+    }
     let (report, out_dir) = spillway::run::run(&scenario, &opts)?;
     if args.cgroup_child {
         // The supervisor prints the report once it has added the cgroup's numbers.

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::executor::Executor;
+use crate::interleave::{Schedule, ScheduleMode, ScheduleStats};
 use crate::memory::{TaskAttemptId, TaskMemoryError, TaskMemoryManager, WaitStats};
 
 /// What a task sees: its ids and its memory.
@@ -81,20 +82,57 @@ pub fn run_stage<T: Send, E: Send>(
     task: impl Fn(&TaskContext) -> Result<T, E> + Sync,
     on_done: impl Fn(&TaskRun<T, E>) + Sync,
 ) -> Vec<TaskRun<T, E>> {
+    run_stage_scheduled(
+        executor,
+        stage_id,
+        num_tasks,
+        exception_on_leak,
+        task,
+        on_done,
+    )
+    .0
+}
+
+/// [`run_stage`], with what the stage's deterministic schedule did (`None` free-running).
+///
+/// Under `spillway.schedule=deterministic` ([`crate::interleave`]) the worker threads join a
+/// schedule seeded from the run's seed and the stage id: which task each thread launches, and
+/// which thread acts on the memory manager next, are the seed's choices.
+pub fn run_stage_scheduled<T: Send, E: Send>(
+    executor: &Executor,
+    stage_id: u32,
+    num_tasks: u32,
+    exception_on_leak: bool,
+    task: impl Fn(&TaskContext) -> Result<T, E> + Sync,
+    on_done: impl Fn(&TaskRun<T, E>) + Sync,
+) -> (Vec<TaskRun<T, E>>, Option<StageSchedule>) {
     let cores = executor.layout().cores.max(1) as usize;
+    let workers = cores.min(num_tasks.max(1) as usize);
+    let schedule = match executor.schedule() {
+        ScheduleMode::Free => None,
+        ScheduleMode::Deterministic { seed } => {
+            Some(Schedule::new(Schedule::stage_seed(seed, stage_id), workers))
+        }
+    };
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<TaskRun<T, E>>> = Mutex::new(Vec::with_capacity(num_tasks as usize));
     std::thread::scope(|scope| {
-        for _ in 0..cores.min(num_tasks.max(1) as usize) {
-            scope.spawn(|| {
+        for w in 0..workers {
+            let (schedule, next, results, task, on_done) =
+                (&schedule, &next, &results, &task, &on_done);
+            scope.spawn(move || {
+                let _member = schedule.as_ref().map(|s| s.join(w));
                 loop {
+                    // Launching a task is a turn: which thread takes the next one (and so its
+                    // task attempt id) is the schedule's choice.
+                    crate::interleave::turn();
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= num_tasks as usize {
                         break;
                     }
                     let run = match crate::interrupt::interrupted() {
                         Some(signal) => not_launched(i as u32, signal),
-                        None => run_one(executor, stage_id, i as u32, exception_on_leak, &task),
+                        None => run_one(executor, stage_id, i as u32, exception_on_leak, task),
                     };
                     on_done(&run);
                     results.lock().unwrap_or_else(|e| e.into_inner()).push(run);
@@ -104,7 +142,18 @@ pub fn run_stage<T: Send, E: Send>(
     });
     let mut runs = results.into_inner().unwrap_or_else(|e| e.into_inner());
     runs.sort_by_key(|r| r.partition);
-    runs
+    let stats = schedule.map(|s| StageSchedule {
+        seed: s.seed(),
+        stats: s.stats(),
+    });
+    (runs, stats)
+}
+
+/// The deterministic schedule of one stage: its seed and what it did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StageSchedule {
+    pub seed: u64,
+    pub stats: ScheduleStats,
 }
 
 /// A task the scheduler did not launch because a signal arrived first: it has no attempt id

@@ -127,6 +127,10 @@ pub const PAGE_POOL_BYTES: &str = "spillway.memory.pagePoolBytes";
 pub const TIMELINE_INTERVAL_MS: &str = "spillway.timeline.intervalMs";
 /// spillway's own: keep freed heap pages resident, as a JVM keeps its heap.
 pub const RETAIN_FREED_MEMORY: &str = "spillway.memory.retainFreed";
+/// spillway's own: how a stage's tasks interleave at the memory manager, `free | deterministic`.
+pub const SCHEDULE: &str = "spillway.schedule";
+/// spillway's own: the seed of a deterministic schedule.
+pub const SCHEDULE_SEED: &str = "spillway.schedule.seed";
 /// `spark.pyspark.python`: the Python executable of the workers.
 pub const PYSPARK_PYTHON: &str = "spark.pyspark.python";
 /// spillway's own: the container monitor's policy, `off | warn | kill` (`external`).
@@ -592,6 +596,24 @@ pub const KEYS: &[KeyDef] = &[
         default: Some("false"),
         limits: ANY,
         doc: "keep freed pages resident as a JVM keeps its heap (default: give them back)",
+    },
+    KeyDef {
+        key: SCHEDULE,
+        kind: Kind::Str,
+        default: Some("free"),
+        limits: ANY,
+        doc: "free (tasks meet the memory manager as timing has it) or deterministic (a seeded order)",
+    },
+    KeyDef {
+        key: SCHEDULE_SEED,
+        kind: Kind::Long,
+        default: Some("0"),
+        limits: Limits {
+            min: 0,
+            max: i64::MAX,
+            message: "A schedule seed is a non-negative number.",
+        },
+        doc: "the seed of the deterministic schedule (spillway run --schedule-seed)",
     },
 ];
 

@@ -361,6 +361,9 @@ struct State {
     wait_stats: Vec<(TaskAttemptId, WaitStats)>,
     /// The fast path is open: the fast words, not `tasks[..].held_bytes`, hold the truth.
     fast_open: bool,
+    /// Releases that woke two or more blocked tasks at once: which of them takes the memory
+    /// first is a matter of timing (free-running) or of the schedule's seed.
+    contended_wakeups: u64,
 }
 
 impl State {
@@ -528,6 +531,7 @@ impl UnifiedMemoryManager {
                 sink: None,
                 wait_stats: Vec::new(),
                 fast_open: false,
+                contended_wakeups: 0,
             }),
             cond: Condvar::new(),
             fast: [FastTable::new(), FastTable::new()],
@@ -581,6 +585,7 @@ impl UnifiedMemoryManager {
         task: TaskAttemptId,
         mode: MemoryMode,
     ) -> u64 {
+        crate::interleave::turn();
         // Lock-free fast path (see "Fast path" above): the task's room covers the request.
         if num_bytes != 0 && self.fast[mode.index()].try_acquire(num_bytes, task) {
             return num_bytes;
@@ -626,9 +631,9 @@ impl UnifiedMemoryManager {
     /// partial grants, blocking. Out of line so the fast path stays small.
     #[cold]
     #[inline(never)]
-    fn acquire_execution_slow(
-        &self,
-        mut guard: Locked<'_>,
+    fn acquire_execution_slow<'a>(
+        &'a self,
+        mut guard: Locked<'a>,
         num_bytes: u64,
         task: TaskAttemptId,
         mode: MemoryMode,
@@ -672,6 +677,7 @@ impl UnifiedMemoryManager {
                     });
                     if st.waiters > 0 {
                         // N changed: waiters must recompute their 1/2N and 1/N.
+                        crate::interleave::wake_blocked();
                         self.cond.notify_all();
                     }
                     pools.tasks.len() - 1
@@ -718,7 +724,15 @@ impl UnifiedMemoryManager {
                 emit(&st.sink, MemoryEvent::ExecutionWaiting { task, mode });
                 st.waiters += 1;
                 let started = Instant::now();
-                guard.wait(&self.cond);
+                if crate::interleave::is_scheduled() {
+                    // A deterministic schedule: give up the turn, holding no lock, until a
+                    // release wakes this task and the seed chooses it again.
+                    drop(guard);
+                    crate::interleave::block();
+                    guard = self.lock();
+                } else {
+                    guard.wait(&self.cond);
+                }
                 debug_assert!(!guard.fast_open, "fast path open while a task waits");
                 guard.waiters -= 1;
                 *waited.get_or_insert(Duration::ZERO) += started.elapsed();
@@ -760,6 +774,7 @@ impl UnifiedMemoryManager {
     /// the task from the pool (N drops). Wakes all waiters.
     #[inline]
     pub fn release_execution_memory(&self, num_bytes: u64, task: TaskAttemptId, mode: MemoryMode) {
+        crate::interleave::turn();
         // Lock-free fast path: the task stays registered and nobody waits (the path is closed
         // while anyone does), so there is no one to wake.
         if self.fast[mode.index()].try_release(num_bytes, task) {
@@ -783,7 +798,7 @@ impl UnifiedMemoryManager {
             }
             _ => release_execution(pools, table, num_bytes, task, &st.sink),
         }
-        let wake = st.waiters > 0;
+        let wake = wake_scheduled(st);
         guard.unlock();
         if wake {
             self.cond.notify_all();
@@ -793,6 +808,7 @@ impl UnifiedMemoryManager {
     /// Spark's `releaseAllExecutionMemoryForTask`: release the task's whole holding in both
     /// modes, mark it inactive, wake waiters; return the bytes freed.
     pub fn release_all_execution_memory_for_task(&self, task: TaskAttemptId) -> u64 {
+        crate::interleave::turn();
         let mut guard = self.lock();
         let st = &mut *guard;
         let mut freed = 0;
@@ -801,7 +817,7 @@ impl UnifiedMemoryManager {
             release_execution(pools, table, held, task, &st.sink);
             freed += held;
         }
-        let wake = st.waiters > 0;
+        let wake = wake_scheduled(st);
         guard.unlock();
         if wake {
             self.cond.notify_all();
@@ -821,6 +837,7 @@ impl UnifiedMemoryManager {
         num_bytes: u64,
         mode: MemoryMode,
     ) -> bool {
+        crate::interleave::turn();
         let mut guard = self.lock();
         Self::acquire_storage_locked(&mut guard, block, num_bytes, mode)
     }
@@ -835,11 +852,12 @@ impl UnifiedMemoryManager {
         size: u64,
         mode: MemoryMode,
     ) -> bool {
+        crate::interleave::turn();
         let mut guard = self.lock();
         let st = &mut *guard;
         st.pools[mode.index()].release_storage(unroll_bytes, &st.sink);
         let ok = Self::acquire_storage_locked(st, block, size, mode);
-        let wake = st.waiters > 0 && unroll_bytes > size;
+        let wake = unroll_bytes > size && wake_scheduled(st);
         guard.unlock();
         if wake {
             self.cond.notify_all();
@@ -897,10 +915,11 @@ impl UnifiedMemoryManager {
     /// grow their pool. Spark does not notify here; an extra wake-up is indistinguishable from
     /// a spurious one, which Spark's wait loop already tolerates.
     pub fn release_storage_memory(&self, num_bytes: u64, mode: MemoryMode) {
+        crate::interleave::turn();
         let mut guard = self.lock();
         let st = &mut *guard;
         st.pools[mode.index()].release_storage(num_bytes, &st.sink);
-        let wake = st.waiters > 0;
+        let wake = wake_scheduled(st);
         guard.unlock();
         if wake {
             self.cond.notify_all();
@@ -914,11 +933,12 @@ impl UnifiedMemoryManager {
 
     /// Spark's `releaseAllStorageMemory`: storage `used` = 0 in both modes (wakes waiters).
     pub fn release_all_storage_memory(&self) {
+        crate::interleave::turn();
         let mut guard = self.lock();
         for pools in &mut guard.pools {
             pools.storage_used_bytes = 0;
         }
-        let wake = guard.waiters > 0;
+        let wake = wake_scheduled(&mut guard);
         guard.unlock();
         if wake {
             self.cond.notify_all();
@@ -974,6 +994,12 @@ impl UnifiedMemoryManager {
             .iter()
             .find(|(t, _)| *t == task)
             .map_or_else(WaitStats::default, |(_, s)| *s)
+    }
+
+    /// Releases so far that woke two or more tasks blocked for execution memory at once (the
+    /// outcome can then depend on which of them runs first).
+    pub fn contended_wakeups(&self) -> u64 {
+        self.lock().contended_wakeups
     }
 
     /// Like [`task_wait_stats`](Self::task_wait_stats), and forget the task (call at task end).
@@ -1043,6 +1069,20 @@ fn release_execution(
         }
     }
     pools.check_invariants();
+}
+
+/// Whether tasks wait for execution memory (the caller then wakes them); under a deterministic
+/// schedule (`crate::interleave`) they are also made ready to be chosen again. Called under the
+/// lock, by the thread that holds the schedule's turn.
+fn wake_scheduled(st: &mut State) -> bool {
+    if st.waiters > 0 {
+        if st.waiters > 1 {
+            st.contended_wakeups += 1;
+        }
+        crate::interleave::wake_blocked();
+        return true;
+    }
+    false
 }
 
 fn record_wait(stats: &mut Vec<(TaskAttemptId, WaitStats)>, task: TaskAttemptId, waited: Duration) {

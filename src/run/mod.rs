@@ -1,6 +1,7 @@
 //! `spillway run`: build the executor of a scenario, run its stages, sample the timeline, and
 //! write the report (docs/report.md "report.json").
 
+mod explore;
 mod plot;
 mod report;
 
@@ -15,14 +16,19 @@ use crate::conf::{ConfError, ConfSource, SparkConf, format_mib, keys};
 use crate::executor::{Executor, ExecutorError};
 use crate::layout::Layout;
 use crate::scenario::{Expect, Scenario, ScenarioError, ScenarioStage};
-use crate::scheduler::{TaskFailure, run_stage};
+use crate::scheduler::{TaskFailure, run_stage_scheduled};
 use crate::spill::RecordDigest;
 use crate::stage::{RunContext, StageTaskRun};
 use crate::timeline::{Sample, Sampler};
 
+pub use explore::{
+    Exploration, Outcome, RunOutcome, StageTiming, ValueCount, Varying, explore, explore_table,
+    outcome_numbers, schedule_conf_args, summarize,
+};
 pub use report::{
-    FailureReport, GapReport, MemoryReport, RddReport, Report, ScenarioInfo, StageReport,
-    TaskReport, Verification, summary_table, unexpected_outcomes, write_report,
+    FailureReport, GapReport, MemoryReport, RddReport, Report, ScenarioInfo, ScheduleReport,
+    StageReport, TaskReport, TimingReport, Verification, summary_table, unexpected_outcomes,
+    write_report,
 };
 
 /// How to run a scenario.
@@ -249,15 +255,16 @@ fn run_one_stage(
 ) -> StageRun {
     let executor = ctx.executor;
     let storage_before = executor.block_manager().counters();
+    let wakeups_before = executor.memory_manager().contended_wakeups();
     let started = Instant::now();
     let input_bytes = stage.stage.input_bytes(ctx);
     let tasks = stage.stage.start(ctx, stage_id);
     if let Some(p) = progress {
         p.start(tasks.count, input_bytes);
     }
-    let runs = {
+    let (runs, schedule) = {
         let shared: &RunContext = ctx;
-        run_stage(
+        run_stage_scheduled(
             executor,
             stage_id,
             tasks.count,
@@ -288,6 +295,8 @@ fn run_one_stage(
         storage_before,
         storage_after: executor.block_manager().counters(),
         kind_fields,
+        schedule,
+        contended_wakeups: executor.memory_manager().contended_wakeups() - wakeups_before,
     }
 }
 
@@ -438,6 +447,10 @@ pub(crate) struct StageRun {
     pub storage_after: crate::storage::block_manager::StorageCounters,
     /// The kind's own report numbers.
     pub kind_fields: serde_json::Map<String, serde_json::Value>,
+    /// The stage's deterministic schedule (`None` free-running).
+    pub schedule: Option<crate::scheduler::StageSchedule>,
+    /// Releases during the stage that woke two or more tasks blocked for execution memory.
+    pub contended_wakeups: u64,
 }
 
 /// Whether a task failed, and its error class and message.

@@ -37,6 +37,8 @@ pub struct Report {
     /// The stages that ran all their tasks, none killed by the interrupt.
     pub stages_finished: Vec<u32>,
     pub wall_time_ms: f64,
+    /// Free-running or a deterministic schedule, and its seed.
+    pub schedule: ScheduleReport,
     pub layout: LayoutJson,
     /// Every configuration value that was set, after precedence.
     pub conf: BTreeMap<String, String>,
@@ -119,10 +121,77 @@ pub struct StageReport {
     pub records_in: u64,
     pub records_out: u64,
     pub verified: bool,
+    /// Whether the stage's outcome could have been different in another run of the same
+    /// scenario and seed, and the deterministic schedule it ran under.
+    pub timing: TimingReport,
     /// The numbers only this stage's kind has (`Stage::report_fields`), beside the common ones:
     /// a scan's `memoryHits`, `diskHits`, `recomputes`; a UDF's `peakUserMemory`.
     #[serde(flatten)]
     pub kind_fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What in a stage depended on how its tasks interleaved (docs/spark-model.md §24).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimingReport {
+    /// Blocks that failed to unroll while another task held unroll memory in the same mode.
+    pub contended_unroll_failures: u64,
+    /// Releases that woke two or more tasks blocked for execution memory at once.
+    pub contended_wakeups: u64,
+    /// Either of the two happened: another interleaving could have given other numbers.
+    pub could_differ: bool,
+    /// The same, in words.
+    pub reasons: Vec<String>,
+    /// The stage's deterministic schedule: its seed (derived from the run's schedule seed
+    /// and the stage id); null free-running.
+    pub schedule_seed: Option<u64>,
+    /// Turn points where the seed chose among two or more ready tasks.
+    pub schedule_choices: u64,
+    /// Times the turn passed from one task's thread to another.
+    pub schedule_switches: u64,
+    /// Every task was blocked at once and the schedule stopped ordering them.
+    pub schedule_abandoned: bool,
+}
+
+impl TimingReport {
+    fn of(s: &StageRun) -> TimingReport {
+        let unroll =
+            s.storage_after.contended_unroll_failures - s.storage_before.contended_unroll_failures;
+        let mut reasons = Vec::new();
+        if unroll > 0 {
+            reasons.push(format!(
+                "{unroll} block(s) failed to unroll while another task held unroll memory: \
+                 which block fits depends on how the tasks' reservations interleave"
+            ));
+        }
+        if s.contended_wakeups > 0 {
+            reasons.push(format!(
+                "{} release(s) woke two or more tasks blocked for execution memory: which one \
+                 takes the memory first depends on timing",
+                s.contended_wakeups
+            ));
+        }
+        let sched = s.schedule.unwrap_or_default();
+        TimingReport {
+            contended_unroll_failures: unroll,
+            contended_wakeups: s.contended_wakeups,
+            could_differ: !reasons.is_empty(),
+            reasons,
+            schedule_seed: s.schedule.map(|x| x.seed),
+            schedule_choices: sched.stats.choices,
+            schedule_switches: sched.stats.switches,
+            schedule_abandoned: sched.stats.abandoned,
+        }
+    }
+}
+
+/// How the run's stages interleaved their tasks at the memory manager.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ScheduleReport {
+    /// `free` or `deterministic` (`spillway.schedule`).
+    pub mode: String,
+    /// `spillway.schedule.seed` (`--schedule-seed`) of a deterministic run; null free-running.
+    pub seed: Option<u64>,
 }
 
 /// One task, as the REST API's `TaskData` names it.
@@ -326,6 +395,7 @@ pub(crate) fn build(i: Inputs) -> Report {
             records_out: 0,
             kind_fields: s.kind_fields.clone(),
             verified: true,
+            timing: TimingReport::of(s),
         };
         let mut spill_write_ns = 0u64;
         for run in &s.runs {
@@ -500,6 +570,16 @@ pub(crate) fn build(i: Inputs) -> Report {
         unexpected_stages,
         scenario: ScenarioInfo::of(i.scenario),
         wall_time_ms: ms(i.wall),
+        schedule: match i.executor.schedule() {
+            crate::interleave::ScheduleMode::Free => ScheduleReport {
+                mode: "free".into(),
+                seed: None,
+            },
+            crate::interleave::ScheduleMode::Deterministic { seed } => ScheduleReport {
+                mode: "deterministic".into(),
+                seed: Some(seed),
+            },
+        },
         layout: i.layout.to_json(),
         conf: i
             .conf

@@ -109,6 +109,8 @@ pub struct StorageCounters {
     pub disk_hits: u64,
     pub recomputes: u64,
     pub unroll_failures: u64,
+    /// Of `unroll_failures`, those while another task held unroll memory in the same mode.
+    pub contended_unroll_failures: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -389,6 +391,7 @@ impl BlockManager {
             disk_hits: get(&c.disk_hits),
             recomputes: get(&c.recomputes),
             unroll_failures: get(&c.unroll_failures),
+            contended_unroll_failures: self.memory.contended_unroll_failures(),
         }
     }
 }

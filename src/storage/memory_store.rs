@@ -220,6 +220,9 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
     handler: OnceLock<Weak<dyn DropHandler>>,
     this: Weak<MemoryStore>,
+    /// Blocks that failed to unroll while another task held unroll memory in the same mode:
+    /// had that task run later (or earlier), this one might have fitted.
+    contended_unroll_failures: std::sync::atomic::AtomicU64,
 }
 
 /// Chunks hold whole records and are about this large.
@@ -242,6 +245,7 @@ impl MemoryStore {
             inner: Mutex::new(Inner::default()),
             handler: OnceLock::new(),
             this: this.clone(),
+            contended_unroll_failures: Default::default(),
         });
         manager.set_evictor(Arc::new(EvictorRef(Arc::downgrade(&store))));
         store
@@ -430,6 +434,15 @@ impl MemoryStore {
             "Not enough space to cache {block} in memory! (computed {} bytes so far)",
             partial.bytes
         ));
+        let others_unrolling = self
+            .lock()
+            .unroll
+            .iter()
+            .any(|(&(t, m), &b)| t != task && m == mode && b > 0);
+        if others_unrolling {
+            self.contended_unroll_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         PutOutcome::Failed(partial)
     }
 
@@ -475,6 +488,13 @@ impl MemoryStore {
         for mode in [MemoryMode::OnHeap, MemoryMode::OffHeap] {
             self.release_unroll_memory_for_task(task, mode, u64::MAX);
         }
+    }
+
+    /// Blocks so far that failed to unroll while another task held unroll memory in the same
+    /// mode: their outcome depended on how the tasks' reservations interleaved.
+    pub fn contended_unroll_failures(&self) -> u64 {
+        self.contended_unroll_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Unroll memory held by all tasks in `mode` (`currentUnrollMemory`).
