@@ -71,6 +71,8 @@ enum Slot {
 struct State {
     rng: u64,
     slots: Vec<Slot>,
+    /// Turns each thread has been given.
+    turns: Vec<u64>,
     joined: usize,
     turn: Option<usize>,
     stats: ScheduleStats,
@@ -89,6 +91,9 @@ pub struct ScheduleStats {
     pub abandoned: bool,
 }
 
+/// One choice in this many is a detour: any ready thread, not the one furthest behind.
+const DETOUR_ONE_IN: u64 = 8;
+
 /// SplitMix64: the schedule's random numbers (and how a stage's seed is derived).
 pub fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -102,21 +107,36 @@ impl State {
     /// Picks the next holder among the ready threads (the seed decides when there are two or
     /// more), or `None` when nobody is ready.
     fn choose(&mut self) -> Option<usize> {
-        let ready = self.slots.iter().filter(|s| **s == Slot::Ready).count();
-        let k = match ready {
+        let ready: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i] == Slot::Ready)
+            .collect();
+        let pick = match ready.len() {
             0 => return None,
-            1 => 0,
+            1 => ready[0],
             n => {
                 self.stats.choices += 1;
-                (splitmix64(&mut self.rng) % n as u64) as usize
+                let draw = splitmix64(&mut self.rng);
+                if draw.is_multiple_of(DETOUR_ONE_IN) {
+                    // A detour: any ready thread, as a delay in a real run would have it.
+                    ready[(splitmix64(&mut self.rng) % n as u64) as usize]
+                } else {
+                    // As threads running side by side: the one that has had fewest turns,
+                    // ties broken by the seed.
+                    let least = ready
+                        .iter()
+                        .map(|&i| self.turns[i])
+                        .min()
+                        .expect("two ready");
+                    let behind: Vec<usize> = ready
+                        .into_iter()
+                        .filter(|&i| self.turns[i] == least)
+                        .collect();
+                    behind[(draw / DETOUR_ONE_IN % behind.len() as u64) as usize]
+                }
             }
         };
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| **s == Slot::Ready)
-            .nth(k)
-            .map(|(i, _)| i)
+        self.turns[pick] += 1;
+        Some(pick)
     }
 
     /// Hands the turn to whoever [`choose`](Self::choose) picks; abandons the schedule when
@@ -162,6 +182,7 @@ impl Schedule {
             state: Mutex::new(State {
                 rng: seed,
                 slots: vec![Slot::Absent; members],
+                turns: vec![0; members],
                 joined: 0,
                 turn: None,
                 stats: ScheduleStats::default(),
@@ -376,14 +397,14 @@ mod tests {
         let flag = StdMutex::new(false);
         let seen = StdMutex::new(Vec::new());
         std::thread::scope(|s| {
-            let (sch, flag2, seen2) = (&schedule, &flag, &seen);
+            let (schedule, flag, seen) = (&schedule, &flag, &seen);
             s.spawn(move || {
-                let _m = sch.join(0);
-                while !*flag2.lock().unwrap() {
+                let _m = schedule.join(0);
+                while !*flag.lock().unwrap() {
                     assert!(is_scheduled());
                     block();
                 }
-                seen2.lock().unwrap().push("woken");
+                seen.lock().unwrap().push("woken");
             });
             s.spawn(move || {
                 let _m = schedule.join(1);

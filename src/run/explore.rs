@@ -189,7 +189,7 @@ pub fn summarize(scenario: &str, seeds: Vec<u64>, runs: &[RunOutcome]) -> Explor
             for r in runs {
                 tally(&mut groups, value_of(r, k), r);
             }
-            groups.sort_by(|a, b| b.1.runs.cmp(&a.1.runs));
+            groups.sort_by_key(|g| std::cmp::Reverse(g.1.runs));
             Varying {
                 key: (*k).clone(),
                 values: groups
@@ -207,7 +207,7 @@ pub fn summarize(scenario: &str, seeds: Vec<u64>, runs: &[RunOutcome]) -> Explor
             .collect();
         tally(&mut combos, serde_json::Value::Object(key), r);
     }
-    combos.sort_by(|a, b| b.1.runs.cmp(&a.1.runs));
+    combos.sort_by_key(|g| std::cmp::Reverse(g.1.runs));
     let outcomes = combos
         .into_iter()
         .map(|(k, c)| Outcome {
