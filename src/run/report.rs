@@ -194,6 +194,32 @@ pub struct ScheduleReport {
     pub seed: Option<u64>,
 }
 
+/// The summary's lines on timing: under a schedule, its seed; free-running, each stage whose
+/// outcome could have differed, and how to pin it or see the alternatives.
+fn timing_lines(report: &Report) -> String {
+    let mut out = String::new();
+    if let Some(seed) = report.schedule.seed {
+        out.push_str(&format!(
+            "\ndeterministic schedule, seed {seed}: the same scenario and seed give these counts again\n"
+        ));
+    }
+    for s in report.stages.iter().filter(|s| s.timing.could_differ) {
+        out.push_str(&format!(
+            "\nstage {} ({}) could have ended differently: {}\n",
+            s.stage_id,
+            s.label,
+            s.timing.reasons.join("; ")
+        ));
+    }
+    if report.schedule.seed.is_none() && report.stages.iter().any(|s| s.timing.could_differ) {
+        out.push_str(
+            "  (--schedule-seed K pins the order of the tasks' memory requests; --explore N \
+             lists the outcomes N seeds give)\n",
+        );
+    }
+    out
+}
+
 /// One task, as the REST API's `TaskData` names it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -962,6 +988,7 @@ pub fn summary_table(report: &Report, out_dir: &Path) -> String {
             ));
         }
     }
+    out.push_str(&timing_lines(report));
     for f in &report.failures {
         let first_line = f.message.lines().next().unwrap_or("");
         // Spark's messages often start with their error class already.
