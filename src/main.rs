@@ -83,8 +83,8 @@ struct BenchArgs {
 
 #[derive(Args)]
 struct RunArgs {
-    /// A built-in scenario (default, sort-spill, aggregate-spill, cache-pressure,
-    /// cache-then-sort) or a path to a TOML scenario file.
+    /// A built-in scenario (default, sort-spill, aggregate-spill, cache-pressure, cache-race,
+    /// cache-then-sort, shuffle-spill) or a path to a TOML scenario file.
     #[arg(default_value = "default")]
     scenario: String,
     #[command(flatten)]

@@ -104,7 +104,7 @@ pub struct Scenario {
 const TOP_KEYS: &str = "name, description, seed, conf, stages";
 
 /// The built-in scenarios: name, TOML.
-pub const BUILTINS: [(&str, &str); 6] = [
+pub const BUILTINS: [(&str, &str); 7] = [
     ("default", include_str!("scenarios/default.toml")),
     ("sort-spill", include_str!("scenarios/sort-spill.toml")),
     (
@@ -115,6 +115,7 @@ pub const BUILTINS: [(&str, &str); 6] = [
         "cache-pressure",
         include_str!("scenarios/cache-pressure.toml"),
     ),
+    ("cache-race", include_str!("scenarios/cache-race.toml")),
     (
         "cache-then-sort",
         include_str!("scenarios/cache-then-sort.toml"),

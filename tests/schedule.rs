@@ -1,7 +1,7 @@
 //! The deterministic schedule (`spillway.schedule`, `--schedule-seed`) and `--explore`.
 //!
-//! The race: 12 partitions of 41,969,980 bytes (100-byte records) at MEMORY_AND_DISK in a
-//! 1 GiB executor on 2 cores. Two tasks unroll at once, each holding part of what it reserved
+//! The race (the built-in `cache-race`): 12 partitions of 41,969,980 bytes (100-byte records)
+//! at MEMORY_AND_DISK in a 1 GiB executor on 2 cores. Two tasks unroll at once, each holding part of what it reserved
 //! when storage runs out, so free-running the run ends with 10 blocks in memory and 2 on disk
 //! (what Spark 4.3 reported) or 9 and 3, as the threads' timing has it. Under one schedule seed
 //! the numbers are the same every time; across seeds both outcomes appear, each with a seed
@@ -18,23 +18,8 @@ use spillway::memory::{MemoryMode, PoolSizes, UnifiedMemoryManager};
 use spillway::run::{Report, RunOptions, outcome_numbers, run};
 use spillway::scenario::Scenario;
 
-const RACE: &str = r#"
-name = "cache-race"
-description = "12 x 41,969,980 bytes at MEMORY_AND_DISK in 1g, 2 cores: two tasks unroll at once"
-[conf]
-"spark.executor.memory" = "1g"
-"spark.memory.fraction" = "0.6"
-"spark.executor.cores" = "2"
-[[stages]]
-kind = "cache"
-rdd = 1
-partitions = 12
-partition_bytes = 41969980
-storage_level = "MEMORY_AND_DISK"
-"#;
-
 fn run_race(conf_args: &[&str]) -> Report {
-    let scenario = Scenario::parse(RACE, "test", None).unwrap();
+    let scenario = Scenario::load("cache-race").unwrap();
     let out = tempfile::tempdir().unwrap();
     let opts = RunOptions {
         properties_file: None,
@@ -130,12 +115,10 @@ fn read_json(path: &Path) -> Value {
 #[test]
 fn explore_finds_both_outcomes_of_the_race_and_each_seed_reproduces_its_outcome() {
     let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("race.toml");
-    std::fs::write(&scenario, RACE).unwrap();
     let out = dir.path().join("explore");
     let o = spillway(&[
         "run",
-        scenario.to_str().unwrap(),
+        "cache-race",
         "--explore",
         "50",
         "--out",
@@ -210,7 +193,7 @@ fn explore_finds_both_outcomes_of_the_race_and_each_seed_reproduces_its_outcome(
         let rep = dir.path().join(format!("seed-{seed}"));
         let o = spillway(&[
             "run",
-            scenario.to_str().unwrap(),
+            "cache-race",
             "--schedule-seed",
             &seed,
             "--out",
