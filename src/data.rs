@@ -235,7 +235,10 @@ mod tests {
     #[test]
     fn record_types_shape_the_records() {
         let pairs = PartitionData::new(7, 1000, 100).with_record_type(RecordType::LongPair);
-        assert_eq!((pairs.record_bytes(), pairs.bytes(), pairs.records()), (16, 992, 62));
+        assert_eq!(
+            (pairs.record_bytes(), pairs.bytes(), pairs.records()),
+            (16, 992, 62)
+        );
         let s = PartitionData::new(7, 250, 100).with_record_type(RecordType::String);
         let mut it = s.iter();
         let mut lens = Vec::new();
