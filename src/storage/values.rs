@@ -452,10 +452,16 @@ impl ValueFormat {
             ValueFormat::Objects { .. } => "JVM objects (SizeEstimator)".into(),
             ValueFormat::Serialized {
                 serializer, codec, ..
-            } => match codec {
-                Some(c) => format!("{serializer:?} serializer, {} compressed", c.name),
-                None => format!("{serializer:?} serializer, uncompressed"),
-            },
+            } => {
+                let name = match serializer {
+                    SerializerKind::Java => "JavaSerializer",
+                    SerializerKind::Kryo => "KryoSerializer",
+                };
+                match codec {
+                    Some(c) => format!("{name}, {} compressed", c.name),
+                    None => format!("{name}, uncompressed"),
+                }
+            }
         }
     }
 }
