@@ -438,7 +438,6 @@ impl BlockManager {
                             counter: counter.as_ref(),
                         };
                         self.disk.put(block, &mut prefix, Some(&mut rest))?;
-                        drop(prefix);
                         if let Some(c) = counter {
                             self.set_serialized_bytes(block, c.into_inner().finish());
                         }

@@ -230,8 +230,9 @@ impl Drop for PartialUnroll {
 pub enum PutOutcome {
     /// The block is in memory with this size.
     Stored { size: u64 },
-    /// Unrolling ran out of memory (or the range could not place a chunk).
-    Failed(PartialUnroll),
+    /// Unrolling ran out of memory (or the range could not place a chunk). Boxed: the
+    /// partial block carries its encoder.
+    Failed(Box<PartialUnroll>),
 }
 
 #[derive(Default)]
@@ -483,7 +484,7 @@ impl MemoryStore {
             "Not enough space to cache {block} in memory! (computed {} bytes so far)",
             partial.bytes
         ));
-        PutOutcome::Failed(partial)
+        PutOutcome::Failed(Box::new(partial))
     }
 
     /// Spark's `putBytes` as `maybeCacheDiskBytesInMemory` uses it: acquire exactly `size`

@@ -1080,10 +1080,11 @@ impl<'a> SerialBytes<'a> {
         let codec = *codec;
         if !self.started {
             self.started = true;
-            if codec.name == CodecName::Snappy && !self.src.at_end() {
-                if self.src.take(16)? != SNAPPY_HEADER {
-                    return bad("no snappy stream header");
-                }
+            if codec.name == CodecName::Snappy
+                && !self.src.at_end()
+                && self.src.take(16)? != SNAPPY_HEADER
+            {
+                return bad("no snappy stream header");
             }
         }
         self.buf.clear();
