@@ -1,4 +1,5 @@
-//! Checked against what Spark 4.3.0 measured (`scripts/spark/results/objsize-*-2026-12-02.json`).
+//! Checked against what Spark 4.3.0 measured (`scripts/spark/results/objsize-probe-2026-12-02.json`,
+//! `tests/data/size_tracking_vector.json`, a copy of `scripts/spark/results/objsize-vector-probe-2026-12-02.json`).
 
 use super::*;
 
