@@ -22,6 +22,57 @@ pub fn stream_seed(seed: u64, a: u64, b: u64) -> u64 {
     splitmix64(&mut s)
 }
 
+/// What a cached RDD's records are in the JVM (docs/spark-model.md §21.7): it decides their
+/// size in a deserialized block and their serialized form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RecordType {
+    /// spillway's byte records: a record's size is its length at every storage level, never
+    /// serialized or compressed (the model before object sizes; the PySpark replay sizes its
+    /// batches to match it).
+    #[default]
+    Raw,
+    /// `Array[Byte]` of the record's bytes.
+    Bytes,
+    /// `(Long, Long)`: `scala.Tuple2$mcJJ$sp` (two 8-byte longs; 16 bytes of record).
+    LongPair,
+    /// A Latin-1 `String` of printable ASCII characters, one per byte of the record.
+    String,
+}
+
+impl RecordType {
+    /// The names a scenario uses, in the order of the enum.
+    pub const NAMES: &'static [&'static str] = &["raw", "bytes", "long_pair", "string"];
+
+    /// The type named `name`, if any.
+    pub fn parse(name: &str) -> Option<RecordType> {
+        match name {
+            "raw" => Some(RecordType::Raw),
+            "bytes" => Some(RecordType::Bytes),
+            "long_pair" => Some(RecordType::LongPair),
+            "string" => Some(RecordType::String),
+            _ => None,
+        }
+    }
+
+    /// Its scenario name.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordType::Raw => "raw",
+            RecordType::Bytes => "bytes",
+            RecordType::LongPair => "long_pair",
+            RecordType::String => "string",
+        }
+    }
+
+    /// The record length the type requires, if it has one (a pair is two longs).
+    pub fn fixed_record_bytes(self) -> Option<u64> {
+        match self {
+            RecordType::LongPair => Some(16),
+            _ => None,
+        }
+    }
+}
+
 /// The records of one partition: fixed-size records of `record_bytes`, the last one shorter
 /// so that the partition holds exactly `partition_bytes` bytes.
 #[derive(Debug, Clone)]
@@ -29,6 +80,7 @@ pub struct PartitionData {
     seed: u64,
     record_bytes: u64,
     partition_bytes: u64,
+    record_type: RecordType,
 }
 
 impl PartitionData {
@@ -39,7 +91,25 @@ impl PartitionData {
             seed,
             record_bytes,
             partition_bytes,
+            record_type: RecordType::Raw,
         }
+    }
+
+    /// The same records as values of `record_type`: a `long_pair` partition holds whole pairs
+    /// (its `partition_bytes` is rounded down to 16-byte records, at least one), a `string`
+    /// partition's bytes are printable ASCII.
+    pub fn with_record_type(mut self, record_type: RecordType) -> PartitionData {
+        if let Some(fixed) = record_type.fixed_record_bytes() {
+            self.record_bytes = fixed;
+            self.partition_bytes = (self.partition_bytes / fixed).max(1) * fixed;
+        }
+        self.record_type = record_type;
+        self
+    }
+
+    /// The records' type.
+    pub fn record_type(&self) -> RecordType {
+        self.record_type
     }
 
     /// Bytes in the partition.
@@ -79,6 +149,12 @@ impl PartitionData {
         for w in &mut words {
             let v = splitmix64(&mut state).to_le_bytes();
             w.copy_from_slice(&v[..w.len()]);
+        }
+        if self.record_type == RecordType::String {
+            // Printable ASCII (0x20..=0x7e): a Latin-1 string of one byte per character.
+            for b in out.iter_mut() {
+                *b = b' ' + *b % 95;
+            }
         }
     }
 }
@@ -154,5 +230,27 @@ mod tests {
         let other = PartitionData::new(stream_seed(7, 1, 2), 1000, 56);
         assert_ne!(other.iter().next_record().unwrap(), &first[0][..]);
         assert_ne!(record_key(&first[0]), record_key(&first[1]));
+    }
+
+    #[test]
+    fn record_types_shape_the_records() {
+        let pairs = PartitionData::new(7, 1000, 100).with_record_type(RecordType::LongPair);
+        assert_eq!(
+            (pairs.record_bytes(), pairs.bytes(), pairs.records()),
+            (16, 992, 62)
+        );
+        let s = PartitionData::new(7, 250, 100).with_record_type(RecordType::String);
+        let mut it = s.iter();
+        let mut lens = Vec::new();
+        while let Some(r) = it.next_record() {
+            assert!(r.iter().all(|b| (0x20..=0x7e).contains(b)), "{r:?}");
+            lens.push(r.len());
+        }
+        assert_eq!(lens, [100, 100, 50]);
+        for (i, name) in RecordType::NAMES.iter().enumerate() {
+            let t = RecordType::parse(name).unwrap();
+            assert_eq!((t.name(), t as usize), (*name, i));
+        }
+        assert_eq!(RecordType::parse("Long"), None);
     }
 }

@@ -33,6 +33,7 @@ use crate::region::{
 use crate::storage::block_manager::BlockManager;
 use crate::storage::disk::{DiskBlockManager, LocalDirError};
 use crate::storage::memory_store::{MemoryStore, UnrollConf};
+use crate::storage::values::ValuesConf;
 
 /// Why an executor could not start.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +98,9 @@ impl Executor {
         // (exit 2) naming spark.io.compression.codec and its value (docs/spark-model.md §19).
         let compression = Compression::from_conf(conf)?;
         let schedule = schedule_mode(conf)?;
+        // How typed cached records are sized and serialized (docs/spark-model.md §21.7):
+        // spark.serializer, spark.rdd.compress with the codec, compressed oops below 32 GiB.
+        let values = ValuesConf::from_conf(conf, layout.heap_bytes.max(0) as u64)?;
         let policy = if retain {
             ReleasePolicy::Keep
         } else {
@@ -164,7 +168,8 @@ impl Executor {
             unroll,
         );
         let local_dirs = Arc::new(DiskBlockManager::from_conf(conf)?);
-        let block_manager = BlockManager::new(memory_store, Arc::clone(&local_dirs));
+        let block_manager =
+            BlockManager::with_values(memory_store, Arc::clone(&local_dirs), values);
         Ok(Executor {
             memory_manager,
             block_manager,

@@ -423,6 +423,7 @@ record_bytes = 56
                 "partition_bytes": 41_969_980,
                 "record_bytes": 100,
                 "storage_level": "MEMORY_ONLY",
+                "record_type": "raw",
             })
         );
         assert_eq!(s.stages[0].expect, Expect::Success);

@@ -270,6 +270,18 @@ fn bad_scenarios_exit_2_and_name_the_problem() {
             "[conf]\n\"spark.reducer.maxSizeInFlight\" = \"0\"\n[[stages]]\nkind = \"udf\"\n",
             "spark.reducer.maxSizeInFlight",
         ),
+        (
+            "[[stages]]\nkind = \"cache\"\nrecord_type = \"Long\"\n",
+            "'record_type' in stage 0 of",
+        ),
+        (
+            "[[stages]]\nkind = \"cache\"\nrecord_type = \"long_pair\"\nrecord_bytes = 100\n",
+            "'record_bytes' in stage 0 of",
+        ),
+        (
+            "[conf]\n\"spark.rdd.compress\" = \"yes\"\n[[stages]]\nkind = \"cache\"\n",
+            "spark.rdd.compress",
+        ),
     ] {
         let scenario = write_scenario(dir.path(), text);
         let o = spillway(&[
@@ -412,4 +424,96 @@ fn a_bad_codec_exits_2_naming_key_and_value() {
         );
         assert!(!out.join("report.json").exists(), "{value}");
     }
+}
+
+/// Issue 16's second acceptance line through `spillway run`: (Long, Long) pairs cache fewer
+/// partitions at MEMORY_ONLY than at MEMORY_ONLY_SER in the same memory (docs/spark-model.md
+/// §21.7), and a MEMORY_AND_DISK_SER block whose unroll failed is back in memory after its
+/// put (§6.6): the report counts it and the scan reads it from memory.
+#[test]
+fn typed_records_cache_as_spark_sizes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    std::fs::create_dir(&local).unwrap();
+    let local_conf = format!("spark.local.dir={}", local.display());
+    let mut cached = Vec::new();
+    for level in ["MEMORY_ONLY", "MEMORY_ONLY_SER"] {
+        let scenario = write_scenario(
+            dir.path(),
+            &format!(
+                r#"
+[conf]
+"spark.executor.memory" = "1g"
+"spark.memory.fraction" = "0.1"
+"spark.executor.cores" = "1"
+[[stages]]
+kind = "cache"
+rdd = 1
+partitions = 10
+partition_bytes = "4m"
+record_type = "long_pair"
+storage_level = "{level}"
+"#
+            ),
+        );
+        let out = dir.path().join(level);
+        let v = run_json(&scenario, &["--conf", &local_conf], &out);
+        let rdd = &v["storage"]["rdds"][0];
+        assert_eq!(v["stages"][0]["params"]["record_bytes"], 16, "{level}");
+        cached.push(rdd["partitionsInMemory"].as_u64().unwrap());
+        let format = v["stages"][0]["valueFormat"].as_str().unwrap().to_string();
+        assert!(
+            format.contains(if level == "MEMORY_ONLY" {
+                "SizeEstimator"
+            } else {
+                "JavaSerializer"
+            }),
+            "{level}: {format}"
+        );
+    }
+    assert!(
+        cached[0] < cached[1],
+        "MEMORY_ONLY {} vs MEMORY_ONLY_SER {}",
+        cached[0],
+        cached[1]
+    );
+    assert_eq!(cached[1], 10);
+
+    // 72.4 MiB of unified memory; the unroll's first size check comes at 50 MiB and asks for
+    // 1.5x that; the block's 58 MiB fit once on disk.
+    let scenario = write_scenario(
+        dir.path(),
+        r#"
+[conf]
+"spark.executor.memory" = "1g"
+"spark.memory.fraction" = "0.1"
+"spark.executor.cores" = "1"
+"spark.storage.unrollMemoryThreshold" = "52428800"
+[[stages]]
+kind = "cache"
+rdd = 1
+partitions = 1
+partition_bytes = "58m"
+record_bytes = "4k"
+record_type = "bytes"
+storage_level = "MEMORY_AND_DISK_SER"
+[[stages]]
+kind = "scan"
+rdd = 1
+"#,
+    );
+    let out = dir.path().join("recache");
+    let v = run_json(&scenario, &["--conf", &local_conf], &out);
+    assert_eq!(v["stages"][0]["recachedFromDisk"], 1, "{}", v["stages"][0]);
+    let rdd = &v["storage"]["rdds"][0];
+    assert_eq!(
+        (
+            rdd["partitionsInMemory"].as_u64(),
+            rdd["partitionsOnDisk"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{rdd}"
+    );
+    assert_eq!(v["stages"][1]["memoryHits"], 1);
+    assert_eq!(v["stages"][1]["recachedFromDisk"], 0);
 }

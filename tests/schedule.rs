@@ -2,8 +2,9 @@
 //!
 //! The race (the built-in `cache-race`): 12 partitions of 41,969,980 bytes (100-byte records)
 //! at MEMORY_AND_DISK in a 1 GiB executor on 2 cores. Two tasks unroll at once, each holding part of what it reserved
-//! when storage runs out, so free-running the run ends with 10 blocks in memory and 2 on disk
-//! (what Spark 4.3 reported) or 9 and 3, as the threads' timing has it. Under one schedule seed
+//! when storage runs out, so free-running the run writes 2 blocks to disk (10 stay in memory,
+//! what Spark 4.3 reported) or 3, as the threads' timing has it; the block that lost the race
+//! is then cached again from disk when room is free (docs/spark-model.md §6.6). Under one schedule seed
 //! the numbers are the same every time; across seeds both outcomes appear, each with a seed
 //! that reproduces it.
 
@@ -139,12 +140,15 @@ fn explore_finds_both_outcomes_of_the_race_and_each_seed_reproduces_its_outcome(
     let e = read_json(&out.join("explore.json"));
     assert_eq!(e["runs"], 51);
     let varying = e["varying"].as_array().unwrap();
-    let key = "storage.rdds[id=1].partitionsInMemory";
-    let in_mem = varying
+    // The number of blocks written to disk varies: 2 (every put that failed had the memory
+    // to itself) or 3 (a block failed to unroll only because the other task held its
+    // reservation; Spark then caches it again from disk, §6.6, when room is free).
+    let key = "storage.rdds[id=1].partitionsOnDisk";
+    let on_disk = varying
         .iter()
         .find(|v| v["key"] == key)
         .unwrap_or_else(|| panic!("{key} did not vary:\n{stdout}"));
-    let values = in_mem["values"].as_array().unwrap();
+    let values = on_disk["values"].as_array().unwrap();
     let mut seen = BTreeMap::new();
     for v in values {
         let runs = v["runs"].as_u64().unwrap();
@@ -153,25 +157,31 @@ fn explore_finds_both_outcomes_of_the_race_and_each_seed_reproduces_its_outcome(
     }
     assert_eq!(
         seen.keys().copied().collect::<Vec<_>>(),
-        [9, 10],
+        [2, 3],
         "both outcomes, nothing else:\n{stdout}"
     );
     assert_eq!(seen.values().map(|(n, _)| n).sum::<u64>(), 51);
-    // The combinations: 10 + 2 and 9 + 3.
+    // The combinations, as (in memory, on disk, cached again from disk): 10 + 2 with nothing
+    // cached again, and 3 on disk with the failed block back in memory (10) or, if the other
+    // task still held the memory, not (9).
     let outcomes = e["outcomes"].as_array().unwrap();
-    let pairs: Vec<(u64, u64)> = outcomes
+    let value =
+        |v: &Value, k: &str, default: u64| v.get(k).map_or(default, |x| x.as_u64().unwrap());
+    let triples: Vec<(u64, u64, u64)> = outcomes
         .iter()
         .map(|o| {
             let v = &o["values"];
             (
-                v[key].as_u64().unwrap(),
-                v["storage.rdds[id=1].partitionsOnDisk"].as_u64().unwrap(),
+                value(v, "storage.rdds[id=1].partitionsInMemory", 10),
+                value(v, key, 0),
+                value(v, "stages[0].recachedFromDisk", 0),
             )
         })
         .collect();
+    assert!(triples.contains(&(10, 2, 0)), "{triples:?}");
     assert!(
-        pairs.contains(&(10, 2)) && pairs.contains(&(9, 3)),
-        "{pairs:?}"
+        triples.iter().any(|t| *t == (10, 3, 1) || *t == (9, 3, 0)),
+        "{triples:?}"
     );
     // The stage is named with its reason.
     let timing = e["timing"].as_array().unwrap();
@@ -201,7 +211,7 @@ fn explore_finds_both_outcomes_of_the_race_and_each_seed_reproduces_its_outcome(
         ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let r = read_json(&rep.join("report.json"));
-        assert_eq!(r["storage"]["rdds"][0]["partitionsInMemory"], value);
+        assert_eq!(r["storage"]["rdds"][0]["partitionsOnDisk"], value);
         assert_eq!(r["schedule"]["seed"].as_u64().unwrap().to_string(), seed);
     }
 }

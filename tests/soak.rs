@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use spillway::conf::SparkConf;
-use spillway::data::splitmix64;
+use spillway::data::{RecordType, splitmix64};
 use spillway::executor::Executor;
 use spillway::external::task::{PythonTask, python_task};
 use spillway::external::{PoolConfig, WorkerChoice, WorkerKind, WorkerPool};
@@ -143,7 +143,18 @@ impl Soak<'_> {
             match r.next() % 10 {
                 0 | 1 if live.len() < 4 => {
                     self.next_id += 1;
-                    let record_bytes = *r.pick(&[100, 1000, 8 * 1024, 64 * 1024]);
+                    let record_type = *r.pick(&[
+                        RecordType::Raw,
+                        RecordType::Bytes,
+                        RecordType::LongPair,
+                        RecordType::String,
+                    ]);
+                    let record_bytes = record_type.fixed_record_bytes().unwrap_or(*r.pick(&[
+                        100,
+                        1000,
+                        8 * 1024,
+                        64 * 1024,
+                    ]));
                     return Stage::Cache(CachedRdd {
                         id: self.next_id,
                         name: format!("rdd{}", self.next_id),
@@ -151,6 +162,7 @@ impl Soak<'_> {
                         partitions: r.range(2, 8) as u32,
                         partition_bytes: r.range(2, 48) * MIB,
                         record_bytes,
+                        record_type,
                         seed: self.seed ^ u64::from(self.next_id),
                         expected: HashMap::new(),
                     });

@@ -463,7 +463,8 @@ fn storage_levels() {
 
 /// An OFF_HEAP level with no off-heap memory (`spark.memory.offHeap.size` 0): the off-heap
 /// storage limit is 0, so Spark's "Will not store" refuses the unroll and the block goes to
-/// disk whole.
+/// disk whole; reading it back from disk (`getLocalValues`), `putBytes` of its 2,000,000 bytes
+/// is refused the same way (docs/spark-model.md §6.6).
 #[test]
 fn off_heap_level_without_off_heap_memory_goes_to_disk() {
     let f = fixture(&[]);
@@ -478,7 +479,8 @@ fn off_heap_level_without_off_heap_memory_goes_to_disk() {
     assert_eq!(
         events.lock().unwrap().as_slice(),
         [
-            "Will not store rdd_1_0 as the required space (1048576 bytes) exceeds our memory limit (0 bytes)"
+            "Will not store rdd_1_0 as the required space (1048576 bytes) exceeds our memory limit (0 bytes)",
+            "Will not store rdd_1_0 as the required space (2000000 bytes) exceeds our memory limit (0 bytes)"
         ]
     );
     f.read_ok(&b, StorageLevel::OFF_HEAP, &data(&b, BLOCK), ReadFrom::Disk);

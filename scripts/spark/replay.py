@@ -159,7 +159,7 @@ STORAGE_LEVELS = {
 # only tells spillway's exit status whether a failure was meant, so the replay accepts it.
 STAGE_DEFAULTS = {
     "cache": {"rdd": 1, "partitions": 8, "partition_bytes": "16m", "record_bytes": 100,
-              "storage_level": "MEMORY_ONLY", "name": None},
+              "storage_level": "MEMORY_ONLY", "name": None, "record_type": "raw"},
     "scan": {"rdd": 1},
     "unpersist": {"rdd": 1},
     "sort": {"tasks": 4, "records_per_task": 1_000_000, "record_bytes": 56},
@@ -266,6 +266,11 @@ def load_scenario(name_or_path: str) -> dict:
             st["name"] = f"rdd_{st['rdd']}"
         if "storage_level" in st and st["storage_level"] not in STORAGE_LEVELS:
             raise SystemExit(f"error: Invalid StorageLevel: {st['storage_level']}")
+        if kind == "cache" and st["record_type"] != "raw":
+            # Typed records (docs/spark-model.md §21.7) are JVM objects a PySpark RDD does not
+            # make; objsize_probe.py measures them through Py4J instead.
+            raise SystemExit(f"error: record_type = {st['record_type']!r} in cache stage {i} "
+                             "is not replayed (only \"raw\"; see scripts/spark/objsize_probe.py)")
         if kind in ("shuffle_map", "shuffle_reduce"):
             check_shuffle_stage(i, st, written)
         stages.append(st)

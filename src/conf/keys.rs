@@ -91,6 +91,7 @@ pub const SPILL_INITIAL_MEMORY_THRESHOLD: &str = "spark.shuffle.spill.initialMem
 pub const SPILL_FORCE_SPILL_THRESHOLD: &str = "spark.shuffle.spill.numElementsForceSpillThreshold";
 pub const SPILL_BATCH_SIZE: &str = "spark.shuffle.spill.batchSize";
 pub const SPILL_COMPRESS: &str = "spark.shuffle.spill.compress";
+pub const RDD_COMPRESS: &str = "spark.rdd.compress";
 pub const SHUFFLE_FILE_BUFFER: &str = "spark.shuffle.file.buffer";
 pub const SHUFFLE_COMPRESS: &str = "spark.shuffle.compress";
 pub const IO_COMPRESSION_CODEC: &str = "spark.io.compression.codec";
@@ -298,6 +299,13 @@ pub const KEYS: &[KeyDef] = &[
         default: Some("10000"),
         limits: ANY,
         doc: "objects per spill batch",
+    },
+    KeyDef {
+        key: RDD_COMPRESS,
+        kind: Kind::Bool,
+        default: Some("true"),
+        limits: ANY,
+        doc: "compress serialized RDD blocks (true in Spark 4.3.0)",
     },
     KeyDef {
         key: SPILL_COMPRESS,

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use super::{
     CACHED_RDD_KEY, CachedRdd, ClassifiedError, Key, KeyError, KeyType, KindDef, MAX_COUNT,
     MAX_TASKS, RddUse, RunContext, Stage, StageTaskRun, TaskOutput, Tasks, Values, generated_bytes,
-    put_block,
+    put_block, recache_fields,
 };
+use crate::data::RecordType;
 use crate::scheduler::TaskContext;
 use crate::storage::StorageLevel;
 
@@ -58,6 +59,12 @@ pub static KIND: KindDef = KindDef {
             default: Some("MEMORY_ONLY"),
             doc: "a `StorageLevel` name, e.g. `MEMORY_AND_DISK_SER`",
         },
+        Key {
+            name: "record_type",
+            ty: KeyType::Choice(RecordType::NAMES),
+            default: Some("raw"),
+            doc: "what a record is in the JVM (docs/spark-model.md §21.7): `raw` bytes sized by their length at every level; `bytes` an `Array[Byte]`, `long_pair` a `(Long, Long)` (16-byte records; `record_bytes` must be 16 or left out), `string` a Latin-1 `String`, each sized by `SizeEstimator` when deserialized and by its Java or Kryo stream (compressed by `spark.rdd.compress`) when serialized",
+        },
     ],
     parse,
 };
@@ -72,13 +79,34 @@ fn parse(v: &mut Values) -> Result<Box<dyn Stage>, KeyError> {
             n
         }
     };
+    let partitions = v.u32("partitions")?;
+    let partition_bytes = v.size("partition_bytes")?;
+    let mut record_bytes = v.size("record_bytes")?;
+    let level = v.level("storage_level")?;
+    let record_type =
+        RecordType::parse(v.choice("record_type")?).expect("the key's choices are the names");
+    if let Some(fixed) = record_type.fixed_record_bytes() {
+        if v.is_given("record_bytes") && record_bytes != fixed {
+            return Err(KeyError {
+                key: "record_bytes".into(),
+                value: record_bytes.to_string(),
+                reason: format!(
+                    "a {} record is {fixed} bytes; leave record_bytes out or set it to {fixed}",
+                    record_type.name()
+                ),
+            });
+        }
+        record_bytes = fixed;
+        v.derived_value("record_bytes", fixed.into());
+    }
     Ok(Box::new(Cache {
         rdd,
         name,
-        partitions: v.u32("partitions")?,
-        partition_bytes: v.size("partition_bytes")?,
-        record_bytes: v.size("record_bytes")?,
-        level: v.level("storage_level")?,
+        partitions,
+        partition_bytes,
+        record_bytes,
+        level,
+        record_type,
     }))
 }
 
@@ -90,6 +118,7 @@ struct Cache {
     partition_bytes: u64,
     record_bytes: u64,
     level: StorageLevel,
+    record_type: RecordType,
 }
 
 impl Stage for Cache {
@@ -119,6 +148,7 @@ impl Stage for Cache {
                 partitions: self.partitions,
                 partition_bytes: self.partition_bytes,
                 record_bytes: self.record_bytes,
+                record_type: self.record_type,
                 seed: run.seed,
                 expected: HashMap::new(),
             },
@@ -127,6 +157,12 @@ impl Stage for Cache {
             count: self.partitions,
             body: Box::new(|run, ctx| cache_task(ctx, &run.rdds[&self.rdd])),
         }
+    }
+
+    /// How the blocks are held in memory, and how many went to disk and came back
+    /// (docs/spark-model.md §6.6, §21.7).
+    fn report_fields(&self, runs: &[StageTaskRun]) -> serde_json::Map<String, serde_json::Value> {
+        recache_fields(runs)
     }
 
     /// A cache stage's digests are what its scans must read back.

@@ -349,6 +349,18 @@ impl<'a> Values<'a> {
         }
     }
 
+    /// Whether the scenario gave the key (rather than its default applying).
+    pub fn is_given(&self, name: &str) -> bool {
+        self.key(name);
+        self.table.contains_key(name)
+    }
+
+    /// Records a value the kind derived from others, replacing what was resolved.
+    pub fn derived_value(&mut self, name: &str, value: serde_json::Value) {
+        self.key(name);
+        self.resolved.insert(name.into(), value);
+    }
+
     /// Records a value the kind derived (a text key's computed default).
     pub fn derived(&mut self, name: &str, value: &str) {
         self.key(name);
@@ -606,6 +618,8 @@ pub struct CachedRdd {
     pub partitions: u32,
     pub partition_bytes: u64,
     pub record_bytes: u64,
+    /// What the records are in the JVM (docs/spark-model.md §21.7).
+    pub record_type: crate::data::RecordType,
     pub seed: u64,
     /// The digest of each partition's generated records.
     pub expected: HashMap<u32, RecordDigest>,
@@ -619,6 +633,7 @@ impl CachedRdd {
             self.partition_bytes,
             self.record_bytes,
         )
+        .with_record_type(self.record_type)
     }
 
     /// The block of a partition.
@@ -637,18 +652,38 @@ fn put_block(
     level: StorageLevel,
     data: &PartitionData,
 ) -> Result<TaskOutput, ClassifiedError> {
-    let report =
-        ctx.executor
-            .block_manager()
-            .put_partition(block, level, ctx.task_attempt_id, data)?;
+    let bm = ctx.executor.block_manager();
+    let report = bm.put_partition(block, level, ctx.task_attempt_id, data)?;
+    let mut kind_fields = serde_json::Map::new();
+    kind_fields.insert("recachedFromDisk".into(), report.recached_from_disk.into());
+    kind_fields.insert(
+        "valueFormat".into(),
+        bm.format_for(data, level).describe().into(),
+    );
     Ok(TaskOutput {
         records_in: report.digest.records,
         records_out: report.digest.records,
         digest_in: report.digest,
         digest_out: report.digest,
         verified: report.digest.records == data.records(),
+        kind_fields,
         ..TaskOutput::default()
     })
+}
+
+/// A stage's count of blocks cached in memory again from disk (docs/spark-model.md §6.6) and
+/// how its blocks are held in memory, from its tasks' fields.
+fn recache_fields(runs: &[StageTaskRun]) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    let ok = || runs.iter().filter_map(|r| r.result.as_ref().ok());
+    let recached = ok()
+        .filter(|o| o.kind_fields.get("recachedFromDisk") == Some(&true.into()))
+        .count();
+    m.insert("recachedFromDisk".into(), (recached as u64).into());
+    if let Some(f) = ok().find_map(|o| o.kind_fields.get("valueFormat")) {
+        m.insert("valueFormat".into(), f.clone());
+    }
+    m
 }
 
 /// The markdown table of every kind and its keys (`docs/report.md` holds it between the

@@ -57,6 +57,13 @@ impl Stage for Scan {
         m.insert("memoryHits".into(), memory.into());
         m.insert("diskHits".into(), disk.into());
         m.insert("recomputes".into(), recomputed.into());
+        // Partitions read from disk and cached in memory again (docs/spark-model.md §6.6).
+        let recached = runs
+            .iter()
+            .filter_map(|r| r.result.as_ref().ok())
+            .filter(|o| o.kind_fields.get("recachedFromDisk") == Some(&true.into()))
+            .count() as u64;
+        m.insert("recachedFromDisk".into(), recached.into());
         m
     }
 
@@ -72,7 +79,9 @@ impl Stage for Scan {
 pub fn scan_task(ctx: &TaskContext, rdd: &CachedRdd) -> Result<TaskOutput, ClassifiedError> {
     let data = rdd.data(ctx.partition);
     let mut records = 0u64;
-    let (from, digest) = ctx.executor.block_manager().get_or_compute(
+    let bm = ctx.executor.block_manager();
+    let recached_before = bm.counters().recached_from_disk;
+    let (from, digest) = bm.get_or_compute(
         &rdd.block(ctx.partition),
         rdd.level,
         ctx.task_attempt_id,
@@ -106,6 +115,13 @@ pub fn scan_task(ctx: &TaskContext, rdd: &CachedRdd) -> Result<TaskOutput, Class
         }
         .into());
     }
+    // The block was cached again by this read when it came from disk and is in memory now.
+    let recached = from == ReadFrom::Disk
+        && rdd.level.use_memory
+        && bm.counters().recached_from_disk > recached_before
+        && bm.memory_store().contains(&rdd.block(ctx.partition));
+    let mut kind_fields = serde_json::Map::new();
+    kind_fields.insert("recachedFromDisk".into(), recached.into());
     Ok(TaskOutput {
         records_in: records,
         records_out: records,
@@ -113,6 +129,7 @@ pub fn scan_task(ctx: &TaskContext, rdd: &CachedRdd) -> Result<TaskOutput, Class
         digest_out: digest,
         verified: true,
         read_from: Some(from),
+        kind_fields,
         ..TaskOutput::default()
     })
 }

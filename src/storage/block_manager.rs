@@ -2,12 +2,17 @@
 //! store and the disk store, drops evicted blocks to disk when their level uses disk, and
 //! recomputes what is gone (docs/spark-model.md §6.4).
 //!
-//! - `put_partition` is `doPutIterator`: a memory level unrolls into the memory store; if that
-//!   fails, a level with disk writes the partition (what was unrolled, then the rest) to disk,
-//!   and a memory-only level leaves it uncached (the task consumes the values).
-//! - `get_or_compute` is `getOrElseUpdate`: memory, else disk (re-caching into memory when the
-//!   level uses memory, as `maybeCacheDiskValuesInMemory` does), else recompute from the
-//!   partition's generator and put again.
+//! - `put_partition` is `getOrElseUpdate` in a task that computes the partition: a block
+//!   already stored is read (from memory, or from disk with re-caching); otherwise
+//!   `doPutIterator`: a memory level unrolls into the memory store; if that fails, a level with
+//!   disk writes the partition (what was unrolled, then the rest) to disk, and a memory-only
+//!   level leaves it uncached (the task consumes the values). A block that went to disk is then
+//!   read back from disk and cached again if memory allows (`getLocalValues`).
+//! - `get_or_compute` is `getOrElseUpdate` in a task that reads: memory, else disk, else
+//!   recompute from the partition's generator and put again.
+//! - Reading from disk at a level that uses memory caches the block again (docs/spark-model.md
+//!   §6.6): deserialized values by a second unroll (`maybeCacheDiskValuesInMemory`), serialized
+//!   bytes by `putBytes` of exactly the block's serialized size (`maybeCacheDiskBytesInMemory`).
 //! - Eviction (through the memory store) calls [`DropHandler::drop_from_memory`]: a block whose
 //!   level uses disk and is not yet there is written to disk; a memory-only block is gone.
 //!
@@ -27,6 +32,7 @@ use crate::spill::{RECORD_PREFIX_BYTES, RecordDigest, SpillError, SpillReader, S
 
 use super::disk::{DiskBlockManager, DiskSink, DiskStore};
 use super::memory_store::{DropHandler, MemoryEntry, MemoryStore, PutOutcome};
+use super::values::{DecodeError, Encoder, ReadError, ValueFormat, ValuesConf};
 use super::{BlockId, StorageLevel};
 
 /// Failures of block storage.
@@ -64,6 +70,8 @@ pub struct PutReport {
     pub on_disk: bool,
     /// The digest of every record the put consumed.
     pub digest: RecordDigest,
+    /// The block went to disk and was then cached in memory again from there (§6.6).
+    pub recached_from_disk: bool,
 }
 
 /// Per-RDD storage, under the REST API's names.
@@ -94,6 +102,7 @@ struct Counters {
     disk_hits: AtomicU64,
     recomputes: AtomicU64,
     unroll_failures: AtomicU64,
+    recached_from_disk: AtomicU64,
 }
 
 /// A snapshot of the counters.
@@ -111,11 +120,17 @@ pub struct StorageCounters {
     pub unroll_failures: u64,
     /// Of `unroll_failures`, those while another task held unroll memory in the same mode.
     pub contended_unroll_failures: u64,
+    /// Blocks read from disk and cached in memory again (§6.6).
+    pub recached_from_disk: u64,
 }
 
 #[derive(Debug, Clone)]
 struct Status {
     level: StorageLevel,
+    format: ValueFormat,
+    /// The bytes of the block's serializer stream, once it is on disk at a serialized level:
+    /// what `maybeCacheDiskBytesInMemory` acquires (Spark: the file's size).
+    serialized_bytes: Option<u64>,
 }
 
 /// One executor's block manager.
@@ -124,17 +139,28 @@ pub struct BlockManager {
     disk: DiskStore,
     status: Mutex<HashMap<BlockId, Status>>,
     counters: Counters,
+    values: ValuesConf,
 }
 
 impl BlockManager {
-    /// A block manager over a memory store and local directories; it becomes the store's drop
-    /// handler.
+    /// A block manager over a memory store and local directories, with Spark's default
+    /// serializer and compression; it becomes the store's drop handler.
     pub fn new(memory: Arc<MemoryStore>, dirs: Arc<DiskBlockManager>) -> Arc<BlockManager> {
+        Self::with_values(memory, dirs, ValuesConf::default())
+    }
+
+    /// A block manager whose typed records are sized and serialized per `values`.
+    pub fn with_values(
+        memory: Arc<MemoryStore>,
+        dirs: Arc<DiskBlockManager>,
+        values: ValuesConf,
+    ) -> Arc<BlockManager> {
         let bm = Arc::new(BlockManager {
             memory: Arc::clone(&memory),
             disk: DiskStore::new(dirs),
             status: Mutex::new(HashMap::new()),
             counters: Counters::default(),
+            values,
         });
         let handler: Weak<dyn DropHandler> = Arc::downgrade(&bm) as Weak<dyn DropHandler>;
         memory.set_drop_handler(handler);
@@ -151,14 +177,53 @@ impl BlockManager {
         &self.disk
     }
 
-    fn set_status(&self, block: &BlockId, level: StorageLevel) {
+    /// The serializer, codec and object layout typed records are stored with.
+    pub fn values_conf(&self) -> &ValuesConf {
+        &self.values
+    }
+
+    /// How a partition's records are held at `level`.
+    pub fn format_for(&self, data: &PartitionData, level: StorageLevel) -> ValueFormat {
+        ValueFormat::choose(data.record_type(), level, &self.values)
+    }
+
+    fn set_status(&self, block: &BlockId, level: StorageLevel, format: ValueFormat) {
         self.status
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(block.clone(), Status { level });
+            .insert(
+                block.clone(),
+                Status {
+                    level,
+                    format,
+                    serialized_bytes: None,
+                },
+            );
     }
 
-    /// `doPutIterator`: store a partition's records at `level` for `task`.
+    fn set_serialized_bytes(&self, block: &BlockId, bytes: u64) {
+        if let Some(st) = self
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(block)
+        {
+            st.serialized_bytes = Some(bytes);
+        }
+    }
+
+    fn status_of(&self, block: &BlockId) -> Option<Status> {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(block)
+            .cloned()
+    }
+
+    /// `getOrElseUpdate` in the task that computes the partition: store its records at
+    /// `level` for `task` (`doPutIterator`), or, when the block is already stored, read it
+    /// (Spark finds it with `get` first). The digest is always that of the generated records;
+    /// a stored block that differs from them is an error.
     pub fn put_partition(
         &self,
         block: &BlockId,
@@ -167,24 +232,155 @@ impl BlockManager {
         data: &PartitionData,
     ) -> Result<PutReport, StorageError> {
         let mut source = DigestingSource::new(data.iter());
-        let in_memory = self.memory.contains(block);
-        let on_disk = self.disk.contains(block);
-        if in_memory || on_disk {
+        if self.memory.contains(block) || self.disk.contains(block) {
             // Spark's doPut: "Block <id> already exists on this machine; not re-adding it".
-            // The task still computes its values (here: they are generated and digested).
             crate::log::info(
                 "BlockManager",
                 &format!("Block {block} already exists on this machine; not re-adding it"),
             );
             while source.next_record().is_some() {}
+            source.check_interrupted()?;
+            let found = self.read_stored(block, level, task, data, &mut |_| {}, false)?;
+            let mut recached_from_disk = false;
+            if let Some((from, digest, recached)) = found {
+                check_digest(block, from, &digest, &source.digest)?;
+                recached_from_disk = recached;
+            }
             return Ok(PutReport {
-                in_memory,
-                on_disk,
+                in_memory: self.memory.contains(block),
+                on_disk: self.disk.contains(block),
                 digest: source.digest,
+                recached_from_disk,
             });
         }
         let record_bytes = data.record_bytes();
-        self.put_source(block, level, task, record_bytes, &mut source)
+        let format = self.format_for(data, level);
+        let mut report = self.put_source(block, level, task, record_bytes, format, &mut source)?;
+        self.recache_after_disk_put(block, level, task, data, &mut report)?;
+        Ok(report)
+    }
+
+    /// `getOrElseUpdate` after a `doPutIterator` that ended on disk: `getLocalValues` reads the
+    /// block back from disk, caching it in memory again if the level uses memory and there is
+    /// room now (§6.6). The values read are checked against the put's.
+    fn recache_after_disk_put(
+        &self,
+        block: &BlockId,
+        level: StorageLevel,
+        task: TaskAttemptId,
+        data: &PartitionData,
+        report: &mut PutReport,
+    ) -> Result<(), StorageError> {
+        if !(report.on_disk && !report.in_memory && level.use_memory) {
+            return Ok(());
+        }
+        if let Some((from, digest, recached)) =
+            self.read_stored(block, level, task, data, &mut |_| {}, false)?
+        {
+            check_digest(block, from, &digest, &report.digest)?;
+            report.recached_from_disk = recached;
+            report.in_memory = self.memory.contains(block);
+        }
+        Ok(())
+    }
+
+    /// Reads a stored block: from memory, else from disk (caching it in memory again when the
+    /// level uses memory). `None` when it is in neither. `hits` counts the read as a memory or
+    /// disk hit (a task reading its input; not the read-back after a put).
+    fn read_stored(
+        &self,
+        block: &BlockId,
+        level: StorageLevel,
+        task: TaskAttemptId,
+        data: &PartitionData,
+        visit: &mut dyn FnMut(&[u8]),
+        hits: bool,
+    ) -> Result<Option<(ReadFrom, RecordDigest, bool)>, StorageError> {
+        if let Some(entry) = self.memory.get(block) {
+            let mut digest = RecordDigest::default();
+            entry
+                .try_for_each_record(|r| {
+                    digest.add(r);
+                    visit(r);
+                    Ok::<(), ()>(())
+                })
+                .map_err(|e| match e {
+                    ReadError::Decode(d) => undecodable(block, d),
+                    ReadError::Visit(()) => unreachable!("the visitor does not fail"),
+                })?;
+            if hits {
+                self.counters.memory_hits.fetch_add(1, Ordering::Relaxed);
+            }
+            return Ok(Some((ReadFrom::Memory, digest, false)));
+        }
+        let Some(reader) = self.disk.get(block) else {
+            return Ok(None);
+        };
+        let reader = reader?;
+        if hits {
+            self.counters.disk_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut source = DigestingSource::new(ReaderSource {
+            reader,
+            error: None,
+            visit,
+        });
+        let mut recached = false;
+        if level.use_memory {
+            let status = self.status_of(block);
+            let format = status
+                .as_ref()
+                .map_or_else(|| self.format_for(data, level), |s| s.format);
+            let record_bytes = data.record_bytes();
+            // A serialized level's block is as big in memory as its stream: raw records their
+            // data bytes, typed records their serializer stream.
+            let serialized = match format {
+                ValueFormat::Raw if !level.deserialized => {
+                    self.disk.block(block).map(|d| data_bytes(&d.info))
+                }
+                ValueFormat::Serialized { .. } => status.and_then(|s| s.serialized_bytes),
+                _ => None,
+            };
+            if !level.deserialized {
+                // maybeCacheDiskBytesInMemory: putBytes of exactly the serialized size.
+                if let Some(size) = serialized {
+                    recached = self.memory.put_bytes(
+                        block,
+                        level,
+                        format,
+                        size,
+                        record_bytes,
+                        &mut source,
+                    );
+                }
+            } else {
+                // maybeCacheDiskValuesInMemory: unroll the disk values into memory again.
+                match self
+                    .memory
+                    .put_values(block, level, task, format, record_bytes, &mut source)
+                {
+                    PutOutcome::Stored { .. } => recached = true,
+                    PutOutcome::Failed(partial) => {
+                        // Release the unroll memory before reading the rest.
+                        drop(partial);
+                    }
+                }
+            }
+        }
+        while source.next_record().is_some() {}
+        if let Some(e) = source.inner.error.take() {
+            if recached {
+                self.memory.remove(block);
+            }
+            return Err(e.into());
+        }
+        source.check_interrupted()?;
+        if recached {
+            self.counters
+                .recached_from_disk
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Some((ReadFrom::Disk, source.digest, recached)))
     }
 
     fn put_source(
@@ -193,18 +389,20 @@ impl BlockManager {
         level: StorageLevel,
         task: TaskAttemptId,
         record_bytes: u64,
+        format: ValueFormat,
         source: &mut DigestingSource<impl RecordSource>,
     ) -> Result<PutReport, StorageError> {
-        self.set_status(block, level);
+        self.set_status(block, level, format);
         let mut report = PutReport {
             in_memory: false,
             on_disk: false,
             digest: RecordDigest::default(),
+            recached_from_disk: false,
         };
         if level.use_memory {
             match self
                 .memory
-                .put_records(block, level, task, record_bytes, source)
+                .put_values(block, level, task, format, record_bytes, source)
             {
                 PutOutcome::Stored { .. } => {
                     report.in_memory = true;
@@ -220,14 +418,31 @@ impl BlockManager {
                         );
                         // Spark's PartiallyUnrolledIterator / finishWritingToStream: the unroll
                         // memory goes back once the unrolled prefix is written, before the
-                        // rest of the partition is computed.
+                        // rest of the partition is computed. A serialized level's stream is
+                        // counted as it goes (its size is what a re-cache acquires).
+                        let counter = matches!(format, ValueFormat::Serialized { .. })
+                            .then(|| std::cell::RefCell::new(StreamCounter::new(format)));
                         let mut partial = Some(partial);
                         let mut prefix = |w: &mut SpillWriter<DiskSink>| {
-                            partial
-                                .take()
-                                .map_or(Ok(()), |p| p.try_for_each_record(|r| w.write_record(r)))
+                            let Some(p) = partial.take() else {
+                                return Ok(());
+                            };
+                            p.try_for_each_record(|r| {
+                                if let Some(c) = &counter {
+                                    c.borrow_mut().push(r);
+                                }
+                                w.write_record(r)
+                            })
+                            .map_err(|e| feed_error(e, block, w))
                         };
-                        self.disk.put(block, &mut prefix, Some(source))?;
+                        let mut rest = CountingSource {
+                            inner: &mut *source,
+                            counter: counter.as_ref(),
+                        };
+                        self.disk.put(block, &mut prefix, Some(&mut rest))?;
+                        if let Some(c) = counter {
+                            self.set_serialized_bytes(block, c.into_inner().finish());
+                        }
                         report.on_disk = true;
                     } else {
                         // The task consumes the values, the unrolled ones first (their unroll
@@ -257,8 +472,9 @@ impl BlockManager {
         Ok(report)
     }
 
-    /// `getOrElseUpdate`: read the block from memory or disk, else recompute and put it again.
-    /// `visit` sees every record; the returned digest covers them.
+    /// `getOrElseUpdate`: read the block from memory or disk (caching it in memory again from
+    /// disk, §6.6), else recompute and put it again. `visit` sees every record once; the
+    /// returned digest covers them.
     pub fn get_or_compute(
         &self,
         block: &BlockId,
@@ -267,45 +483,8 @@ impl BlockManager {
         data: &PartitionData,
         visit: &mut dyn FnMut(&[u8]),
     ) -> Result<(ReadFrom, RecordDigest), StorageError> {
-        if let Some(entry) = self.memory.get(block) {
-            let mut digest = RecordDigest::default();
-            entry.for_each_record(|r| {
-                digest.add(r);
-                visit(r);
-            });
-            self.counters.memory_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok((ReadFrom::Memory, digest));
-        }
-        if let Some(reader) = self.disk.get(block) {
-            let reader = reader?;
-            self.counters.disk_hits.fetch_add(1, Ordering::Relaxed);
-            let mut source = DigestingSource::new(ReaderSource {
-                reader,
-                error: None,
-                visit,
-            });
-            if level.use_memory {
-                // maybeCacheDiskValuesInMemory: unroll the disk values back into memory.
-                let record_bytes = data.record_bytes();
-                match self
-                    .memory
-                    .put_records(block, level, task, record_bytes, &mut source)
-                {
-                    PutOutcome::Stored { .. } => {}
-                    PutOutcome::Failed(partial) => {
-                        // As above: release the unroll memory before reading the rest.
-                        drop(partial);
-                        while source.next_record().is_some() {}
-                    }
-                }
-            } else {
-                while source.next_record().is_some() {}
-            }
-            if let Some(e) = source.inner.error.take() {
-                return Err(e.into());
-            }
-            source.check_interrupted()?;
-            return Ok((ReadFrom::Disk, source.digest));
+        if let Some((from, digest, _)) = self.read_stored(block, level, task, data, visit, true)? {
+            return Ok((from, digest));
         }
         self.counters.recomputes.fetch_add(1, Ordering::Relaxed);
         let mut source = DigestingSource::new(VisitingSource {
@@ -313,7 +492,9 @@ impl BlockManager {
             visit,
         });
         let record_bytes = data.record_bytes();
-        let report = self.put_source(block, level, task, record_bytes, &mut source)?;
+        let format = self.format_for(data, level);
+        let mut report = self.put_source(block, level, task, record_bytes, format, &mut source)?;
+        self.recache_after_disk_put(block, level, task, data, &mut report)?;
         Ok((ReadFrom::Recomputed, report.digest))
     }
 
@@ -392,6 +573,7 @@ impl BlockManager {
             recomputes: get(&c.recomputes),
             unroll_failures: get(&c.unroll_failures),
             contended_unroll_failures: self.memory.contended_unroll_failures(),
+            recached_from_disk: get(&c.recached_from_disk),
         }
     }
 }
@@ -416,10 +598,16 @@ impl DropHandler for BlockManager {
             let mut prefix = |w: &mut SpillWriter<DiskSink>| {
                 // Digested when the block was cached: no second hash per record.
                 w.use_known_digest(entry.digest);
-                entry.try_for_each_record(|r| w.write_record(r))
+                entry
+                    .try_for_each_record(|r| w.write_record(r))
+                    .map_err(|e| feed_error(e, &entry.block, w))
             };
             match self.disk.put(&entry.block, &mut prefix, None) {
                 Ok(_) => {
+                    if matches!(entry.format, ValueFormat::Serialized { .. }) {
+                        // Its stream is what it held in memory.
+                        self.set_serialized_bytes(&entry.block, entry.size);
+                    }
                     c.blocks_dropped_to_disk.fetch_add(1, Ordering::Relaxed);
                     c.bytes_dropped_to_disk
                         .fetch_add(entry.size, Ordering::Relaxed);
@@ -443,6 +631,97 @@ impl DropHandler for BlockManager {
         }
         c.eviction_ns
             .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+/// A block read back that differs from the records generated for it.
+fn check_digest(
+    block: &BlockId,
+    from: ReadFrom,
+    got: &RecordDigest,
+    expected: &RecordDigest,
+) -> Result<(), StorageError> {
+    if got == expected {
+        return Ok(());
+    }
+    Err(StorageError::Mismatch {
+        block: block.clone(),
+        from: match from {
+            ReadFrom::Memory => "memory",
+            ReadFrom::Disk => "disk",
+            ReadFrom::Recomputed => "recomputation",
+        },
+        detail: format!(
+            "{} records with hash sum {:#x}, expected {} with {:#x}",
+            got.records, got.hash_sum, expected.records, expected.hash_sum
+        ),
+    })
+}
+
+/// An in-memory block whose bytes do not decode (a bug: this process wrote them).
+fn undecodable(block: &BlockId, e: DecodeError) -> StorageError {
+    StorageError::Mismatch {
+        block: block.clone(),
+        from: "memory",
+        detail: format!("its bytes do not decode: {e}"),
+    }
+}
+
+/// A feeder's failure: the writer's own error, or an in-memory block that does not decode.
+fn feed_error(e: ReadError<SpillError>, block: &BlockId, w: &SpillWriter<DiskSink>) -> SpillError {
+    match e {
+        ReadError::Visit(e) => e,
+        ReadError::Decode(d) => SpillError::Corrupt {
+            path: w.path().to_path_buf(),
+            offset: 0,
+            detail: format!("the in-memory block {block} does not decode: {d}"),
+        },
+    }
+}
+
+/// Counts the bytes of a block's serializer stream as its records go to disk.
+struct StreamCounter {
+    encoder: Encoder,
+    scratch: Vec<u8>,
+}
+
+impl StreamCounter {
+    fn new(format: ValueFormat) -> StreamCounter {
+        StreamCounter {
+            encoder: Encoder::new(format),
+            scratch: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, record: &[u8]) {
+        self.scratch.clear();
+        self.encoder.push(record, &mut self.scratch);
+    }
+
+    /// The stream's bytes.
+    fn finish(mut self) -> u64 {
+        self.scratch.clear();
+        self.encoder.finish(&mut self.scratch)
+    }
+}
+
+/// A source whose records also go through a [`StreamCounter`].
+struct CountingSource<'a, S> {
+    inner: &'a mut S,
+    counter: Option<&'a std::cell::RefCell<StreamCounter>>,
+}
+
+impl<S: RecordSource> RecordSource for CountingSource<'_, S> {
+    fn next_record(&mut self) -> Option<&[u8]> {
+        let r = self.inner.next_record()?;
+        if let Some(c) = self.counter {
+            c.borrow_mut().push(r);
+        }
+        Some(r)
+    }
+
+    fn failed(&self) -> bool {
+        self.inner.failed()
     }
 }
 

@@ -499,9 +499,10 @@ impl DiskStore {
         let name = block.to_string();
         let mut opts = SpillWriterOptions::new(SpillKind::Block);
         opts.buffer_bytes = self.dirs.buffer_bytes();
-        // Uncompressed (`opts.codec` stays `None`), for now: an RDD block's rule is
-        // `spark.rdd.compress` (default false; docs/spark-model.md §19.3), which is another
-        // piece of work. The spills of sorts and aggregations, `TempLocalBlockId`s, follow
+        // Uncompressed (`opts.codec` stays `None`): a block file holds its records in
+        // spillway's framed format, not the serializer stream `spark.rdd.compress` compresses
+        // (true in 4.3.0; applied to serialized blocks in memory, docs/spark-model.md §21.9).
+        // The spills of sorts and aggregations, `TempLocalBlockId`s, follow
         // `spark.shuffle.spill.compress` instead (`Executor::compression`).
         let mut writer = self.dirs.create_file(&name, &opts)?;
         let path = writer.path().to_path_buf();

@@ -36,6 +36,7 @@ use crate::memory::{BlockEvictor, MemoryMode, TaskAttemptId, UnifiedMemoryManage
 use crate::region::{MemoryBlock, PageAllocator};
 use crate::spill::RecordDigest;
 
+use super::values::{Encoder, ReadError, ValueFormat, decode};
 use super::{BlockId, StorageLevel};
 
 /// Spark's unroll settings.
@@ -66,7 +67,8 @@ pub trait DropHandler: Send + Sync {
     fn drop_from_memory(&self, entry: &MemoryEntry);
 }
 
-/// One cached block in memory: its records in real chunks.
+/// One cached block in memory: its values' bytes in real chunks (docs/spark-model.md §21.7):
+/// raw records, JVM object images, or a serializer stream, per its [`ValueFormat`].
 pub struct MemoryEntry {
     pub block: BlockId,
     pub level: StorageLevel,
@@ -76,48 +78,70 @@ pub struct MemoryEntry {
     /// Bytes of a record; the last may be shorter.
     pub record_bytes: u64,
     pub digest: RecordDigest,
+    /// How the chunks hold the values.
+    pub format: ValueFormat,
     chunks: Vec<MemoryBlock>,
-    chunk_records: u64,
+    /// Bytes written in the chunks (every chunk is full but the last).
+    len: u64,
     readers: AtomicU32,
 }
 
 impl MemoryEntry {
-    /// Calls `f` on every record, in order.
+    /// Calls `f` on every record, in order. The bytes were written by this process; if they
+    /// do not decode, that is a bug and it panics (a read for a task uses
+    /// [`try_for_each_record`](Self::try_for_each_record)).
     pub fn for_each_record(&self, mut f: impl FnMut(&[u8])) {
-        let _ = self.try_for_each_record(|r| -> Result<(), ()> {
+        if let Err(ReadError::Decode(e)) = self.try_for_each_record(|r| -> Result<(), ()> {
             f(r);
             Ok(())
-        });
+        }) {
+            panic!("{} does not decode: {e}", self.block);
+        }
     }
 
-    /// Calls `f` on every record, in order, until it fails.
-    pub fn try_for_each_record<E>(&self, f: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
-        for_each_in_chunks(&self.chunks, self.size, self.record_bytes, f)
+    /// Calls `f` on every record, in order, until it fails or the bytes do not decode.
+    pub fn try_for_each_record<E>(
+        &self,
+        f: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), ReadError<E>> {
+        let pieces = pieces(&self.chunks, self.len, &[]);
+        decode(
+            &self.format,
+            self.digest.records,
+            self.record_bytes,
+            &pieces,
+            &[],
+            f,
+        )
     }
 
     /// Number of records.
     pub fn records(&self) -> u64 {
         self.digest.records
     }
+
+    /// Bytes the entry holds in memory: its size, or more where Spark's estimate of a
+    /// deserialized block is below its objects' bytes (§21.3's sampling).
+    pub fn held_bytes(&self) -> u64 {
+        self.chunks.iter().map(MemoryBlock::len).sum()
+    }
 }
 
-/// Walks the records packed in `chunks` (whole records per chunk, the last record possibly
-/// short), `bytes` in all.
-fn for_each_in_chunks<E>(
-    chunks: &[MemoryBlock],
-    bytes: u64,
-    record_bytes: u64,
-    mut f: impl FnMut(&[u8]) -> Result<(), E>,
-) -> Result<(), E> {
-    let mut left = bytes;
-    for chunk in chunks {
-        let used = &chunk.as_slice()[..left.min(chunk.len()) as usize];
-        for r in used.chunks(record_bytes as usize) {
-            f(r)?;
+/// The written parts of `chunks` (`len` bytes in all), then `tail`.
+fn pieces<'a>(chunks: &'a [MemoryBlock], len: u64, tail: &'a [u8]) -> Vec<&'a [u8]> {
+    let mut left = len;
+    let mut out = Vec::with_capacity(chunks.len() + 1);
+    for c in chunks {
+        let n = left.min(c.len());
+        if n > 0 {
+            out.push(&c.as_slice()[..n as usize]);
         }
-        left -= used.len() as u64;
+        left -= n;
     }
-    Ok(())
+    if !tail.is_empty() {
+        out.push(tail);
+    }
+    out
 }
 
 /// A pinned entry being read: eviction skips it until the guard drops (Spark's read lock).
@@ -146,6 +170,14 @@ pub struct PartialUnroll {
     mode: MemoryMode,
     unroll_bytes: u64,
     chunks: Vec<MemoryBlock>,
+    /// Bytes written in the chunks.
+    len: u64,
+    /// Capacity of the chunks.
+    cap: u64,
+    /// The encoded bytes of the last record when no chunk could be placed for them (the record
+    /// was taken from the source and must not be lost).
+    tail: Vec<u8>,
+    encoder: Encoder,
     /// Bytes unrolled so far.
     pub bytes: u64,
     /// Records unrolled so far.
@@ -156,15 +188,28 @@ pub struct PartialUnroll {
 impl PartialUnroll {
     /// Calls `f` on each record unrolled so far.
     pub fn for_each_record(&self, mut f: impl FnMut(&[u8])) {
-        let _ = self.try_for_each_record(|r| -> Result<(), ()> {
+        if let Err(ReadError::Decode(e)) = self.try_for_each_record(|r| -> Result<(), ()> {
             f(r);
             Ok(())
-        });
+        }) {
+            panic!("a partially unrolled block does not decode: {e}");
+        }
     }
 
     /// Calls `f` on each record unrolled so far, until it fails.
-    pub fn try_for_each_record<E>(&self, f: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
-        for_each_in_chunks(&self.chunks, self.bytes, self.record_bytes, f)
+    pub fn try_for_each_record<E>(
+        &self,
+        f: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), ReadError<E>> {
+        let pieces = pieces(&self.chunks, self.len, &self.tail);
+        decode(
+            self.encoder.format(),
+            self.records,
+            self.record_bytes,
+            &pieces,
+            self.encoder.pending(),
+            f,
+        )
     }
 
     /// The unroll memory this partial block holds.
@@ -185,8 +230,9 @@ impl Drop for PartialUnroll {
 pub enum PutOutcome {
     /// The block is in memory with this size.
     Stored { size: u64 },
-    /// Unrolling ran out of memory (or the range could not place a chunk).
-    Failed(PartialUnroll),
+    /// Unrolling ran out of memory (or the range could not place a chunk). Boxed: the
+    /// partial block carries its encoder.
+    Failed(Box<PartialUnroll>),
 }
 
 #[derive(Default)]
@@ -224,9 +270,6 @@ pub struct MemoryStore {
     /// had that task run later (or earlier), this one might have fitted.
     contended_unroll_failures: std::sync::atomic::AtomicU64,
 }
-
-/// Chunks hold whole records and are about this large.
-const CHUNK_TARGET_BYTES: u64 = 1 << 20;
 
 impl MemoryStore {
     /// A memory store over the unified range's allocator and, if mapped, the off-heap arena's.
@@ -267,13 +310,29 @@ impl MemoryStore {
         }
     }
 
-    /// Spark's `putIteratorAsValues` / `putIteratorAsBytes`: unroll `next` into memory for
-    /// `task`. Deserialized levels are on-heap; serialized ones use the level's mode.
+    /// Unrolls raw records (their size is their length) into memory for `task`; see
+    /// [`put_values`](Self::put_values).
     pub fn put_records(
         &self,
         block: &BlockId,
         level: StorageLevel,
         task: TaskAttemptId,
+        record_bytes: u64,
+        source: &mut dyn RecordSource,
+    ) -> PutOutcome {
+        self.put_values(block, level, task, ValueFormat::Raw, record_bytes, source)
+    }
+
+    /// Spark's `putIteratorAsValues` / `putIteratorAsBytes`: unroll `source` into memory for
+    /// `task` in `format`. Deserialized levels are on-heap; serialized ones use the level's
+    /// mode. The unroll checks see the format's running size (docs/spark-model.md §21.7: the
+    /// vector's estimate for objects, the stream's bytes for a serializer).
+    pub fn put_values(
+        &self,
+        block: &BlockId,
+        level: StorageLevel,
+        task: TaskAttemptId,
+        format: ValueFormat,
         record_bytes: u64,
         source: &mut dyn RecordSource,
     ) -> PutOutcome {
@@ -292,6 +351,10 @@ impl MemoryStore {
             mode,
             unroll_bytes: 0,
             chunks: Vec::new(),
+            len: 0,
+            cap: 0,
+            tail: Vec::new(),
+            encoder: Encoder::new(format),
             bytes: 0,
             records: 0,
             record_bytes,
@@ -309,46 +372,42 @@ impl MemoryStore {
         }
         let mut threshold = conf.initial_threshold;
         let mut digest = RecordDigest::default();
-        let chunk_bytes = record_bytes * CHUNK_TARGET_BYTES.div_ceil(record_bytes).max(1);
-        let mut written_in_chunk = chunk_bytes;
+        let chunk_bytes = format.chunk_bytes(record_bytes);
+        let raw = format == ValueFormat::Raw;
+        let mut scratch = Vec::new();
         let mut elements: u64 = 0;
         while keep_unrolling {
-            // Make room for a record *before* taking it from the source: a record taken and
-            // then not stored would be in neither the partial block nor the rest of the
-            // source, and the caller (which writes both to disk) would lose it.
-            if written_in_chunk + record_bytes > chunk_bytes {
-                let Some(alloc) = self.allocator(mode) else {
-                    keep_unrolling = false;
-                    break;
-                };
-                match alloc.allocate(chunk_bytes) {
-                    Ok(c) => partial.chunks.push(c),
-                    Err(e) => {
-                        warn(&format!("cannot place a chunk of {block} in memory: {e}"));
-                        keep_unrolling = false;
-                        break;
-                    }
-                }
-                written_in_chunk = 0;
-            }
             let Some(record) = source.next_record() else {
                 break;
             };
-            // Store the value in real memory.
             assert!(
                 record.len() as u64 <= record_bytes,
                 "a record of {} bytes in a block of {record_bytes}-byte records",
                 record.len()
             );
-            let chunk = partial.chunks.last_mut().expect("a chunk was just ensured");
-            let at = written_in_chunk as usize;
-            chunk.as_mut_slice()[at..at + record.len()].copy_from_slice(record);
-            written_in_chunk += record.len() as u64;
-            partial.bytes += record.len() as u64;
-            partial.records += 1;
             digest.add(record);
+            partial.records += 1;
+            // Store the value in real memory.
+            let bytes = if raw {
+                record
+            } else {
+                scratch.clear();
+                partial.encoder.push(record, &mut scratch);
+                &scratch[..]
+            };
+            if let Err(e) = self.append(&mut partial, bytes, chunk_bytes) {
+                warn(&format!("cannot place a chunk of {block} in memory: {e}"));
+                partial.tail = bytes.to_vec();
+                partial.bytes += bytes.len() as u64;
+                keep_unrolling = false;
+                break;
+            }
             if elements.is_multiple_of(conf.check_period) {
-                let current = partial.bytes;
+                let current = if raw {
+                    partial.bytes
+                } else {
+                    partial.encoder.unroll_estimate()
+                };
                 if current >= threshold {
                     let request = (current as f64 * conf.growth_factor - threshold as f64) as u64;
                     keep_unrolling =
@@ -361,10 +420,6 @@ impl MemoryStore {
             }
             elements += 1;
         }
-        if written_in_chunk == 0 {
-            // The source ended right after a fresh chunk was placed: nothing is in it.
-            partial.chunks.pop();
-        }
         if source.failed() {
             // The records so far are only a prefix of the block (Spark: the iterator threw
             // and nothing was stored).
@@ -374,8 +429,19 @@ impl MemoryStore {
             keep_unrolling = false;
         }
         if keep_unrolling {
-            let size = partial.bytes;
-            if size > partial.unroll_bytes {
+            let size = if raw {
+                partial.bytes
+            } else {
+                // The end of the stream, or the objects' array (§21.6: its estimate is the size).
+                scratch.clear();
+                let size = partial.encoder.finish(&mut scratch);
+                if let Err(e) = self.append(&mut partial, &scratch, chunk_bytes) {
+                    warn(&format!("cannot place the end of {block} in memory: {e}"));
+                    keep_unrolling = false;
+                }
+                size
+            };
+            if keep_unrolling && size > partial.unroll_bytes {
                 let request = size - partial.unroll_bytes;
                 keep_unrolling = self.reserve_unroll_memory_for_task(block, request, mode, task);
                 if keep_unrolling {
@@ -383,6 +449,7 @@ impl MemoryStore {
                 }
             }
             if keep_unrolling {
+                self.trim_last_chunk(&mut partial);
                 // Release this block's unroll memory and take exactly its size as storage, in
                 // one step under the manager's lock.
                 let transferred = self.manager.transfer_unroll_to_storage(
@@ -399,34 +466,21 @@ impl MemoryStore {
                     let mut inner = self.lock();
                     let slot = inner.unroll.entry((task, mode)).or_default();
                     *slot = slot.saturating_sub(partial.unroll_bytes);
-                    let entry = Arc::new(MemoryEntry {
-                        block: block.clone(),
-                        level,
-                        mode,
-                        size,
-                        record_bytes,
-                        digest,
-                        chunks: std::mem::take(&mut partial.chunks),
-                        chunk_records: chunk_bytes / record_bytes,
-                        readers: AtomicU32::new(0),
-                    });
-                    inner.bytes[mode_index(mode)] += size;
-                    let seq = inner.next_seq;
-                    inner.next_seq += 1;
-                    if let Some((old_seq, old)) = inner.entries.insert(block.clone(), (seq, entry))
-                    {
-                        // Re-caching a block that is already here: keep one copy.
-                        inner.lru.remove(&old_seq);
-                        inner.bytes[mode_index(old.mode)] -= old.size;
-                        drop(inner);
-                        self.manager.release_storage_memory(old.size, old.mode);
-                        let mut inner = self.lock();
-                        inner.lru.insert(seq, block.clone());
-                    } else {
-                        inner.lru.insert(seq, block.clone());
-                    }
                 }
                 partial.unroll_bytes = 0;
+                let entry = MemoryEntry {
+                    block: block.clone(),
+                    level,
+                    mode,
+                    size,
+                    record_bytes,
+                    digest,
+                    format,
+                    chunks: std::mem::take(&mut partial.chunks),
+                    len: partial.len,
+                    readers: AtomicU32::new(0),
+                };
+                self.insert(entry);
                 return PutOutcome::Stored { size };
             }
         }
@@ -443,7 +497,187 @@ impl MemoryStore {
             self.contended_unroll_failures
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        PutOutcome::Failed(partial)
+        PutOutcome::Failed(Box::new(partial))
+    }
+
+    /// Spark's `putBytes` as `maybeCacheDiskBytesInMemory` uses it: acquire exactly `size`
+    /// bytes of storage memory for `block` (evicting other RDDs' blocks if need be), and only
+    /// then fill them with the serialized bytes of `source`'s records. `false` (nothing kept,
+    /// `source` untouched) when the memory is refused; `source`'s records must encode to
+    /// exactly `size` bytes, else nothing is kept either.
+    #[allow(clippy::too_many_arguments)]
+    pub fn put_bytes(
+        &self,
+        block: &BlockId,
+        level: StorageLevel,
+        format: ValueFormat,
+        size: u64,
+        record_bytes: u64,
+        source: &mut dyn RecordSource,
+    ) -> bool {
+        assert!(
+            !level.deserialized && !matches!(format, ValueFormat::Objects { .. }),
+            "putBytes stores serialized blocks"
+        );
+        let mode = level.memory_mode();
+        if !self.manager.acquire_storage_memory(block, size, mode) {
+            return false;
+        }
+        if self.allocator(mode).is_none() {
+            self.manager.release_storage_memory(size, mode);
+            return false;
+        }
+        let store = self
+            .this
+            .upgrade()
+            .expect("the store is alive while in use");
+        // Unroll memory of none: the partial only carries the chunks.
+        let mut partial = PartialUnroll {
+            store,
+            task: TaskAttemptId::MAX,
+            mode,
+            unroll_bytes: 0,
+            chunks: Vec::new(),
+            len: 0,
+            cap: 0,
+            tail: Vec::new(),
+            encoder: Encoder::new(format),
+            bytes: 0,
+            records: 0,
+            record_bytes,
+        };
+        let mut digest = RecordDigest::default();
+        let mut scratch = Vec::new();
+        let chunk_bytes = format.chunk_bytes(record_bytes);
+        let mut placed = true;
+        while let Some(r) = source.next_record() {
+            digest.add(r);
+            scratch.clear();
+            partial.encoder.push(r, &mut scratch);
+            if placed && self.append(&mut partial, &scratch, chunk_bytes).is_err() {
+                placed = false;
+            }
+        }
+        scratch.clear();
+        let stream = partial.encoder.finish(&mut scratch);
+        if placed && self.append(&mut partial, &scratch, chunk_bytes).is_err() {
+            placed = false;
+        }
+        if !placed || source.failed() || stream != size || partial.len != size {
+            if placed && !source.failed() {
+                warn(&format!(
+                    "{block}: its records serialize to {stream} bytes, not the {size} on disk; not caching it"
+                ));
+            }
+            drop(partial);
+            self.manager.release_storage_memory(size, mode);
+            return false;
+        }
+        self.trim_last_chunk(&mut partial);
+        let entry = MemoryEntry {
+            block: block.clone(),
+            level,
+            mode,
+            size,
+            record_bytes,
+            digest,
+            format,
+            chunks: std::mem::take(&mut partial.chunks),
+            len: partial.len,
+            readers: AtomicU32::new(0),
+        };
+        self.insert(entry);
+        true
+    }
+
+    /// Inserts a stored entry as most recently used; a block already here is replaced (one
+    /// copy).
+    fn insert(&self, entry: MemoryEntry) {
+        let block = entry.block.clone();
+        let mut inner = self.lock();
+        inner.bytes[mode_index(entry.mode)] += entry.size;
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        if let Some((old_seq, old)) = inner.entries.insert(block.clone(), (seq, Arc::new(entry))) {
+            inner.lru.remove(&old_seq);
+            inner.bytes[mode_index(old.mode)] -= old.size;
+            inner.lru.insert(seq, block);
+            drop(inner);
+            self.manager.release_storage_memory(old.size, old.mode);
+        } else {
+            inner.lru.insert(seq, block);
+        }
+    }
+
+    /// Appends `bytes` to the partial block, placing a chunk when they do not fit (a value may
+    /// span two chunks). On failure nothing was written.
+    fn append(
+        &self,
+        partial: &mut PartialUnroll,
+        bytes: &[u8],
+        chunk_bytes: u64,
+    ) -> Result<(), String> {
+        let n = bytes.len() as u64;
+        let free = partial.cap - partial.len;
+        if n > free {
+            let alloc = self
+                .allocator(partial.mode)
+                .ok_or_else(|| format!("no {:?} memory is mapped", partial.mode))?;
+            let c = alloc
+                .allocate(chunk_bytes.max(n - free))
+                .map_err(|e| e.to_string())?;
+            partial.cap += c.len();
+            partial.chunks.push(c);
+        }
+        let mut rest = bytes;
+        // Only the last two chunks can have room: fill the older one first.
+        let k = partial.chunks.len();
+        let mut start = partial.cap;
+        for i in (k.saturating_sub(2)..k).rev() {
+            start -= partial.chunks[i].len();
+        }
+        for i in k.saturating_sub(2)..k {
+            let c = &mut partial.chunks[i];
+            let c_len = c.len();
+            if partial.len < start + c_len && !rest.is_empty() {
+                let at = (partial.len - start) as usize;
+                let m = rest.len().min(c_len as usize - at);
+                c.as_mut_slice()[at..at + m].copy_from_slice(&rest[..m]);
+                rest = &rest[m..];
+                partial.len += m as u64;
+            }
+            start += c_len;
+        }
+        debug_assert!(rest.is_empty());
+        partial.bytes += n;
+        Ok(())
+    }
+
+    /// Replaces the last chunk by one of the bytes written in it, so that the block holds
+    /// what it accounts (Spark's `ChunkedByteBufferOutputStream.toChunkedByteBuffer`); kept as
+    /// it is when the smaller chunk cannot be placed.
+    fn trim_last_chunk(&self, partial: &mut PartialUnroll) {
+        let Some(last) = partial.chunks.last() else {
+            return;
+        };
+        let used = last.len() - (partial.cap - partial.len);
+        if used == last.len() {
+            return;
+        }
+        if used == 0 {
+            let c = partial.chunks.pop().expect("checked");
+            partial.cap -= c.len();
+            return;
+        }
+        let Some(alloc) = self.allocator(partial.mode) else {
+            return;
+        };
+        if let Ok(mut small) = alloc.allocate(used) {
+            let old = partial.chunks.pop().expect("checked");
+            small.as_mut_slice()[..used as usize].copy_from_slice(&old.as_slice()[..used as usize]);
+            partial.cap = partial.cap - old.len() + small.len();
+            partial.chunks.push(small);
+        }
     }
 
     /// Spark's `reserveUnrollMemoryForThisTask`.
@@ -633,11 +867,4 @@ fn warn(message: &str) {
 
 fn info(message: &str) {
     crate::log::info("MemoryStore", message);
-}
-
-impl MemoryEntry {
-    /// Records per chunk (chunks hold whole records).
-    pub fn records_per_chunk(&self) -> u64 {
-        self.chunk_records
-    }
 }

@@ -6,6 +6,7 @@ pub mod block_manager;
 pub mod disk;
 mod level;
 pub mod memory_store;
+pub mod values;
 
 pub use crate::ids::BlockId;
 pub use level::{StorageLevel, StorageLevelError};
