@@ -1,6 +1,7 @@
 //! Runs a stage's tasks on `spark.executor.cores` threads, each task with its own task memory
-//! manager, and cleans up after every task as Spark's `Executor.TaskRunner` does: task memory
-//! (with the leak check), then the task's unroll memory.
+//! manager, and cleans up after every task as Spark does: `Task.run` releases the task's unroll
+//! memory and wakes the tasks waiting for execution memory, then `Executor.TaskRunner` releases
+//! its task memory (with the leak check).
 //!
 //! After a SIGINT/SIGTERM/SIGHUP ([`crate::interrupt`]) no further task is launched: each one
 //! not yet started ends as [`TaskFailure::NotLaunched`], and a task that stops (or fails)
@@ -207,7 +208,14 @@ fn run_one<T, E>(
         result = Err(TaskFailure::Interrupted(signal));
     }
     let peak_execution_memory = ctx.memory.peak_execution_memory();
-    // Executor.TaskRunner: release task memory (leak check), then unroll memory.
+    // Task.run's `finally`: release the task's unroll memory in both modes and wake every task
+    // waiting for execution memory (docs/spark-model.md §6.5e); then Executor.TaskRunner's:
+    // release task memory, with the leak check.
+    executor
+        .block_manager()
+        .memory_store()
+        .release_all_unroll_memory_for_task(task_attempt_id);
+    executor.memory_manager().notify_all_waiters();
     let leaked_bytes = match ctx.memory.clean_up_all_allocated_memory(exception_on_leak) {
         Ok(n) => n,
         Err(e) => {
@@ -221,10 +229,6 @@ fn run_one<T, E>(
             n
         }
     };
-    executor
-        .block_manager()
-        .memory_store()
-        .release_all_unroll_memory_for_task(task_attempt_id);
     let waits = executor
         .memory_manager()
         .take_task_wait_stats(task_attempt_id);

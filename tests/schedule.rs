@@ -301,3 +301,65 @@ fn a_task_blocked_for_its_share_waits_for_the_release_under_the_schedule() {
         );
     }
 }
+
+/// Spark's wake-ups: a storage release wakes nobody; the end of a task (`Task.run`'s
+/// `notifyAll`) does. Observable exactly under a schedule: a blocked task is not chosen again
+/// until something wakes it.
+#[test]
+fn a_storage_release_wakes_nobody_and_a_task_end_notify_does() {
+    use spillway::storage::BlockId;
+    let mm = UnifiedMemoryManager::new(PoolSizes::symmetric(1000, 0));
+    let block = BlockId::Rdd {
+        rdd_id: 1,
+        split_index: 0,
+    };
+    let schedule = Schedule::new(11, 2);
+    let log = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        let (mm, schedule, log, block) = (&mm, &schedule, &log, &block);
+        s.spawn(move || {
+            let _m = schedule.join(0);
+            assert_eq!(mm.acquire_execution_memory(600, 1, MemoryMode::OnHeap), 600);
+            assert!(mm.acquire_storage_memory(block, 400, MemoryMode::OnHeap));
+            log.lock().unwrap().push("pool full");
+            while mm.snapshot().waiting_tasks == 0 {
+                spillway::interleave::turn();
+            }
+            mm.release_storage_memory(400, MemoryMode::OnHeap);
+            for _ in 0..10 {
+                spillway::interleave::turn();
+            }
+            assert_eq!(
+                mm.snapshot().waiting_tasks,
+                1,
+                "a storage release woke the waiter"
+            );
+            log.lock()
+                .unwrap()
+                .push("still waiting after the storage release");
+            mm.notify_all_waiters();
+            spillway::interleave::turn();
+        });
+        s.spawn(move || {
+            let _m = schedule.join(1);
+            while mm.storage_memory_used() == 0 {
+                spillway::interleave::turn();
+            }
+            // 0 free: below 1/2N of the 600-byte pool, so it blocks.
+            let got = mm.acquire_execution_memory(300, 2, MemoryMode::OnHeap);
+            assert_eq!(
+                got, 300,
+                "the pool grows into the storage bytes freed meanwhile"
+            );
+            log.lock().unwrap().push("woken by the notify");
+        });
+    });
+    assert_eq!(
+        log.into_inner().unwrap(),
+        [
+            "pool full",
+            "still waiting after the storage release",
+            "woken by the notify"
+        ]
+    );
+}

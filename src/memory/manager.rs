@@ -471,8 +471,8 @@ impl Drop for Locked<'_> {
 pub struct UnifiedMemoryManager {
     sizes: PoolSizes,
     state: Mutex<State>,
-    /// Tasks blocked below their 1/2N share wait here; every execution release, task arrival,
-    /// task exit and storage release wakes them all (Spark's `lock.notifyAll()`).
+    /// Tasks blocked below their 1/2N share wait here; every execution release, task arrival
+    /// and task exit wakes them all (Spark's `lock.notifyAll()`).
     cond: Condvar,
     /// The lock-free fast path of each mode (indexed by `MemoryMode::index`).
     fast: [FastTable; 2],
@@ -856,13 +856,8 @@ impl UnifiedMemoryManager {
         let mut guard = self.lock();
         let st = &mut *guard;
         st.pools[mode.index()].release_storage(unroll_bytes, &st.sink);
-        let ok = Self::acquire_storage_locked(st, block, size, mode);
-        let wake = unroll_bytes > size && wake_scheduled(st);
-        guard.unlock();
-        if wake {
-            self.cond.notify_all();
-        }
-        ok
+        // No wake-up: Spark notifies execution waiters only from the execution pool.
+        Self::acquire_storage_locked(st, block, size, mode)
     }
 
     fn acquire_storage_locked(
@@ -909,21 +904,27 @@ impl UnifiedMemoryManager {
         self.acquire_storage_memory(block, num_bytes, mode)
     }
 
+    /// `memoryManager.synchronized { memoryManager.notifyAll() }` at the end of Spark's
+    /// `Task.run` (docs/spark-model.md §6.5e): every task blocked for execution memory re-checks.
+    pub fn notify_all_waiters(&self) {
+        let mut guard = self.lock();
+        let wake = wake_scheduled(&mut guard);
+        guard.unlock();
+        if wake {
+            self.cond.notify_all();
+        }
+    }
+
     /// Spark's `releaseStorageMemory` (§4.4): more than used warns and sets used to 0.
     ///
-    /// Also wakes blocked execution waiters (when there are any): the freed bytes may let them
-    /// grow their pool. Spark does not notify here; an extra wake-up is indistinguishable from
-    /// a spurious one, which Spark's wait loop already tolerates.
+    /// Wakes nobody, as in Spark (`StorageMemoryPool` never notifies the execution pool's
+    /// waiters): a task blocked for its share re-checks, and may then grow its pool into the
+    /// freed bytes, when an execution release or a task's arrival or exit wakes it.
     pub fn release_storage_memory(&self, num_bytes: u64, mode: MemoryMode) {
         crate::interleave::turn();
         let mut guard = self.lock();
         let st = &mut *guard;
         st.pools[mode.index()].release_storage(num_bytes, &st.sink);
-        let wake = wake_scheduled(st);
-        guard.unlock();
-        if wake {
-            self.cond.notify_all();
-        }
     }
 
     /// Spark's `releaseUnrollMemory`: same as [`release_storage_memory`](Self::release_storage_memory).
@@ -931,17 +932,13 @@ impl UnifiedMemoryManager {
         self.release_storage_memory(num_bytes, mode);
     }
 
-    /// Spark's `releaseAllStorageMemory`: storage `used` = 0 in both modes (wakes waiters).
+    /// Spark's `releaseAllStorageMemory`: storage `used` = 0 in both modes (wakes nobody, as
+    /// [`release_storage_memory`](Self::release_storage_memory)).
     pub fn release_all_storage_memory(&self) {
         crate::interleave::turn();
         let mut guard = self.lock();
         for pools in &mut guard.pools {
             pools.storage_used_bytes = 0;
-        }
-        let wake = wake_scheduled(&mut guard);
-        guard.unlock();
-        if wake {
-            self.cond.notify_all();
         }
     }
 

@@ -39,9 +39,9 @@
 //!
 //! There is no queue and no FIFO order: like Spark's `wait()`/`notifyAll()`, every waiter is
 //! woken and re-evaluates, and whoever gets the lock first may take the memory. Waiters are
-//! woken by every execution release, every task arrival (N grew, so 1/2N shrank), every task
-//! exit (holding back to 0), and — beyond Spark, harmless because every waiter re-checks as it
-//! would after a spurious wake-up — every storage release.
+//! woken by every execution release, every task arrival (N grew, so 1/2N shrank) and every task
+//! exit (holding back to 0), as in Spark; a storage release wakes nobody (Spark's storage pool
+//! never notifies), so a waiter sees storage's freed bytes at its next wake-up.
 //!
 //! # Implementation
 //!
