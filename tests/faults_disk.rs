@@ -1,7 +1,8 @@
 //! Disk faults end to end (docs/reliability.md test plan 14–17): each ends in a typed error naming
 //! the file, with the partial file removed and execution/storage memory back where it was, and
-//! — where a directory is at fault (ENOSPC, EROFS, ENOENT) — the spill written again in the next
-//! local directory (`DiskBlockManager::write_temp_file`). Tests that need a mount are root-only
+//! — where a directory is at fault (ENOSPC, EROFS, ENOENT) — the task failed, as in Spark, or
+//! with `spillway.localDir.failover=true` the spill written again in the next local directory
+//! (`DiskBlockManager::write_temp_file`). Tests that need a mount are root-only
 //! and print `SKIPPED: <test>: <reason>` otherwise; the failpoint variants run everywhere.
 
 mod faults_support;
@@ -48,6 +49,10 @@ fn sort(ex: &Executor) -> Result<TaskMetrics, (String, String)> {
     }
 }
 
+/// `spillway.localDir.failover=true`: the tests of spillway's optional second chance in the
+/// next local directory (Spark, and spillway by default, fail the task instead).
+const FAILOVER: &[(&str, &str)] = &[("spillway.localDir.failover", "true")];
+
 fn fault(errno: i32, after_bytes: Option<u64>, dir: Option<usize>) -> Option<DiskFault> {
     Some(DiskFault {
         errno,
@@ -74,7 +79,7 @@ fn assert_fails_over(ex: &Executor, bad_dir: usize) {
 #[test]
 fn enospc_failpoint_in_one_dir_fails_over_and_the_sort_verifies() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let ex = executor(&[a.path(), b.path()], &[]);
+    let ex = executor(&[a.path(), b.path()], FAILOVER);
     ex.local_dirs()
         .set_fault(fault(libc::ENOSPC, Some(1 << 20), Some(0)));
     assert_fails_over(&ex, 0);
@@ -102,6 +107,29 @@ const SPILL_COMPRESS: [(bool, &[(&str, &str)]); 2] = [
     (false, &[("spark.shuffle.spill.compress", "false")]),
     (true, &[]),
 ];
+
+/// Spark's behaviour, and spillway's default: a file goes to its hashed directory only, and a
+/// directory fault there fails the task, although another directory has room.
+#[test]
+fn without_failover_a_fault_in_the_hashed_dir_fails_the_task_as_in_spark() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ex = executor(&[a.path(), b.path()], &[]);
+    assert!(!ex.local_dirs().fails_over());
+    for bad in 0..2 {
+        // The sort spills at least twice, into both directories (see sort_spec): the spill
+        // whose name hashes to the bad one fails the task, naming its file there.
+        ex.local_dirs()
+            .set_fault(fault(libc::ENOSPC, Some(1 << 20), Some(bad)));
+        let (class, msg) = sort(&ex).unwrap_err();
+        assert_eq!(class, "SPILL_OUT_OF_MEMORY", "{msg}");
+        let dir = ex.local_dirs().dirs()[bad].display().to_string();
+        assert!(
+            msg.contains(&dir) && msg.contains("temp_local_"),
+            "dir {bad}: {msg}"
+        );
+        assert_clean(&ex);
+    }
+}
 
 #[test]
 fn enospc_failpoint_with_one_dir_is_spill_out_of_memory_naming_the_file() {
@@ -172,7 +200,7 @@ fn eio_is_typed_and_not_retried_elsewhere() {
 #[test]
 fn a_local_dir_deleted_mid_run_is_not_recreated_and_the_next_is_used() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let ex = executor(&[a.path(), b.path()], &[]);
+    let ex = executor(&[a.path(), b.path()], FAILOVER);
     let gone = ex.local_dirs().dirs()[0].to_path_buf();
     std::fs::remove_dir_all(&gone).unwrap();
     assert_fails_over(&ex, 0);
@@ -194,7 +222,7 @@ fn a_local_dir_deleted_mid_run_is_not_recreated_and_the_next_is_used() {
 #[test]
 fn a_disk_block_put_that_fails_rolls_back_and_leaves_no_file() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let ex = executor(&[a.path(), b.path()], &[]);
+    let ex = executor(&[a.path(), b.path()], FAILOVER);
     let data = PartitionData::new(stream_seed(1, 1, 0), 8 << 20, 100);
     let put = |ex: &Executor, split| {
         let block = BlockId::Rdd {
@@ -253,7 +281,7 @@ fn a_full_tmpfs_fails_over_and_its_space_comes_back() {
     };
     let other = tempfile::tempdir().unwrap();
     let baseline = tmpfs.free_bytes();
-    let ex = executor(&[tmpfs.path(), other.path()], &[]);
+    let ex = executor(&[tmpfs.path(), other.path()], FAILOVER);
     assert_fails_over(&ex, 0);
     drop(ex);
     assert_eq!(
@@ -272,7 +300,7 @@ fn a_tmpfs_out_of_inodes_fails_over() {
         Err(reason) => return skip(&reason),
     };
     let other = tempfile::tempdir().unwrap();
-    let ex = executor(&[tmpfs.path(), other.path()], &[]);
+    let ex = executor(&[tmpfs.path(), other.path()], FAILOVER);
     // Use up every inode left after the private directory was made.
     let mut fillers = 0;
     loop {
@@ -302,7 +330,7 @@ fn a_local_dir_remounted_read_only_mid_run_fails_over() {
         Err(reason) => return skip(&reason),
     };
     let other = tempfile::tempdir().unwrap();
-    let ex = executor(&[tmpfs.path(), other.path()], &[]);
+    let ex = executor(&[tmpfs.path(), other.path()], FAILOVER);
     tmpfs.remount(true); // root ignores modes: only a read-only mount gives EROFS
     assert_fails_over(&ex, 0);
     tmpfs.remount(false);

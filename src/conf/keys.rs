@@ -128,6 +128,8 @@ pub const PAGE_POOL_BYTES: &str = "spillway.memory.pagePoolBytes";
 pub const TIMELINE_INTERVAL_MS: &str = "spillway.timeline.intervalMs";
 /// spillway's own: keep freed heap pages resident, as a JVM keeps its heap.
 pub const RETAIN_FREED_MEMORY: &str = "spillway.memory.retainFreed";
+/// spillway's own: write a file that failed in its local directory into the next one.
+pub const LOCAL_DIR_FAILOVER: &str = "spillway.localDir.failover";
 /// spillway's own: how a stage's tasks interleave at the memory manager, `free | deterministic`.
 pub const SCHEDULE: &str = "spillway.schedule";
 /// spillway's own: the seed of a deterministic schedule.
@@ -604,6 +606,13 @@ pub const KEYS: &[KeyDef] = &[
         default: Some("false"),
         limits: ANY,
         doc: "keep freed pages resident as a JVM keeps its heap (default: give them back)",
+    },
+    KeyDef {
+        key: LOCAL_DIR_FAILOVER,
+        kind: Kind::Bool,
+        default: Some("false"),
+        limits: ANY,
+        doc: "write a spill or block that failed for its local directory (full, read-only, gone) again in the next one; Spark fails the task",
     },
     KeyDef {
         key: SCHEDULE,

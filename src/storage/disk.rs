@@ -8,10 +8,14 @@
 //!
 //! # When a local directory fails
 //!
-//! Spark places a file by the hash of its name and does not fail over: a spill that hits a full
-//! disk throws an `IOException` and the task is retried, and since temporary blocks are named by
-//! a random UUID the retry usually lands in another directory. spillway makes that second
-//! chance deterministic and keeps it inside the task:
+//! Spark places a file by the hash of its name and does not fail over: a spill or block write
+//! that hits a full, read-only or vanished directory throws an `IOException` and fails the task.
+//! So does spillway by default: every file goes to its hashed directory, and a failure there is
+//! the task's typed error. Local directories that cannot be created are left out at start-up
+//! (Spark's `createLocalDirs`), so the hash spreads files over the usable ones only.
+//!
+//! With `spillway.localDir.failover=true` (not Spark's behaviour, off by default) spillway keeps a
+//! second chance inside the task:
 //!
 //! - creating a file ([`DiskBlockManager::create_file`], used by the disk store) tries the
 //!   hashed directory first, then the others in order, when creation fails because the
@@ -22,7 +26,7 @@
 //!   same for a failure at any point of the write: the partial file is deleted and the whole
 //!   spill is written again in the next directory.
 //!
-//! A directory that failed that way is tried last from then on. EIO, EFBIG (`RLIMIT_FSIZE`,
+//! Under failover, a directory that failed that way is tried last from then on. EIO, EFBIG (`RLIMIT_FSIZE`,
 //! process-wide) and EMFILE are not directory faults and fail at once. When every directory
 //! fails, the error is the typed [`SpillError`] of the last attempt, naming its file.
 //!
@@ -169,6 +173,8 @@ pub struct DiskBlockManager {
     failed: Vec<AtomicBool>,
     counter: AtomicU64,
     buffer_bytes: usize,
+    /// `spillway.localDir.failover`: try the other directories after a directory fault.
+    failover: bool,
     fault: Mutex<Option<DiskFault>>,
     /// The directories in the cleanup registry of a second signal (crate::interrupt); declared
     /// after `dirs`, so they leave it only once deleted.
@@ -183,7 +189,8 @@ impl DiskBlockManager {
         let roots = Self::configured_roots(conf);
         // 1..=2097151 KiB (Spark's check) by the key table's limits.
         let buffer_kib = conf.get_size(keys::SHUFFLE_FILE_BUFFER)?;
-        let dbm = Self::new(&roots, buffer_kib as usize * 1024)?;
+        let mut dbm = Self::new(&roots, buffer_kib as usize * 1024)?;
+        dbm.failover = conf.get_bool(keys::LOCAL_DIR_FAILOVER)?;
         if let Ok(text) = std::env::var(DISK_FAULT_ENV) {
             let fault = DiskFault::parse(&text).map_err(|reason| LocalDirError::NoLocalDir {
                 tried: format!("{DISK_FAULT_ENV}={text}"),
@@ -263,6 +270,7 @@ impl DiskBlockManager {
             dirs,
             counter: AtomicU64::new(0),
             buffer_bytes,
+            failover: false,
             fault: Mutex::new(None),
         })
     }
@@ -309,11 +317,20 @@ impl DiskBlockManager {
         Ok(sub_dir.join(name))
     }
 
-    /// Directories in the order to try for `name`: its hashed one, then the others in order;
-    /// those that failed before go last.
+    /// Whether a file that failed for its directory is written again in the next one
+    /// (`spillway.localDir.failover`; Spark fails the task).
+    pub fn fails_over(&self) -> bool {
+        self.failover
+    }
+
+    /// Directories in the order to try for `name`: its hashed one only (Spark), or with
+    /// `spillway.localDir.failover` then the others in order, those that failed before last.
     fn try_order(&self, name: &str) -> Vec<usize> {
         let n = self.dirs.len();
         let home = self.home_dir(name);
+        if !self.failover {
+            return vec![home];
+        }
         let mut order: Vec<usize> = (0..n).map(|i| (home + i) % n).collect();
         order.sort_by_key(|&d| self.failed[d].load(Ordering::Relaxed));
         order
