@@ -282,7 +282,11 @@ pub const KEYS: &[KeyDef] = &[
         key: SPILL_INITIAL_MEMORY_THRESHOLD,
         kind: Kind::Bytes(ByteUnit::Byte),
         default: Some("5m"),
-        limits: ANY,
+        limits: Limits {
+            min: 0,
+            max: i64::MAX,
+            message: "spillway's spillable collections take their first threshold's bytes from the heap, so it cannot be negative.",
+        },
         doc: "a spillable collection's first threshold",
     },
     KeyDef {

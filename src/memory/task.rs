@@ -353,6 +353,20 @@ impl TaskMemoryManager {
         Ok(got)
     }
 
+    /// Spark's `releaseExecutionMemory(size, consumer)`: gives back `size` bytes the consumer
+    /// acquired without a page (`acquire_memory`). For a consumer's spill callback, which
+    /// holds no `Consumer` handle; no lock of this manager may be held by the caller.
+    pub fn release_execution_memory(&self, size: u64, consumer: ConsumerId) {
+        let sh = &self.shared;
+        let mode = {
+            let mut st = sh.lock();
+            let c = &mut st.consumers[consumer.0];
+            c.used = c.used.saturating_sub(size);
+            c.mode
+        };
+        sh.manager.release_execution_memory(size, sh.task, mode);
+    }
+
     fn consumer_mode(&self, id: ConsumerId) -> MemoryMode {
         self.shared.lock().consumers[id.0].mode
     }
@@ -653,14 +667,7 @@ impl Consumer {
 
     /// `MemoryConsumer.freeMemory(size)`.
     pub fn free_memory(&self, size: u64) {
-        let sh = &self.tmm.shared;
-        {
-            let mut st = sh.lock();
-            let c = &mut st.consumers[self.id.0];
-            c.used = c.used.saturating_sub(size);
-        }
-        sh.manager
-            .release_execution_memory(size, sh.task, self.mode);
+        self.tmm.release_execution_memory(size, self.id);
     }
 
     fn oom(&self, required: u64, received: u64) -> TaskMemoryError {
