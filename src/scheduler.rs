@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::executor::Executor;
 use crate::interleave::{Schedule, ScheduleMode, ScheduleStats};
-use crate::memory::{TaskAttemptId, TaskMemoryError, TaskMemoryManager, WaitStats};
+use crate::memory::{MemoryMode, TaskAttemptId, TaskMemoryError, TaskMemoryManager, WaitStats};
 
 /// What a task sees: its ids and its memory.
 pub struct TaskContext<'a> {
@@ -35,6 +35,10 @@ pub struct TaskRun<T, E> {
     pub run_time: Duration,
     /// Peak execution memory of the task (both modes).
     pub peak_execution_memory: u64,
+    /// Peak ON_HEAP execution memory (Spark 4's `peakOnHeapExecutionMemory`).
+    pub peak_on_heap_execution_memory: u64,
+    /// Peak OFF_HEAP execution memory (Spark 4's `peakOffHeapExecutionMemory`).
+    pub peak_off_heap_execution_memory: u64,
     /// Time blocked waiting for the fair share.
     pub waits: WaitStats,
     /// Execution memory still accounted at the end (a leak, released at clean-up).
@@ -106,8 +110,9 @@ pub fn run_stage_scheduled<T: Send, E: Send>(
     task: impl Fn(&TaskContext) -> Result<T, E> + Sync,
     on_done: impl Fn(&TaskRun<T, E>) + Sync,
 ) -> (Vec<TaskRun<T, E>>, Option<StageSchedule>) {
-    let cores = executor.layout().cores.max(1) as usize;
-    let workers = cores.min(num_tasks.max(1) as usize);
+    // `spark.executor.cores / spark.task.cpus` task slots.
+    let slots = executor.layout().concurrent_tasks().max(1) as usize;
+    let workers = slots.min(num_tasks.max(1) as usize);
     let schedule = match executor.schedule() {
         ScheduleMode::Free => None,
         ScheduleMode::Deterministic { seed } => {
@@ -165,6 +170,8 @@ fn not_launched<T, E>(partition: u32, signal: crate::interrupt::Signal) -> TaskR
         result: Err(TaskFailure::NotLaunched(signal)),
         run_time: Duration::ZERO,
         peak_execution_memory: 0,
+        peak_on_heap_execution_memory: 0,
+        peak_off_heap_execution_memory: 0,
         waits: WaitStats::default(),
         leaked_bytes: 0,
     }
@@ -207,6 +214,8 @@ fn run_one<T, E>(
         result = Err(TaskFailure::Interrupted(signal));
     }
     let peak_execution_memory = ctx.memory.peak_execution_memory();
+    let peak_on_heap_execution_memory = ctx.memory.peak_execution_memory_in(MemoryMode::OnHeap);
+    let peak_off_heap_execution_memory = ctx.memory.peak_execution_memory_in(MemoryMode::OffHeap);
     // Executor.TaskRunner: release task memory (leak check), then unroll memory.
     let leaked_bytes = match ctx.memory.clean_up_all_allocated_memory(exception_on_leak) {
         Ok(n) => n,
@@ -234,6 +243,8 @@ fn run_one<T, E>(
         result,
         run_time,
         peak_execution_memory,
+        peak_on_heap_execution_memory,
+        peak_off_heap_execution_memory,
         waits,
         leaked_bytes,
     }

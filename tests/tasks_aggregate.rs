@@ -100,7 +100,13 @@ fn few_keys_spill_when_another_consumer_asks() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // A 1 KiB first threshold: 100 keys (4.8 KB) hold execution memory, so the task memory
     // manager counts the map among the consumers it can spill (only those holding memory).
-    let ex = executor(&[SMALL, &[("spark.shuffle.spill.initialMemoryThreshold", "1k")]].concat());
+    let ex = executor(
+        &[
+            SMALL,
+            &[("spark.shuffle.spill.initialMemoryThreshold", "1k")],
+        ]
+        .concat(),
+    );
     let pool = ex.layout().unified as u64;
     let spec = AggregateSpec {
         records_per_task: 50_000,
@@ -221,14 +227,21 @@ fn the_aggregation_verifies_with_each_codec_and_its_spills_shrink() {
 }
 
 /// Runs `body` as the one task of a one-task stage and fails the test on its error.
-fn one_task(ex: &Executor, body: impl Fn(&spillway::scheduler::TaskContext) -> Result<(), TaskError> + Sync) {
+fn one_task(
+    ex: &Executor,
+    body: impl Fn(&spillway::scheduler::TaskContext) -> Result<(), TaskError> + Sync,
+) {
     let runs = run_stage(ex, 0, 1, true, body, |_| {});
     if let Err(e) = &runs[0].result {
         panic!("{e}");
     }
     assert_eq!(ex.local_dirs().file_count(), 0, "spill files left behind");
     assert_eq!(ex.memory_manager().execution_memory_used(), 0);
-    assert_eq!(ex.user_allocator().allocated_bytes(), 0, "heap table left behind");
+    assert_eq!(
+        ex.user_allocator().allocated_bytes(),
+        0,
+        "heap table left behind"
+    );
 }
 
 /// §8.1: the first `initialMemoryThreshold` bytes are not taken from the pool. A map of 100 K
@@ -258,7 +271,10 @@ fn the_first_threshold_is_heap_memory_outside_the_pool() {
             assert!(k < 120_000, "no request after {k} keys");
         }
         let estimate = (k - 1) * 48;
-        assert!(estimate >= initial && (k - 33) * 48 < initial, "asked at {k} keys");
+        assert!(
+            estimate >= initial && (k - 33) * 48 < initial,
+            "asked at {k} keys"
+        );
         assert_eq!(agg.threshold(), 2 * estimate);
         assert_eq!(ctx.memory.consumers()[0].used, 2 * estimate - initial);
         assert_eq!(agg.metrics().spill_count, 0);
@@ -290,7 +306,11 @@ fn a_partial_grant_raises_the_threshold_and_the_map_spills_later() {
             k += 1;
             assert!(k < 200_000);
         }
-        assert_eq!(agg.threshold(), initial + pool, "the whole pool, less than asked");
+        assert_eq!(
+            agg.threshold(),
+            initial + pool,
+            "the whole pool, less than asked"
+        );
         assert!(2 * (k - 1) * 48 - initial > pool);
         assert_eq!(agg.metrics().spill_count, 0);
         while agg.metrics().spill_count == 0 {
@@ -300,7 +320,10 @@ fn a_partial_grant_raises_the_threshold_and_the_map_spills_later() {
         }
         // Spilled at the first check (before inserting key k − 1) with estimate ≥ threshold.
         let at = k - 1;
-        assert!(at * 48 >= initial + pool && (at - 32) * 48 < initial + pool, "{at}");
+        assert!(
+            at * 48 >= initial + pool && (at - 32) * 48 < initial + pool,
+            "{at}"
+        );
         assert_eq!(agg.threshold(), initial);
         assert_eq!(ctx.memory.consumers()[0].used, 0);
         let m = agg.metrics();
@@ -365,7 +388,14 @@ fn the_force_spill_threshold_spills_every_thousand_and_one_records() {
         seed: 5,
         distinct_keys: 100,
     };
-    let runs = run_stage(&ex, 0, 1, true, |ctx| run_aggregate_task(ctx, &spec), |_| {});
+    let runs = run_stage(
+        &ex,
+        0,
+        1,
+        true,
+        |ctx| run_aggregate_task(ctx, &spec),
+        |_| {},
+    );
     let m = runs[0].result.as_ref().unwrap_or_else(|e| panic!("{e}"));
     assert!(m.verification.ok, "{m:?}");
     assert_eq!(m.spill_count, 9, "{m:?}");

@@ -156,6 +156,8 @@ struct State {
     next_free_hint: usize,
     acquired_but_not_used: u64,
     peak_execution_bytes: u64,
+    /// Peak holding per mode, indexed by `MemoryMode::index`.
+    peak_by_mode: [u64; 2],
     /// Bumped at clean-up so that pages from before it do not release twice.
     generation: u64,
 }
@@ -224,6 +226,7 @@ impl TaskMemoryManager {
                     next_free_hint: 0,
                     acquired_but_not_used: 0,
                     peak_execution_bytes: 0,
+                    peak_by_mode: [0; 2],
                     generation: 0,
                 }),
             }),
@@ -350,6 +353,11 @@ impl TaskMemoryManager {
         st.consumers[requester.0].used += got;
         let held = sh.manager.execution_memory_used_by(sh.task);
         st.peak_execution_bytes = st.peak_execution_bytes.max(held);
+        // Spark 4's `peakOnHeapMemory` / `peakOffHeapMemory`: the task's holding in the mode
+        // just acquired from.
+        let in_mode = sh.manager.execution_memory_used_by_in(sh.task, mode);
+        let peak = &mut st.peak_by_mode[mode.index()];
+        *peak = (*peak).max(in_mode);
         Ok(got)
     }
 
@@ -474,6 +482,12 @@ impl TaskMemoryManager {
     /// Peak execution memory this task held (both modes), Spark's `peakExecutionMemory`.
     pub fn peak_execution_memory(&self) -> u64 {
         self.shared.lock().peak_execution_bytes
+    }
+
+    /// Peak execution memory this task held in `mode` (Spark 4's
+    /// `getPeakOnHeapExecutionMemory` / `getPeakOffHeapExecutionMemory`).
+    pub fn peak_execution_memory_in(&self, mode: MemoryMode) -> u64 {
+        self.shared.lock().peak_by_mode[mode.index()]
     }
 
     /// Bytes accounted to the task but not backed by a page (allocation failures).

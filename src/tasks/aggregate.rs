@@ -14,8 +14,11 @@
 //!   the **user range** (where spillway keeps every unaccounted heap object). It starts at 128
 //!   entries (Spark's map starts with a small array too) and doubles, rehashing, up to the
 //!   threshold's bytes; a failure is `java.lang.OutOfMemoryError: Java heap space` in the task.
-//! - one **granted table** per grant of execution memory: a block of exactly the granted
-//!   bytes of the heap's unified range, accounted to the map's ON_HEAP consumer.
+//! - the **granted table**: a block of exactly the granted bytes of the heap's unified range,
+//!   accounted to the map's ON_HEAP consumer. A new grant makes a new block of all the
+//!   granted bytes into which the entries are rehashed (through a scratch block of the user
+//!   range, as the JVM briefly holds the old array while `growTable` copies it; see
+//!   `merge_into_one_table`). Should a block not be had, the grant is a table of its own.
 //!
 //! A key is looked up in every table that holds entries; a new key goes to the first table
 //! below load 1/2 (the heap table growing first). Between two checks up to 31 new keys may
@@ -65,8 +68,8 @@ use zerocopy::{FromBytes, IntoBytes};
 use crate::codec::Codec;
 use crate::data::{splitmix64, stream_seed};
 use crate::memory::{Consumer, ConsumerId, MemoryConsumer, MemoryMode, TaskMemoryManager};
-use crate::region::{MemoryBlock, PageAllocator, UserMemoryError};
 use crate::metrics::ExecutorMetrics;
+use crate::region::{MemoryBlock, PageAllocator, UserMemoryError};
 use crate::scheduler::TaskContext;
 use crate::spill::{
     RecordDigest, SortedMerge, SortedRun, SpillError, SpillKind, SpillReader, SpillWriterOptions,
@@ -344,10 +347,14 @@ impl Table {
     }
 }
 
-/// A key's home slot in a table of `cap` entries: its hash scaled to the table.
+/// A key's home slot in a table of `cap` entries: its hash, mixed again, scaled to the table.
+/// The extra multiply matters: spills and map outputs are sorted by the hash's high bits, so a
+/// merged run inserted in that order would otherwise land in slot order and pile up into one
+/// ever-growing probe cluster.
 #[inline]
 fn home(key: u64, cap: usize) -> usize {
-    ((u128::from(key_hash(key)) * cap as u128) >> 64) as usize
+    let h = key_hash(key).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    ((u128::from(h) * cap as u128) >> 64) as usize
 }
 
 struct State {
@@ -531,8 +538,8 @@ impl SpillableAggregator {
                 should_spill = st.len > 0 && estimate >= st.threshold;
             }
         }
-        should_spill |= i64::try_from(self.elements_read).unwrap_or(i64::MAX)
-            > self.force_spill_elements;
+        should_spill |=
+            i64::try_from(self.elements_read).unwrap_or(i64::MAX) > self.force_spill_elements;
         if should_spill {
             let mut st = self.shared.lock();
             // A forced spill of an empty map writes nothing (Spark writes an empty file).
@@ -555,6 +562,9 @@ impl SpillableAggregator {
         if granted == 0 {
             return Ok(0);
         }
+        if self.merge_into_one_table(granted) {
+            return Ok(granted);
+        }
         match self.unified.allocate(granted) {
             Ok(block) => {
                 let table = Table::new(block);
@@ -574,6 +584,53 @@ impl SpillableAggregator {
                 Ok(0)
             }
         }
+    }
+
+    /// Makes the granted tables and a new grant one table of all the granted bytes, so that a
+    /// key is looked up in two tables (heap and granted), not one per grant. The new block is
+    /// taken first (not yet resident), the live entries are moved to a scratch block of the
+    /// user range — unaccounted heap, as the JVM holds the old array while `growTable` copies
+    /// it — the old blocks are freed, and only then is the new one written. `false` (nothing
+    /// changed) when there is nothing to merge or either block cannot be had: the grant then
+    /// becomes a table of its own.
+    fn merge_into_one_table(&mut self, granted: u64) -> bool {
+        let held = {
+            let st = self.shared.lock();
+            st.threshold - st.initial
+        };
+        if held == 0 {
+            return false;
+        }
+        let Ok(block) = self.unified.allocate(held + granted) else {
+            return false;
+        };
+        let mut st = self.shared.lock();
+        // Spilled meanwhile: the granted tables are gone.
+        if st.threshold - st.initial != held {
+            return false;
+        }
+        let live: usize = st.grants.iter().map(|t| t.len).sum();
+        let Ok(mut scratch) = st.user.allocate(table_bytes(live as u64)) else {
+            return false;
+        };
+        let moved = as_entries(scratch.as_mut_slice());
+        let mut n = 0;
+        for t in &mut st.grants {
+            for e in t.entries().iter().filter(|e| e[1] != 0) {
+                moved[n] = *e;
+                n += 1;
+            }
+        }
+        debug_assert_eq!(n, live, "live entries of the granted tables");
+        st.grants.clear();
+        let mut table = Table::new(block);
+        for e in &moved[..n] {
+            table.insert_new(*e);
+        }
+        drop(scratch);
+        st.grants.push(table);
+        st.threshold += granted;
+        true
     }
 
     /// Merges the spills with the in-memory map; `out(key, count, sum)` sees every key once, in
