@@ -1,4 +1,4 @@
-//! Runs a stage's tasks on `spark.executor.cores` threads, each task with its own task memory
+//! Runs a stage's tasks on `spark.executor.cores / spark.task.cpus` threads, each task with its own task memory
 //! manager, and cleans up after every task as Spark's `Executor.TaskRunner` does: task memory
 //! (with the leak check), then the task's unroll memory.
 //!

@@ -365,6 +365,12 @@ fn the_map_is_on_heap_in_an_off_heap_task() {
             mm.execution_memory_used_by_in(ctx.task_attempt_id, MemoryMode::OffHeap),
             0
         );
+        // Spark 4's per-mode peaks: all of it on-heap.
+        assert_eq!(
+            ctx.memory.peak_execution_memory_in(MemoryMode::OnHeap),
+            granted
+        );
+        assert_eq!(ctx.memory.peak_execution_memory_in(MemoryMode::OffHeap), 0);
         let mut keys = 0;
         agg.finish(|key, c, s| {
             assert_eq!((c, s), (1, key));
