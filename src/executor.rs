@@ -64,6 +64,7 @@ pub struct Executor {
     local_dirs: Arc<DiskBlockManager>,
     compression: Compression,
     schedule: ScheduleMode,
+    spillable: SpillableConf,
     metrics: Arc<ExecutorMetrics>,
     next_task_attempt_id: AtomicU64,
 }
@@ -167,6 +168,7 @@ impl Executor {
             off_heap_allocator.clone(),
             unroll,
         );
+        let spillable = SpillableConf::from_conf(conf)?;
         let local_dirs = Arc::new(DiskBlockManager::from_conf(conf)?);
         let block_manager =
             BlockManager::with_values(memory_store, Arc::clone(&local_dirs), values);
@@ -176,6 +178,7 @@ impl Executor {
             local_dirs,
             compression,
             schedule,
+            spillable,
             metrics: Arc::new(ExecutorMetrics::new()),
             next_task_attempt_id: AtomicU64::new(0),
             layout: layout.clone(),
@@ -289,6 +292,11 @@ impl Executor {
     /// (`spark.shuffle.spill.compress`, the `TempLocalBlockId` rule).
     pub fn compression(&self) -> &Compression {
         &self.compression
+    }
+
+    /// The settings of Spark's spillable collections (docs/spark-model.md §8), read at start.
+    pub fn spillable(&self) -> &SpillableConf {
+        &self.spillable
     }
 
     /// How each stage's tasks interleave at the memory manager (`spillway.schedule`,
@@ -435,6 +443,38 @@ impl crate::exit::Exit for ExecutorError {
 }
 
 /// `spillway.schedule` and `spillway.schedule.seed`.
+/// The keys of Spark's `Spillable` collections (`ExternalAppendOnlyMap`, `ExternalSorter`;
+/// docs/spark-model.md §8) and of the unsafe sorter's forced spill (§9.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpillableConf {
+    /// `spark.shuffle.spill.initialMemoryThreshold`: the bytes a collection uses before it asks
+    /// the pool for any (§8.1).
+    pub initial_threshold: u64,
+    /// `spark.shuffle.spill.numElementsForceSpillThreshold`: a collection spills once more
+    /// records than this arrived since its last spill, a sorter once it holds this many.
+    pub force_spill_elements: i64,
+    /// `spark.shuffle.spill.batchSize`: objects per batch of a collection's spill (§8.4),
+    /// spillway's records per frame. Spark flushes a batch when the count *equals* the size,
+    /// so a size below 1 writes the whole spill as one batch.
+    pub batch_records: u32,
+}
+
+impl SpillableConf {
+    pub fn from_conf(conf: &SparkConf) -> Result<SpillableConf, ConfError> {
+        let batch = conf.get_long(keys::SPILL_BATCH_SIZE)?;
+        Ok(SpillableConf {
+            // Non-negative by the key table's limits.
+            initial_threshold: conf.get_size(keys::SPILL_INITIAL_MEMORY_THRESHOLD)? as u64,
+            force_spill_elements: i64::from(conf.get_int(keys::SPILL_FORCE_SPILL_THRESHOLD)?),
+            batch_records: if batch < 1 {
+                u32::MAX
+            } else {
+                u32::try_from(batch).unwrap_or(u32::MAX)
+            },
+        })
+    }
+}
+
 fn schedule_mode(conf: &SparkConf) -> Result<ScheduleMode, ConfError> {
     match conf
         .get_str(keys::SCHEDULE)

@@ -1,4 +1,4 @@
-//! Runs a stage's tasks on `spark.executor.cores` threads, each task with its own task memory
+//! Runs a stage's tasks on `spark.executor.cores / spark.task.cpus` threads, each task with its own task memory
 //! manager, and cleans up after every task as Spark does: `Task.run` releases the task's unroll
 //! memory and wakes the tasks waiting for execution memory, then `Executor.TaskRunner` releases
 //! its task memory (with the leak check).
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::executor::Executor;
 use crate::interleave::{Schedule, ScheduleMode, ScheduleStats};
-use crate::memory::{TaskAttemptId, TaskMemoryError, TaskMemoryManager, WaitStats};
+use crate::memory::{MemoryMode, TaskAttemptId, TaskMemoryError, TaskMemoryManager, WaitStats};
 
 /// What a task sees: its ids and its memory.
 pub struct TaskContext<'a> {
@@ -36,6 +36,10 @@ pub struct TaskRun<T, E> {
     pub run_time: Duration,
     /// Peak execution memory of the task (both modes).
     pub peak_execution_memory: u64,
+    /// Peak ON_HEAP execution memory (Spark 4's `peakOnHeapExecutionMemory`).
+    pub peak_on_heap_execution_memory: u64,
+    /// Peak OFF_HEAP execution memory (Spark 4's `peakOffHeapExecutionMemory`).
+    pub peak_off_heap_execution_memory: u64,
     /// Time blocked waiting for the fair share.
     pub waits: WaitStats,
     /// Execution memory still accounted at the end (a leak, released at clean-up).
@@ -107,8 +111,9 @@ pub fn run_stage_scheduled<T: Send, E: Send>(
     task: impl Fn(&TaskContext) -> Result<T, E> + Sync,
     on_done: impl Fn(&TaskRun<T, E>) + Sync,
 ) -> (Vec<TaskRun<T, E>>, Option<StageSchedule>) {
-    let cores = executor.layout().cores.max(1) as usize;
-    let workers = cores.min(num_tasks.max(1) as usize);
+    // `spark.executor.cores / spark.task.cpus` task slots.
+    let slots = executor.layout().concurrent_tasks().max(1) as usize;
+    let workers = slots.min(num_tasks.max(1) as usize);
     let schedule = match executor.schedule() {
         ScheduleMode::Free => None,
         ScheduleMode::Deterministic { seed } => {
@@ -166,6 +171,8 @@ fn not_launched<T, E>(partition: u32, signal: crate::interrupt::Signal) -> TaskR
         result: Err(TaskFailure::NotLaunched(signal)),
         run_time: Duration::ZERO,
         peak_execution_memory: 0,
+        peak_on_heap_execution_memory: 0,
+        peak_off_heap_execution_memory: 0,
         waits: WaitStats::default(),
         leaked_bytes: 0,
     }
@@ -208,6 +215,8 @@ fn run_one<T, E>(
         result = Err(TaskFailure::Interrupted(signal));
     }
     let peak_execution_memory = ctx.memory.peak_execution_memory();
+    let peak_on_heap_execution_memory = ctx.memory.peak_execution_memory_in(MemoryMode::OnHeap);
+    let peak_off_heap_execution_memory = ctx.memory.peak_execution_memory_in(MemoryMode::OffHeap);
     // Task.run's `finally`: release the task's unroll memory in both modes and wake every task
     // waiting for execution memory (docs/spark-model.md §6.5e); then Executor.TaskRunner's:
     // release task memory, with the leak check.
@@ -238,6 +247,8 @@ fn run_one<T, E>(
         result,
         run_time,
         peak_execution_memory,
+        peak_on_heap_execution_memory,
+        peak_off_heap_execution_memory,
         waits,
         leaked_bytes,
     }

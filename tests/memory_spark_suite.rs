@@ -304,7 +304,7 @@ fn execution_evicts_down_to_the_storage_region_and_not_below() {
         );
         assert_eq!(s.storage_used_bytes, 300);
         assert_eq!(s.execution_pool_bytes, 700);
-        // The remaining block is inside the region: immune to execution.
+        // The remaining block is inside the region: execution cannot evict below it.
         assert_eq!(mm.acquire_execution_memory(100, 0, mode), 0);
         assert!(store.contains(&block("c")));
         assert_eq!(store.eviction_requests().len(), 1);

@@ -89,6 +89,12 @@ pub enum ConfError {
         path: PathBuf,
         error: super::properties::PropertiesError,
     },
+    /// `ResourceProfile.validateTaskCpusLargeEnough`, with the keys named.
+    #[error(
+        "The number of cores per executor (={cores}) has to be >= the number of cpus per task = \
+         {task_cpus}. (spark.executor.cores={cores}, spark.task.cpus={task_cpus})"
+    )]
+    TaskCpusAboveCores { task_cpus: i32, cores: i32 },
     /// A value spillway cannot honour although Spark would parse it (named with the reason).
     #[error("unsupported value for {key}: '{value}': {reason}")]
     Unsupported {

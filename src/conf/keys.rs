@@ -204,7 +204,7 @@ pub const KEYS: &[KeyDef] = &[
             max: i32::MAX as i64,
             message: "A task needs at least one core",
         },
-        doc: "cores each task claims (checked; spillway runs one task per executor core)",
+        doc: "cores each task claims: cores / task.cpus tasks run at once",
     },
     KeyDef {
         key: EXECUTOR_JAVA_OPTIONS,
@@ -225,7 +225,7 @@ pub const KEYS: &[KeyDef] = &[
         kind: Kind::Double,
         default: Some("0.5"),
         limits: ANY,
-        doc: "part of the unified pool immune to eviction",
+        doc: "part of the unified pool execution cannot evict below",
     },
     KeyDef {
         key: MEMORY_OFFHEAP_ENABLED,
@@ -285,7 +285,11 @@ pub const KEYS: &[KeyDef] = &[
         key: SPILL_INITIAL_MEMORY_THRESHOLD,
         kind: Kind::Bytes(ByteUnit::Byte),
         default: Some("5m"),
-        limits: ANY,
+        limits: Limits {
+            min: 0,
+            max: i64::MAX,
+            message: "spillway's spillable collections take their first threshold's bytes from the heap, so it cannot be negative.",
+        },
         doc: "a spillable collection's first threshold",
     },
     KeyDef {
@@ -635,6 +639,21 @@ pub const KEYS: &[KeyDef] = &[
 ];
 
 /// The definition of `key`, if spillway reads it.
+/// Keys spillway accepts and checks but that change nothing it models, each with the reason;
+/// setting one logs a warning (`SparkConf::warnings`). Every other key of [`KEYS`] is read
+/// where it has its effect (`tests/conf_keys_read.rs` checks both).
+pub const NOT_MODELLED: &[(&str, &str)] = &[
+    (
+        UNMANAGED_POLLING_INTERVAL,
+        "spillway has no unmanaged memory consumers (RocksDB state stores) to poll",
+    ),
+    (
+        SHUFFLE_FILE_MERGE_BUFFER,
+        "spillway's spill and shuffle merges read each file through its spill reader's own \
+         frame buffer",
+    ),
+];
+
 pub fn lookup(key: &str) -> Option<&'static KeyDef> {
     KEYS.iter().find(|d| d.key == key)
 }

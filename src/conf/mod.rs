@@ -152,13 +152,12 @@ impl SparkConf {
                 out.push(format!("{what} {key}: ignored"));
             }
         }
-        if let Ok(Some(cpus)) = self.int(keys::TASK_CPUS)
-            && cpus != 1
-        {
-            out.push(format!(
-                "{}={cpus}: spillway runs one task per executor core",
-                keys::TASK_CPUS
-            ));
+        for (key, why) in keys::NOT_MODELLED {
+            if self.entries.contains_key(*key) {
+                out.push(format!(
+                    "{key} is accepted but not modelled by spillway: {why}"
+                ));
+            }
         }
         out
     }
@@ -534,11 +533,24 @@ mod tests {
     }
 
     #[test]
-    fn task_cpus_other_than_one_is_a_warning() {
-        let conf = SparkConf::new().with("spark.task.cpus", "2");
+    fn keys_without_an_effect_are_warnings() {
+        let conf = SparkConf::new()
+            .with("spark.task.cpus", "2")
+            .with(keys::UNMANAGED_POLLING_INTERVAL, "1s")
+            .with(keys::SHUFFLE_FILE_MERGE_BUFFER, "64k");
         assert!(conf.validate_values().is_ok());
         let w = conf.warnings();
-        assert!(w.iter().any(|w| w.contains("spark.task.cpus=2")), "{w:?}");
+        assert_eq!(w.len(), 2, "{w:?}");
+        for key in [
+            keys::UNMANAGED_POLLING_INTERVAL,
+            keys::SHUFFLE_FILE_MERGE_BUFFER,
+        ] {
+            assert!(
+                w.iter()
+                    .any(|w| w.starts_with(key) && w.contains("not modelled")),
+                "{key}: {w:?}"
+            );
+        }
     }
 
     #[test]

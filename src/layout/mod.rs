@@ -66,6 +66,8 @@ pub struct MemoryConf {
     /// `spark.executor.pyspark.memory` is set).
     pub is_python_app: bool,
     pub cores: i32,
+    /// `spark.task.cpus`: cores each task claims (1 ≤ task_cpus ≤ cores).
+    pub task_cpus: i32,
     /// `spark.buffer.pageSize` in bytes.
     pub page_size: Option<i64>,
     pub gc: Gc,
@@ -108,6 +110,12 @@ impl MemoryConf {
         }
         // Positive (Spark's check) by the key table's limits.
         let cores = conf.get_int(keys::EXECUTOR_CORES)?;
+        // At least 1 by the key table's limits; at most the executor's cores
+        // (`ResourceProfile.validateTaskCpusLargeEnough`, which every master runs).
+        let task_cpus = conf.get_int(keys::TASK_CPUS)?;
+        if task_cpus > cores {
+            return Err(ConfError::TaskCpusAboveCores { task_cpus, cores });
+        }
         let executor_memory_check_bytes = if conf.contains(keys::EXECUTOR_MEMORY) {
             conf.size_as(keys::EXECUTOR_MEMORY, ByteUnit::Byte)?
         } else {
@@ -146,6 +154,7 @@ impl MemoryConf {
                 .unwrap_or(pyspark_memory_mib.is_some()),
             pyspark_memory_mib,
             cores,
+            task_cpus,
             page_size: conf.size(keys::BUFFER_PAGE_SIZE)?,
             gc,
         })
@@ -207,10 +216,18 @@ pub struct Layout {
     pub page_size: i64,
     pub page_size_explicit: bool,
     pub cores: i32,
+    /// `spark.task.cpus`.
+    pub task_cpus: i32,
     pub gc: Gc,
 }
 
 impl Layout {
+    /// Tasks that run at once: `spark.executor.cores / spark.task.cpus` (Spark's
+    /// `ResourceProfile.maxTasksPerExecutor` when cores limit, as they do here).
+    pub fn concurrent_tasks(&self) -> i32 {
+        (self.cores / self.task_cpus.max(1)).max(1)
+    }
+
     /// Reads, validates and computes in one step.
     pub fn from_conf(conf: &SparkConf, system_memory: Option<i64>) -> Result<Layout, ConfError> {
         Layout::new(&MemoryConf::from_conf(conf, system_memory)?)
@@ -400,6 +417,7 @@ impl Layout {
             page_size,
             page_size_explicit,
             cores: c.cores,
+            task_cpus: c.task_cpus,
             gc: c.gc,
         };
         debug_assert_eq!(
@@ -552,7 +570,7 @@ impl Layout {
             storage_label,
             self.storage_region,
             format!(
-                "trunc(unified x spark.memory.storageFraction {}); immune to eviction",
+                "trunc(unified x spark.memory.storageFraction {}); execution cannot evict below it",
                 java_double_string(self.storage_fraction)
             ),
         );

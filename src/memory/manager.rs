@@ -207,7 +207,7 @@ struct ModePools {
     mode: MemoryMode,
     /// `maxHeapMemory` (M) or `maxOffHeapMemory` (O).
     unified_bytes: u64,
-    /// `onHeapStorageRegionSize` / `offHeapStorageMemory`: cached bytes below it are immune.
+    /// `onHeapStorageRegionSize` / `offHeapStorageMemory`: execution cannot evict cached bytes below it.
     storage_region_bytes: u64,
     execution_pool_bytes: u64,
     /// Sum of `tasks[..].held_bytes`, kept alongside so `memoryUsed` is O(1).

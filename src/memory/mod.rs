@@ -16,7 +16,7 @@
 //! * **Execution borrows from storage** (`maybeGrowPool`, docs/spark-model.md §3.4): when a request does not
 //!   fit in free execution memory, execution takes free storage memory and evicts cached
 //!   blocks that storage holds *beyond* its storage region. Eviction drops whole blocks, so
-//!   the storage pool can end below the region. Cached bytes inside the region are immune.
+//!   the storage pool can end below the region. Execution cannot evict below the region.
 //! * **Storage borrows from execution** (§4.1): only free execution memory, never execution's
 //!   used bytes; the borrow is kept even if the acquire then fails. To make room, storage may
 //!   evict any other cached block of the same mode (LRU, never the requesting block's RDD).

@@ -156,6 +156,8 @@ struct State {
     next_free_hint: usize,
     acquired_but_not_used: u64,
     peak_execution_bytes: u64,
+    /// Peak holding per mode, indexed by `MemoryMode::index`.
+    peak_by_mode: [u64; 2],
     /// Bumped at clean-up so that pages from before it do not release twice.
     generation: u64,
 }
@@ -224,6 +226,7 @@ impl TaskMemoryManager {
                     next_free_hint: 0,
                     acquired_but_not_used: 0,
                     peak_execution_bytes: 0,
+                    peak_by_mode: [0; 2],
                     generation: 0,
                 }),
             }),
@@ -350,7 +353,26 @@ impl TaskMemoryManager {
         st.consumers[requester.0].used += got;
         let held = sh.manager.execution_memory_used_by(sh.task);
         st.peak_execution_bytes = st.peak_execution_bytes.max(held);
+        // Spark 4's `peakOnHeapMemory` / `peakOffHeapMemory`: the task's holding in the mode
+        // just acquired from.
+        let in_mode = sh.manager.execution_memory_used_by_in(sh.task, mode);
+        let peak = &mut st.peak_by_mode[mode.index()];
+        *peak = (*peak).max(in_mode);
         Ok(got)
+    }
+
+    /// Spark's `releaseExecutionMemory(size, consumer)`: gives back `size` bytes the consumer
+    /// acquired without a page (`acquire_memory`). For a consumer's spill callback, which
+    /// holds no `Consumer` handle; no lock of this manager may be held by the caller.
+    pub fn release_execution_memory(&self, size: u64, consumer: ConsumerId) {
+        let sh = &self.shared;
+        let mode = {
+            let mut st = sh.lock();
+            let c = &mut st.consumers[consumer.0];
+            c.used = c.used.saturating_sub(size);
+            c.mode
+        };
+        sh.manager.release_execution_memory(size, sh.task, mode);
     }
 
     fn consumer_mode(&self, id: ConsumerId) -> MemoryMode {
@@ -460,6 +482,12 @@ impl TaskMemoryManager {
     /// Peak execution memory this task held (both modes), Spark's `peakExecutionMemory`.
     pub fn peak_execution_memory(&self) -> u64 {
         self.shared.lock().peak_execution_bytes
+    }
+
+    /// Peak execution memory this task held in `mode` (Spark 4's
+    /// `getPeakOnHeapExecutionMemory` / `getPeakOffHeapExecutionMemory`).
+    pub fn peak_execution_memory_in(&self, mode: MemoryMode) -> u64 {
+        self.shared.lock().peak_by_mode[mode.index()]
     }
 
     /// Bytes accounted to the task but not backed by a page (allocation failures).
@@ -653,14 +681,7 @@ impl Consumer {
 
     /// `MemoryConsumer.freeMemory(size)`.
     pub fn free_memory(&self, size: u64) {
-        let sh = &self.tmm.shared;
-        {
-            let mut st = sh.lock();
-            let c = &mut st.consumers[self.id.0];
-            c.used = c.used.saturating_sub(size);
-        }
-        sh.manager
-            .release_execution_memory(size, sh.task, self.mode);
+        self.tmm.release_execution_memory(size, self.id);
     }
 
     fn oom(&self, required: u64, received: u64) -> TaskMemoryError {

@@ -525,7 +525,7 @@ where
             (Swatch::Fill(FETCH), "shuffle fetch buffers (overhead)"),
             (
                 Swatch::Dashed(STORAGE),
-                "storage region (immune to eviction)",
+                "storage region (execution cannot evict below it)",
             ),
             (
                 Swatch::Line(RGBColor(40, 40, 120)),

@@ -103,6 +103,9 @@ pub struct StageReport {
     pub disk_bytes_spilled: u64,
     /// Sum over tasks, as Spark's stage metrics sum task metrics.
     pub peak_execution_memory: u64,
+    /// Sums over tasks of each task's peak per mode (Spark 4's task metrics of these names).
+    pub peak_on_heap_execution_memory: u64,
+    pub peak_off_heap_execution_memory: u64,
     pub max_task_peak_execution_memory: u64,
     /// Sum of the tasks' run times (ms), as Spark reports it.
     pub executor_run_time: u64,
@@ -229,6 +232,8 @@ pub struct TaskReport {
     pub index: u32,
     pub status: String,
     pub peak_execution_memory: u64,
+    pub peak_on_heap_execution_memory: u64,
+    pub peak_off_heap_execution_memory: u64,
     pub memory_bytes_spilled: u64,
     pub disk_bytes_spilled: u64,
     pub executor_run_time: u64,
@@ -402,6 +407,8 @@ pub(crate) fn build(i: Inputs) -> Report {
             memory_bytes_spilled: 0,
             disk_bytes_spilled: 0,
             peak_execution_memory: 0,
+            peak_on_heap_execution_memory: 0,
+            peak_off_heap_execution_memory: 0,
             max_task_peak_execution_memory: 0,
             executor_run_time: 0,
             wall_time_ms: ms(s.wall),
@@ -426,6 +433,8 @@ pub(crate) fn build(i: Inputs) -> Report {
         let mut spill_write_ns = 0u64;
         for run in &s.runs {
             r.peak_execution_memory += run.peak_execution_memory;
+            r.peak_on_heap_execution_memory += run.peak_on_heap_execution_memory;
+            r.peak_off_heap_execution_memory += run.peak_off_heap_execution_memory;
             r.max_task_peak_execution_memory = r
                 .max_task_peak_execution_memory
                 .max(run.peak_execution_memory);
@@ -438,6 +447,8 @@ pub(crate) fn build(i: Inputs) -> Report {
                 index: run.partition,
                 status: "SUCCESS".into(),
                 peak_execution_memory: run.peak_execution_memory,
+                peak_on_heap_execution_memory: run.peak_on_heap_execution_memory,
+                peak_off_heap_execution_memory: run.peak_off_heap_execution_memory,
                 memory_bytes_spilled: 0,
                 disk_bytes_spilled: 0,
                 executor_run_time: run.run_time.as_millis() as u64,

@@ -2,40 +2,60 @@
 //!
 //! # The map
 //!
-//! An open-addressing table (linear probing) of `[key, count, sum]` entries of three `u64`s,
-//! held in one **execution page** (`Consumer::allocate_array`); `count == 0` marks a free
-//! slot. Its size estimate is what the entries need at the table's maximum load of 1/2:
-//! `entries × 48` bytes (Spark samples the map's size; here it is exact).
+//! Open-addressing tables (linear probing) of `[key, count, sum]` entries of three `u64`s;
+//! `count == 0` marks a free slot. A key's home slot is its hash scaled to the table's size,
+//! so a table may hold any number of entries. The map's size estimate is what its entries need
+//! at a load of 1/2: `entries × 48` bytes (Spark samples its map's size; here it is exact).
+//!
+//! The map is made of the memory it was given, each piece a table of its own:
+//!
+//! - the **heap table**, for the first `spark.shuffle.spill.initialMemoryThreshold` (5 MiB)
+//!   that Spark does not take from the pool (§8.1): heap memory nothing accounts, so a block of
+//!   the **user range** (where spillway keeps every unaccounted heap object). It starts at 128
+//!   entries (Spark's map starts with a small array too) and doubles, rehashing, up to the
+//!   threshold's bytes; a failure is `java.lang.OutOfMemoryError: Java heap space` in the task.
+//! - the **granted table**: a block of exactly the granted bytes of the heap's unified range,
+//!   accounted to the map's ON_HEAP consumer. A new grant makes a new block of all the
+//!   granted bytes into which the entries are rehashed (through a scratch block of the user
+//!   range, as the JVM briefly holds the old array while `growTable` copies it; see
+//!   `merge_into_one_table`). Should a block not be had, the grant is a table of its own.
+//!
+//! A key is looked up in every table that holds entries; a new key goes to the first table
+//! below load 1/2 (the heap table growing first). Between two checks up to 31 new keys may
+//! arrive; they take the tables' room above load 1/2 (up to 7/8), and should none be left, the
+//! heap table grows past the threshold, as Spark's map grows on the heap between checks.
 //!
 //! # When to grow, when to spill: `Spillable.maybeSpill` (§8.2)
 //!
-//! `threshold` starts at `spark.shuffle.spill.initialMemoryThreshold` = 5 MiB. After every 32nd
-//! record, if `estimate ≥ threshold` the map requests `2 × estimate − threshold` bytes: it asks
-//! the task memory manager for a table that many bytes larger (its capacity rounded up to a
-//! power of two), rehashes into it and frees the old one; `threshold` grows by the bytes the new
-//! table added. If the request cannot be met it spills (`estimate ≥ threshold` still holds).
-//! A spill writes the entries sorted by key hash (then key) as a run of 24-byte records
-//! (`SpillKind::AggregationSpill`; compressed as the sort's runs are, when
+//! `threshold` starts at the initial threshold. Every 32 records, if `estimate ≥ threshold`
+//! the map asks for `2 × estimate − threshold` bytes (`acquireMemory`: the task memory manager
+//! may spill other consumers, and grants what it can, possibly less or nothing); whatever is
+//! granted becomes a granted table and is added to `threshold`, and the map spills iff
+//! `estimate ≥ threshold` still. It also spills once more than
+//! `spark.shuffle.spill.numElementsForceSpillThreshold` records arrived since its last spill.
+//! `ExternalAppendOnlyMap` checks before inserting a record and counts it after;
+//! `ExternalSorter` (the map-side combine, [`EntryOrder::Partition`]) counts, inserts, then
+//! checks. A spill writes the entries sorted by `(rank, key)` as a run of 24-byte records in
+//! frames of `spark.shuffle.spill.batchSize` (`SpillKind::AggregationSpill`; compressed when
 //! `spark.shuffle.spill.compress` is true, docs/spark-model.md §19.3), adds the estimate to
-//! `memoryBytesSpilled` and the file's bytes on disk to `diskBytesSpilled`, frees the table and
-//! resets `threshold` to 5 MiB.
+//! `memoryBytesSpilled` and the file's bytes to `diskBytesSpilled`, frees every table (the
+//! granted bytes, `threshold − initial`, go back to the pool) and resets `threshold`.
 //!
-//! Deviations, because spillway accounts every real byte: the table's bytes are pages taken
-//! from the execution pool, including the first 5 MiB (Spark leaves the initial threshold
-//! unaccounted); and a request is all or nothing (Spark adds a partial grant to the threshold,
-//! but half a table holds nothing). Between checks the table may gain 31 entries, so it grows
-//! (through the same request) whenever fewer than 32 free slots would remain under load 1/2.
+//! The map is always an ON_HEAP consumer (Spark's `Spillable` extends
+//! `MemoryConsumer(taskMemoryManager, MemoryMode.ON_HEAP)`), also in a task whose Tungsten
+//! pages are OFF_HEAP.
 //!
 //! Spilling for another consumer (`Spillable.spill`, §8.3): only when the trigger is another
-//! consumer and the task's Tungsten mode is ON_HEAP; the map then spills and frees its table.
-//! Its own shortfalls are handled by `maybeSpill`, so asked as the requester it returns 0.
+//! consumer and the task's Tungsten mode is ON_HEAP; the map then spills and returns
+//! `threshold − initial` (also added to `memoryBytesSpilled`). Asked as the requester it
+//! returns 0: its own shortfalls are handled by `maybeSpill`.
 //!
 //! # Merging
 //!
-//! The in-memory entries are compacted and sorted in their own page, then merged with the
-//! spills by `(hash, key)` through [`SortedMerge`]; equal keys, adjacent in that order, are
-//! combined. The output is verified against an independent `HashMap` pass over the
-//! regenerated input ([`expected_aggregates`]).
+//! Each table's entries are compacted and sorted in place, then merged with the spills by
+//! `(rank, key)` through [`SortedMerge`]; equal keys, adjacent in that order, are combined.
+//! The output is verified against an independent `HashMap` pass over the regenerated input
+//! ([`expected_aggregates`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,8 +67,9 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use crate::codec::Codec;
 use crate::data::{splitmix64, stream_seed};
-use crate::memory::{Consumer, ConsumerId, MemoryConsumer, MemoryMode, Page, TaskMemoryError};
+use crate::memory::{Consumer, ConsumerId, MemoryConsumer, MemoryMode, TaskMemoryManager};
 use crate::metrics::ExecutorMetrics;
+use crate::region::{MemoryBlock, PageAllocator, UserMemoryError};
 use crate::scheduler::TaskContext;
 use crate::spill::{
     RecordDigest, SortedMerge, SortedRun, SpillError, SpillKind, SpillReader, SpillWriterOptions,
@@ -233,19 +254,136 @@ impl EntryOrder {
     }
 }
 
+/// Smallest heap table, in entries; it doubles from here (Spark's map starts small too).
+pub const MIN_TABLE_ENTRIES: u64 = 128;
+
+/// Bytes of a block holding `entries` entries: one long more than they need, because a block
+/// need not start on 8 bytes (see [`as_entries`]).
+fn table_bytes(entries: u64) -> u64 {
+    entries * ENTRY_BYTES + 8
+}
+
+/// One table of the map, over one block of memory (see the module doc).
+struct Table {
+    block: MemoryBlock,
+    /// Entries the block holds.
+    cap: usize,
+    /// Live entries.
+    len: usize,
+}
+
+impl Table {
+    /// An empty table over `block` (zeroed here: every slot free).
+    fn new(mut block: MemoryBlock) -> Table {
+        block.fill(0);
+        let cap = as_entries(block.as_mut_slice()).len();
+        Table { block, cap, len: 0 }
+    }
+
+    #[inline]
+    fn entries(&mut self) -> &mut [[u64; 3]] {
+        as_entries(self.block.as_mut_slice())
+    }
+
+    /// Below load 1/2.
+    #[inline]
+    fn has_room(&self) -> bool {
+        self.len < self.cap / 2
+    }
+
+    /// Below load 7/8 (and a free slot left): room for the keys that arrive between checks.
+    fn has_slack(&self) -> bool {
+        self.len + (self.cap / 8).max(1) < self.cap
+    }
+
+    /// Adds to `key`'s entry if this table holds it.
+    #[inline]
+    fn update(&mut self, key: u64, count: u64, sum: u64) -> bool {
+        if self.len == 0 {
+            return false;
+        }
+        let cap = self.cap;
+        let entries = self.entries();
+        let mut i = home(key, cap);
+        loop {
+            let e = &mut entries[i];
+            if e[1] == 0 {
+                return false;
+            }
+            if e[0] == key {
+                e[1] += count;
+                e[2] += sum;
+                return true;
+            }
+            i += 1;
+            if i == cap {
+                i = 0;
+            }
+        }
+    }
+
+    /// Inserts an entry whose key this table does not hold; the table has a free slot.
+    #[inline]
+    fn insert_new(&mut self, entry: [u64; 3]) {
+        let cap = self.cap;
+        let entries = self.entries();
+        let mut i = home(entry[0], cap);
+        while entries[i][1] != 0 {
+            i += 1;
+            if i == cap {
+                i = 0;
+            }
+        }
+        entries[i] = entry;
+        self.len += 1;
+    }
+
+    /// Moves the live entries to the front, sorted by `(rank, key)`, and returns them.
+    fn sorted(&mut self, order: EntryOrder) -> &[[u64; 3]] {
+        let len = self.len;
+        let entries = self.entries();
+        compact_and_sort(entries, len, order);
+        &entries[..len]
+    }
+}
+
+/// A key's home slot in a table of `cap` entries: its hash, mixed again, scaled to the table.
+/// The extra multiply matters: spills and map outputs are sorted by the hash's high bits, so a
+/// merged run inserted in that order would otherwise land in slot order and pile up into one
+/// ever-growing probe cluster.
+#[inline]
+fn home(key: u64, cap: usize) -> usize {
+    let h = key_hash(key).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    ((u128::from(h) * cap as u128) >> 64) as usize
+}
+
 struct State {
     order: EntryOrder,
-    table: Option<Page>,
-    /// Entries in the table.
+    /// The table over the initial threshold's bytes: unaccounted heap, in the user range.
+    heap: Option<Table>,
+    /// One table per grant of execution memory, in grant order; their bytes are
+    /// `threshold − initial`.
+    grants: Vec<Table>,
+    /// Entries in all tables.
     len: u64,
+    /// `spark.shuffle.spill.initialMemoryThreshold` (`initialMemoryThreshold`).
+    initial: u64,
+    /// `myMemoryThreshold`.
     threshold: u64,
+    /// The heap table's largest size within the initial threshold.
+    heap_max_entries: u64,
     runs: Vec<RunFile>,
     merging: bool,
     own_id: Option<ConsumerId>,
-    on_heap: bool,
+    /// The task's Tungsten mode is ON_HEAP (`Spillable.spill` acts only then).
+    tungsten_on_heap: bool,
+    tmm: TaskMemoryManager,
+    user: Arc<PageAllocator>,
     dirs: Arc<DiskBlockManager>,
     /// The spills' codec: `spark.shuffle.spill.compress` (`TempLocalBlockId`, docs/spark-model.md §19.3).
     codec: Option<Codec>,
+    /// `spark.shuffle.spill.batchSize`: records per frame of a spill.
+    batch_records: u32,
     metrics: TaskMetrics,
     /// The executor's counters, which the timeline reads while the task runs.
     executor_metrics: Arc<ExecutorMetrics>,
@@ -255,7 +393,8 @@ struct State {
 type Shared = SharedState<State>;
 
 impl MemoryConsumer for SharedState<State> {
-    /// `Spillable.spill(size, trigger)`: only for another consumer, and only ON_HEAP.
+    /// `Spillable.spill(size, trigger)`: only for another consumer, and only when the task's
+    /// Tungsten mode is ON_HEAP; returns `threshold − initial`.
     fn spill(
         &self,
         _size: u64,
@@ -265,23 +404,32 @@ impl MemoryConsumer for SharedState<State> {
         let Some(mut st) = self.try_lock() else {
             return Ok(0);
         };
-        if st.merging || st.own_id == Some(trigger) || !st.on_heap || st.len == 0 {
+        // `forceSpill` is false for an empty map: nothing is released.
+        if st.merging || st.own_id == Some(trigger) || !st.tungsten_on_heap || st.len == 0 {
             return Ok(0);
         }
-        let freed = st
-            .spill()
+        st.write_spill()
             .map_err(crate::memory::ConsumerSpillError::File)?;
+        let freed = st.release_tables();
+        st.metrics.memory_bytes_spilled += freed;
         st.metrics.spills_for_others += 1;
         Ok(freed)
     }
 }
 
-/// Spark's `ExternalAppendOnlyMap` with a count-and-sum combiner.
+/// Spark's `ExternalAppendOnlyMap` (or `ExternalSorter`'s map) with a count-and-sum combiner.
 pub struct SpillableAggregator {
     consumer: Consumer,
     shared: Arc<Shared>,
+    /// The unified range's allocator: granted bytes are real blocks of the heap.
+    unified: Arc<PageAllocator>,
     /// Records since the last spill (`_elementsRead`).
     elements_read: u64,
+    /// `spark.shuffle.spill.numElementsForceSpillThreshold`.
+    force_spill_elements: i64,
+    /// `ExternalSorter`'s order of counting, inserting and checking (else
+    /// `ExternalAppendOnlyMap`'s: check, insert, count).
+    sorter_order: bool,
 }
 
 impl SpillableAggregator {
@@ -290,34 +438,64 @@ impl SpillableAggregator {
         Self::with_order(ctx, EntryOrder::Hash, "ExternalAppendOnlyMap")
     }
 
-    /// A map whose spills and output follow `order`, registered under `name`.
+    /// A map whose spills and output follow `order`, registered under `name`. With
+    /// [`EntryOrder::Partition`] it is `ExternalSorter`'s map (a map-side combine) and checks
+    /// as `ExternalSorter.insertAll` does.
     pub fn with_order(ctx: &TaskContext, order: EntryOrder, name: &str) -> SpillableAggregator {
+        let conf = *ctx.executor.spillable();
         let shared = Arc::new(SharedState::new(State {
             order,
-            table: None,
+            heap: None,
+            grants: Vec::new(),
             len: 0,
-            threshold: INITIAL_MEMORY_THRESHOLD,
+            initial: conf.initial_threshold,
+            threshold: conf.initial_threshold,
+            heap_max_entries: (conf.initial_threshold.saturating_sub(8) / ENTRY_BYTES)
+                .max(MIN_TABLE_ENTRIES),
             runs: Vec::new(),
             merging: false,
             own_id: None,
-            on_heap: ctx.memory.tungsten_mode() == MemoryMode::OnHeap,
+            tungsten_on_heap: ctx.memory.tungsten_mode() == MemoryMode::OnHeap,
+            tmm: ctx.memory.clone(),
+            user: Arc::clone(ctx.executor.user_allocator()),
             dirs: Arc::clone(ctx.executor.local_dirs()),
             codec: ctx.executor.compression().spill,
+            batch_records: conf.batch_records,
             metrics: TaskMetrics::default(),
             executor_metrics: Arc::clone(ctx.memory.metrics()),
         }));
-        let consumer = ctx.memory.register(name, Arc::clone(&shared) as _);
+        // `Spillable` is an ON_HEAP consumer whatever the task's Tungsten mode.
+        let consumer = ctx
+            .memory
+            .register_in(name, MemoryMode::OnHeap, Arc::clone(&shared) as _);
         shared.lock().own_id = Some(consumer.id());
         SpillableAggregator {
             consumer,
             shared,
+            unified: Arc::clone(ctx.executor.unified_allocator()),
             elements_read: 0,
+            force_spill_elements: conf.force_spill_elements,
+            sorter_order: matches!(order, EntryOrder::Partition(_)),
         }
     }
 
     /// Spills and timings so far.
     pub fn metrics(&self) -> TaskMetrics {
         self.shared.lock().metrics.clone()
+    }
+
+    /// `myMemoryThreshold`: the initial threshold plus the execution memory the map holds.
+    pub fn threshold(&self) -> u64 {
+        self.shared.lock().threshold
+    }
+
+    /// Bytes of the heap table (user range, not accounted); 0 before the first record.
+    pub fn heap_table_bytes(&self) -> u64 {
+        self.shared
+            .lock()
+            .heap
+            .as_ref()
+            .map_or(0, |t| t.block.len())
     }
 
     /// Adds `value` to `key`'s count and sum.
@@ -330,87 +508,129 @@ impl SpillableAggregator {
     #[inline]
     pub fn insert_combined(&mut self, key: u64, count: u64, sum: u64) -> Result<(), TaskError> {
         debug_assert!(count > 0, "a combiner counts at least one record");
-        {
-            let mut st = self.shared.lock();
-            if st.table.is_some() {
-                st.upsert(key, count, sum);
-            } else {
-                drop(st);
-                self.allocate_initial()?;
-                self.shared.lock().upsert(key, count, sum);
-            }
-        }
-        self.elements_read += 1;
-        if self.elements_read.is_multiple_of(CHECK_PERIOD_RECORDS) {
+        if self.sorter_order {
+            // `ExternalSorter.insertAll`: count, insert, `maybeSpillCollection`.
+            self.elements_read += 1;
+            self.shared.lock().upsert(key, count, sum)?;
+            self.maybe_spill()
+        } else {
+            // `ExternalAppendOnlyMap.insertAll`: `maybeSpill`, insert, count.
             self.maybe_spill()?;
+            self.shared.lock().upsert(key, count, sum)?;
+            self.elements_read += 1;
+            Ok(())
         }
-        Ok(())
     }
 
-    fn allocate_initial(&mut self) -> Result<(), TaskError> {
-        let capacity = (INITIAL_MEMORY_THRESHOLD / ENTRY_BYTES).next_power_of_two();
-        let mut page = self.consumer.allocate_array(table_longs(capacity))?;
-        page.as_mut_slice().fill(0);
-        let mut st = self.shared.lock();
-        st.table = Some(page);
-        st.len = 0;
-        Ok(())
-    }
-
-    /// `Spillable.maybeSpill` (§8.2), plus growth whenever the next 32 records might not fit.
+    /// `Spillable.maybeSpill` (§8.2).
+    #[inline]
     fn maybe_spill(&mut self) -> Result<(), TaskError> {
-        let (estimate, threshold, capacity, len) = {
-            let st = self.shared.lock();
-            let Some(table) = st.table.as_ref() else {
-                return Ok(());
+        let mut should_spill = false;
+        if self.elements_read.is_multiple_of(CHECK_PERIOD_RECORDS) {
+            let (estimate, threshold) = {
+                let st = self.shared.lock();
+                (st.len * ESTIMATE_BYTES_PER_ENTRY, st.threshold)
             };
-            (
-                st.len * ESTIMATE_BYTES_PER_ENTRY,
-                st.threshold,
-                table_capacity(table),
-                st.len,
-            )
-        };
-        let crowded = (len + CHECK_PERIOD_RECORDS) * 2 > capacity;
-        if estimate < threshold && !crowded {
-            return Ok(());
+            // An empty map estimates 0 here (Spark's never does); it asks for nothing.
+            if estimate >= threshold && estimate > 0 {
+                self.acquire(2 * estimate - threshold)?;
+                let st = self.shared.lock();
+                should_spill = st.len > 0 && estimate >= st.threshold;
+            }
         }
-        let request = (2 * estimate).saturating_sub(threshold).max(1);
-        let wanted_capacity = (capacity * ENTRY_BYTES + request)
-            .div_ceil(ENTRY_BYTES)
-            .next_power_of_two()
-            .max(capacity * 2);
-        let grown = match self.consumer.allocate_array(table_longs(wanted_capacity)) {
-            Ok(p) => Some(p),
-            Err(TaskMemoryError::UnableToAcquire { .. } | TaskMemoryError::TooLargePage(_)) => None,
-            Err(e) => return Err(e.into()),
-        };
-        let mut st = self.shared.lock();
-        match grown {
-            Some(mut new_table) if st.table.is_some() => {
-                new_table.as_mut_slice().fill(0);
-                let old = st.table.take().expect("checked");
-                rehash(&old, &mut new_table);
-                let added = new_table.len().saturating_sub(old.len());
-                st.table = Some(new_table);
-                st.threshold += added;
-                drop(st);
-                drop(old);
+        should_spill |=
+            i64::try_from(self.elements_read).unwrap_or(i64::MAX) > self.force_spill_elements;
+        if should_spill {
+            let mut st = self.shared.lock();
+            // A forced spill of an empty map writes nothing (Spark writes an empty file).
+            if st.len > 0 {
+                let estimate = st.len * ESTIMATE_BYTES_PER_ENTRY;
+                st.write_spill()?;
+                st.metrics.memory_bytes_spilled += estimate;
             }
-            // Spilled for someone else meanwhile: nothing to grow.
-            Some(unused) => {
-                drop(st);
-                drop(unused);
-            }
-            None => {
-                if st.len * ESTIMATE_BYTES_PER_ENTRY >= st.threshold || crowded {
-                    st.spill()?;
-                    drop(st);
-                    self.elements_read = 0;
-                }
-            }
+            st.release_tables();
+            drop(st);
+            self.elements_read = 0;
         }
         Ok(())
+    }
+
+    /// `acquireMemory(request)`: whatever is granted, possibly less than asked, becomes a
+    /// table of exactly those bytes of the unified range and is added to the threshold.
+    fn acquire(&mut self, request: u64) -> Result<u64, TaskError> {
+        let granted = self.consumer.acquire_memory(request)?;
+        if granted == 0 {
+            return Ok(0);
+        }
+        if self.merge_into_one_table(granted) {
+            return Ok(granted);
+        }
+        match self.unified.allocate(granted) {
+            Ok(block) => {
+                let table = Table::new(block);
+                let mut st = self.shared.lock();
+                st.grants.push(table);
+                st.threshold += granted;
+                Ok(granted)
+            }
+            Err(e) => {
+                // The pool granted bytes the range cannot place (fragmentation): give them
+                // back, as if nothing had been granted.
+                crate::log::warn(
+                    "Spillable",
+                    &format!("Failed to allocate {granted} granted bytes ({e}); releasing them"),
+                );
+                self.consumer.free_memory(granted);
+                Ok(0)
+            }
+        }
+    }
+
+    /// Makes the granted tables and a new grant one table of all the granted bytes, so that a
+    /// key is looked up in two tables (heap and granted), not one per grant. The new block is
+    /// taken first (not yet resident), the live entries are moved to a scratch block of the
+    /// user range — unaccounted heap, as the JVM holds the old array while `growTable` copies
+    /// it — the old blocks are freed, and only then is the new one written. `false` (nothing
+    /// changed) when there is nothing to merge or either block cannot be had: the grant then
+    /// becomes a table of its own.
+    fn merge_into_one_table(&mut self, granted: u64) -> bool {
+        let held = {
+            let st = self.shared.lock();
+            st.threshold - st.initial
+        };
+        if held == 0 {
+            return false;
+        }
+        let Ok(block) = self.unified.allocate(held + granted) else {
+            return false;
+        };
+        let mut st = self.shared.lock();
+        // Spilled meanwhile: the granted tables are gone.
+        if st.threshold - st.initial != held {
+            return false;
+        }
+        let live: usize = st.grants.iter().map(|t| t.len).sum();
+        let Ok(mut scratch) = st.user.allocate(table_bytes(live as u64)) else {
+            return false;
+        };
+        let moved = as_entries(scratch.as_mut_slice());
+        let mut n = 0;
+        for t in &mut st.grants {
+            for e in t.entries().iter().filter(|e| e[1] != 0) {
+                moved[n] = *e;
+                n += 1;
+            }
+        }
+        debug_assert_eq!(n, live, "live entries of the granted tables");
+        st.grants.clear();
+        let mut table = Table::new(block);
+        for e in &moved[..n] {
+            table.insert_new(*e);
+        }
+        drop(scratch);
+        st.grants.push(table);
+        st.threshold += granted;
+        true
     }
 
     /// Merges the spills with the in-memory map; `out(key, count, sum)` sees every key once, in
@@ -420,27 +640,27 @@ impl SpillableAggregator {
         guard.merging = true;
         let started = Instant::now();
         let st = &mut *guard;
-        let len = st.len as usize;
-        let sorted: &[[u64; 3]] = match st.table.as_mut() {
-            Some(table) if len > 0 => {
-                let t = Instant::now();
-                let entries = as_entries(table.as_mut_slice());
-                compact_and_sort(entries, len, st.order);
-                st.metrics.sort_ns += t.elapsed().as_nanos() as u64;
-                &entries[..len]
-            }
-            _ => &[],
-        };
-        let mut runs: Vec<Run<'_>> = Vec::with_capacity(st.runs.len() + 1);
+        let order = st.order;
+        let sort_started = Instant::now();
+        let tables: Vec<&[[u64; 3]]> = st
+            .heap
+            .iter_mut()
+            .chain(st.grants.iter_mut())
+            .filter(|t| t.len > 0)
+            .map(|t| t.sorted(order))
+            .collect();
+        st.metrics.sort_ns += sort_started.elapsed().as_nanos() as u64;
+        let mut runs: Vec<Run<'_>> = Vec::with_capacity(st.runs.len() + tables.len());
         for f in &st.runs {
             runs.push(Run::File(SpillReader::open(f.path())?));
         }
-        runs.push(Run::Mem(MemEntries {
-            entries: sorted,
-            next: 0,
-            current: [0; 24],
-        }));
-        let order = st.order;
+        for entries in tables {
+            runs.push(Run::Mem(MemEntries {
+                entries,
+                next: 0,
+                current: [0; 24],
+            }));
+        }
         let mut merge = SortedMerge::new(runs, |r: &[u8]| {
             let k = read_u64(r, 0);
             (order.rank(k), k)
@@ -473,75 +693,166 @@ impl SpillableAggregator {
         }
         drop(merge);
         st.runs.clear();
-        st.table = None;
-        st.len = 0;
+        st.release_tables();
         st.metrics.spill_read_ns += started.elapsed().as_nanos() as u64;
         st.metrics.records_out = keys_out;
         Ok(st.metrics.clone())
     }
 }
 
+impl Drop for SpillableAggregator {
+    /// A map dropped before `finish` (an error) gives back its tables and granted memory here,
+    /// so that nothing is left for task clean-up to report as a leak.
+    fn drop(&mut self) {
+        self.shared.lock().release_tables();
+    }
+}
+
 impl State {
     #[inline]
-    fn upsert(&mut self, key: u64, count: u64, sum: u64) {
-        let table = self.table.as_mut().expect("a table");
-        let entries = as_entries(table.as_mut_slice());
-        let mask = entries.len() - 1;
-        let mut i = key_hash(key) as usize & mask;
-        loop {
-            let e = &mut entries[i];
-            if e[1] == 0 {
-                *e = [key, count, sum];
-                self.len += 1;
-                return;
-            }
-            if e[0] == key {
-                e[1] += count;
-                e[2] += sum;
-                return;
-            }
-            i = (i + 1) & mask;
+    fn upsert(&mut self, key: u64, count: u64, sum: u64) -> Result<(), UserMemoryError> {
+        if let Some(h) = self.heap.as_mut()
+            && h.update(key, count, sum)
+        {
+            return Ok(());
         }
+        for g in &mut self.grants {
+            if g.update(key, count, sum) {
+                return Ok(());
+            }
+        }
+        self.table_for_new_key()?.insert_new([key, count, sum]);
+        self.len += 1;
+        Ok(())
     }
 
-    /// Writes the entries sorted by `(rank, key)` as a spill and frees the table. Returns the
-    /// bytes freed.
-    fn spill(&mut self) -> Result<u64, SpillError> {
-        let Some(mut table) = self.table.take() else {
-            return Ok(0);
-        };
+    /// The table a new key goes to: the heap table while it is below load 1/2 (growing it up
+    /// to the initial threshold), else the first granted table below 1/2, else the first with
+    /// slack; else the heap table grows past the threshold, as Spark's map grows on the heap
+    /// between two checks.
+    fn table_for_new_key(&mut self) -> Result<&mut Table, UserMemoryError> {
+        let heap_cap = self.heap.as_ref().map_or(0, |h| h.cap as u64);
+        if !self.heap.as_ref().is_some_and(Table::has_room) && heap_cap < self.heap_max_entries {
+            self.grow_heap((heap_cap * 2).clamp(MIN_TABLE_ENTRIES, self.heap_max_entries))?;
+        }
+        if self.heap.as_ref().is_some_and(Table::has_room) {
+            return Ok(self.heap.as_mut().expect("checked"));
+        }
+        if let Some(i) = self.grants.iter().position(Table::has_room) {
+            return Ok(&mut self.grants[i]);
+        }
+        if self.heap.as_ref().is_some_and(Table::has_slack) {
+            return Ok(self.heap.as_mut().expect("checked"));
+        }
+        if let Some(i) = self.grants.iter().position(Table::has_slack) {
+            return Ok(&mut self.grants[i]);
+        }
+        let heap_cap = self.heap.as_ref().map_or(0, |h| h.cap as u64);
+        self.grow_heap((heap_cap * 2).max(MIN_TABLE_ENTRIES))?;
+        Ok(self.heap.as_mut().expect("just grown"))
+    }
+
+    /// Rehashes the heap table into a new block of the user range of `entries` entries.
+    fn grow_heap(&mut self, entries: u64) -> Result<(), UserMemoryError> {
+        let bytes = table_bytes(entries);
+        let block = self
+            .user
+            .allocate(bytes)
+            .map_err(|e| UserMemoryError::OutOfUserMemory {
+                requested: bytes,
+                task_used: self.heap.as_ref().map_or(0, |h| h.block.footprint_bytes()),
+                range_free: e.free_bytes,
+                range_len: e.range_len,
+            })?;
+        let mut table = Table::new(block);
+        if let Some(mut old) = self.heap.take() {
+            for e in old.entries().iter().filter(|e| e[1] != 0) {
+                table.insert_new(*e);
+            }
+        }
+        self.heap = Some(table);
+        Ok(())
+    }
+
+    /// Frees every table: the heap table's block goes back to the user range, the granted
+    /// blocks to the unified range and their bytes (`threshold − initial`) to the pool
+    /// (`releaseMemory`); the threshold is the initial one again. Returns the bytes released.
+    fn release_tables(&mut self) -> u64 {
+        self.heap = None;
+        // Memory first, accounting second (as a page does).
+        self.grants.clear();
+        self.len = 0;
+        let granted = self.threshold - self.initial;
+        if granted > 0 {
+            let id = self.own_id.expect("registered");
+            self.tmm.release_execution_memory(granted, id);
+        }
+        self.threshold = self.initial;
+        granted
+    }
+
+    /// Writes the entries sorted by `(rank, key)` as a spill (the tables are left sorted and
+    /// are freed by the caller).
+    fn write_spill(&mut self) -> Result<(), SpillError> {
         let started = Instant::now();
-        let len = self.len as usize;
-        let entries = as_entries(table.as_mut_slice());
-        compact_and_sort(entries, len, self.order);
+        let order = self.order;
+        let tables: Vec<&[[u64; 3]]> = self
+            .heap
+            .iter_mut()
+            .chain(self.grants.iter_mut())
+            .filter(|t| t.len > 0)
+            .map(|t| t.sorted(order))
+            .collect();
         let mut opts = SpillWriterOptions::new(SpillKind::AggregationSpill);
         opts.fixed_record_bytes = Some(ENTRY_BYTES as u32);
         opts.buffer_bytes = self.dirs.buffer_bytes();
         opts.codec = self.codec;
-        // The table is freed only once the spill is on disk, so a spill that fails in one
+        opts.batch_records = self.batch_records;
+        // The tables are freed only once the spill is on disk, so a spill that fails in one
         // local directory is written again in the next (`write_temp_file`).
         let info = self.dirs.write_temp_file("temp_local", &opts, &mut |w| {
-            for (n, e) in entries[..len].iter().enumerate() {
-                w.write_record(e.as_bytes())?;
+            let mut n = 0u64;
+            let mut write = |rec: &[u8]| -> Result<(), SpillError> {
+                w.write_record(rec)?;
+                n += 1;
                 // Stopped by a signal: the unfinished writer deletes its file.
-                if (n as u64 + 1).is_multiple_of(crate::interrupt::CHECK_EVERY) {
+                if n.is_multiple_of(crate::interrupt::CHECK_EVERY) {
                     crate::interrupt::check()?;
                 }
+                Ok(())
+            };
+            if let [only] = tables.as_slice() {
+                for e in only.iter() {
+                    write(e.as_bytes())?;
+                }
+                return Ok(());
+            }
+            let runs: Vec<Run<'_>> = tables
+                .iter()
+                .map(|entries| {
+                    Run::Mem(MemEntries {
+                        entries,
+                        next: 0,
+                        current: [0; 24],
+                    })
+                })
+                .collect();
+            let mut merge = SortedMerge::new(runs, |r: &[u8]| {
+                let k = read_u64(r, 0);
+                (order.rank(k), k)
+            })?;
+            while let Some(r) = merge.next_record()? {
+                write(r)?;
             }
             Ok(())
         })?;
         self.runs.push(RunFile::new(info.path.clone()));
-        let freed = table.len();
-        drop(table);
         let m = &mut self.metrics;
         m.spill_count += 1;
-        m.memory_bytes_spilled += self.len * ESTIMATE_BYTES_PER_ENTRY;
         m.disk_bytes_spilled += info.file_bytes;
         self.executor_metrics.record_spill(info.file_bytes);
         m.spill_write_ns += started.elapsed().as_nanos() as u64;
-        self.len = 0;
-        self.threshold = INITIAL_MEMORY_THRESHOLD;
-        Ok(freed)
+        Ok(())
     }
 }
 
@@ -549,48 +860,13 @@ fn read_u64(r: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(r[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// The table page as entries (from its first 8-byte boundary; a power-of-two count).
+/// A block as entries (from its first 8-byte boundary; as many whole entries as fit).
 fn as_entries(bytes: &mut [u8]) -> &mut [[u64; 3]] {
     let skip = bytes.as_ptr().align_offset(8).min(bytes.len());
     let bytes = &mut bytes[skip..];
     let n = bytes.len() / ENTRY_BYTES as usize;
-    let n = if n == 0 { 0 } else { 1 << n.ilog2() };
     <[[u64; 3]]>::mut_from_bytes(&mut bytes[..n * ENTRY_BYTES as usize])
         .expect("aligned to 8, whole entries")
-}
-
-fn as_entries_ref(bytes: &[u8]) -> &[[u64; 3]] {
-    let skip = bytes.as_ptr().align_offset(8).min(bytes.len());
-    let bytes = &bytes[skip..];
-    let n = bytes.len() / ENTRY_BYTES as usize;
-    let n = if n == 0 { 0 } else { 1 << n.ilog2() };
-    <[[u64; 3]]>::ref_from_bytes(&bytes[..n * ENTRY_BYTES as usize])
-        .expect("aligned to 8, whole entries")
-}
-
-/// Longs of a table of `capacity` entries: one more than the entries need, because a page
-/// need not start on 8 bytes (see [`as_entries`]).
-fn table_longs(capacity: u64) -> u64 {
-    capacity * 3 + 1
-}
-
-fn table_capacity(table: &Page) -> u64 {
-    let skip = table.as_slice().as_ptr().align_offset(8) as u64;
-    let n = (table.len().saturating_sub(skip)) / ENTRY_BYTES;
-    if n == 0 { 0 } else { 1 << n.ilog2() }
-}
-
-fn rehash(old: &Page, new: &mut Page) {
-    let old_entries = as_entries_ref(old.as_slice());
-    let entries = as_entries(new.as_mut_slice());
-    let mask = entries.len() - 1;
-    for e in old_entries.iter().filter(|e| e[1] != 0) {
-        let mut i = key_hash(e[0]) as usize & mask;
-        while entries[i][1] != 0 {
-            i = (i + 1) & mask;
-        }
-        entries[i] = *e;
-    }
 }
 
 /// Moves the `len` live entries to the front and sorts them by `(rank, key)`.

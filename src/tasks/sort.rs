@@ -193,6 +193,9 @@ struct State {
     dirs: Arc<DiskBlockManager>,
     /// The spills' codec: `spark.shuffle.spill.compress` (`TempLocalBlockId`, docs/spark-model.md §19.3).
     codec: Option<Codec>,
+    /// `spark.shuffle.spill.numElementsForceSpillThreshold`: spill before inserting when this
+    /// many records are in memory.
+    force_spill_records: usize,
     metrics: TaskMetrics,
     /// The executor's counters, which the timeline reads while the task runs.
     executor_metrics: Arc<ExecutorMetrics>,
@@ -238,6 +241,8 @@ enum Need {
     Done,
     Page,
     Array,
+    /// `spark.shuffle.spill.numElementsForceSpillThreshold` records are in memory (§9.1).
+    Spill,
 }
 
 impl ExternalSorter {
@@ -260,6 +265,10 @@ impl ExternalSorter {
             own_id: None,
             dirs: Arc::clone(ctx.executor.local_dirs()),
             codec: ctx.executor.compression().spill,
+            force_spill_records: usize::try_from(
+                ctx.executor.spillable().force_spill_elements.max(0),
+            )
+            .unwrap_or(usize::MAX),
             metrics: TaskMetrics::default(),
             executor_metrics: Arc::clone(ctx.memory.metrics()),
         }));
@@ -323,6 +332,9 @@ impl ExternalSorter {
                 Need::Done => break,
                 Need::Array => self.grow_array()?,
                 Need::Page => self.add_page()?,
+                Need::Spill => {
+                    self.shared.lock().spill()?;
+                }
             }
         }
         let mut st = self.shared.lock();
@@ -507,6 +519,9 @@ impl State {
         let need = loop {
             if *next >= count {
                 break Need::Done;
+            }
+            if records > 0 && records >= self.force_spill_records {
+                break Need::Spill;
             }
             if records >= capacity {
                 break Need::Array;
