@@ -49,11 +49,15 @@ fn read(
 }
 
 fn field(o: &TaskOutput, name: &str) -> u64 {
-    o.kind_fields[name].as_u64().unwrap_or_else(|| panic!("{name}"))
+    o.kind_fields[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{name}"))
 }
 
 fn flag(o: &TaskOutput, name: &str) -> bool {
-    o.kind_fields[name].as_bool().unwrap_or_else(|| panic!("{name}"))
+    o.kind_fields[name]
+        .as_bool()
+        .unwrap_or_else(|| panic!("{name}"))
 }
 
 fn piece(id: u64, i: u64) -> BlockId {
@@ -155,7 +159,23 @@ fn value_needs_one_and_a_half_times_its_size_to_unroll() {
     let bytes = 6 << 20;
     let v = value_size(bytes, 1000);
     assert!(v < UNIFIED_BYTES && v * 3 / 2 > UNIFIED_BYTES, "{v}");
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&events);
+    f.ex.memory_manager().set_event_sink(std::sync::Arc::new(
+        move |e: &spillway::memory::MemoryEvent| sink.lock().unwrap().push(e.to_string()),
+    ));
     let out = read(&fx, 1, bytes, 1000);
+    // One size check, after the whole value: SizeTrackingVector's estimate with the one element
+    // (the vector's own 232 bytes, one queued sample of 32, its 64-slot array of 272, and the
+    // value without `toArray`'s one-slot array) times 1.5, less the 1 MiB reserved first.
+    let estimate = v - 24 + 232 + 32 + 272;
+    let request = (estimate as f64 * 1.5 - (1 << 20) as f64) as u64;
+    assert_eq!(
+        events.lock().unwrap().as_slice(),
+        [format!(
+            "Will not store broadcast_1 as the required space ({request} bytes) exceeds our memory limit ({UNIFIED_BYTES} bytes)"
+        )]
+    );
     assert!(!flag(&out, "valueInMemory"), "{:?}", out.kind_fields);
     assert!(flag(&out, "valueOnDisk"));
     assert!(!flag(&out, "recachedFromDisk"));
@@ -170,7 +190,7 @@ fn value_needs_one_and_a_half_times_its_size_to_unroll() {
 }
 
 /// Under pressure the value's unroll evicts the broadcast's own pieces (blocks of no RDD),
-/// least recently fetched first; each goes to disk (MEMORY_AND_DISK_SER), not away.
+/// least recently used first; each goes to disk (MEMORY_AND_DISK_SER), not away.
 #[test]
 fn the_value_evicts_pieces_to_disk() {
     let fx = setup(&[("spark.broadcast.blockSize", "256k")]);

@@ -20,9 +20,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use spillway::codec::{Codec, CodecName};
 use spillway::conf::SparkConf;
 use spillway::data::{RecordType, splitmix64};
-use spillway::codec::{Codec, CodecName};
 use spillway::executor::Executor;
 use spillway::external::task::{PythonTask, python_task};
 use spillway::external::{PoolConfig, WorkerChoice, WorkerKind, WorkerPool};

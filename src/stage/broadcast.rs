@@ -249,9 +249,7 @@ pub fn broadcast_task(
     );
     f.insert(
         "pieceCodec".into(),
-        conf.codec
-            .map_or("none", |c| c.name.short_name())
-            .into(),
+        conf.codec.map_or("none", |c| c.name.short_name()).into(),
     );
     f.insert("valueInMemory".into(), store.contains(&value).into());
     f.insert("valueOnDisk".into(), disk.contains(&value).into());

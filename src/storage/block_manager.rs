@@ -232,14 +232,16 @@ impl BlockManager {
         data: &PartitionData,
     ) -> Result<PutReport, StorageError> {
         let format = self.format_for(data, level);
-        self.put_partition_as(block, level, task, data, format)
+        self.put_partition_as(block, level, task, data, format, true)
     }
 
     /// Spark's `putSingle(block, value, MEMORY_AND_DISK)` as `TorrentBroadcast` stores a
     /// broadcast's value (docs/spark-model.md §22.4): the records of `data` as the elements of
     /// one `Array[Array[Byte]]`, unrolled as a one-element iterator — so the one size check
     /// comes after the whole value and asks for about 1.5 times it — then, like any put, on
-    /// disk if memory refuses. A value already stored is read and checked instead.
+    /// disk if memory refuses. Unlike `getOrElseUpdate`, a put that ended on disk is not read
+    /// back (`doPutIterator` alone). A value already stored is read and checked instead
+    /// (`getLocalValues`, which caches it again from disk when memory allows, §6.6).
     pub fn put_single(
         &self,
         block: &BlockId,
@@ -249,7 +251,14 @@ impl BlockManager {
         let format = ValueFormat::OneObject {
             layout: self.values.layout,
         };
-        self.put_partition_as(block, StorageLevel::MEMORY_AND_DISK, task, data, format)
+        self.put_partition_as(
+            block,
+            StorageLevel::MEMORY_AND_DISK,
+            task,
+            data,
+            format,
+            false,
+        )
     }
 
     /// Spark's `putBytes` (`doPutBytes`) of a serialized block given as its bytes, as
@@ -296,7 +305,8 @@ impl BlockManager {
         Ok(report)
     }
 
-    /// [`put_partition`](Self::put_partition) with the values held in `format`.
+    /// [`put_partition`](Self::put_partition) with the values held in `format`; `read_back`:
+    /// a put that ended on disk is read back and cached again (`getOrElseUpdate`).
     fn put_partition_as(
         &self,
         block: &BlockId,
@@ -304,6 +314,7 @@ impl BlockManager {
         task: TaskAttemptId,
         data: &PartitionData,
         format: ValueFormat,
+        read_back: bool,
     ) -> Result<PutReport, StorageError> {
         let mut source = DigestingSource::new(data.iter());
         if self.memory.contains(block) || self.disk.contains(block) {
@@ -329,7 +340,9 @@ impl BlockManager {
         }
         let record_bytes = data.record_bytes();
         let mut report = self.put_source(block, level, task, record_bytes, format, &mut source)?;
-        self.recache_after_disk_put(block, level, task, data, &mut report)?;
+        if read_back {
+            self.recache_after_disk_put(block, level, task, data, &mut report)?;
+        }
         Ok(report)
     }
 

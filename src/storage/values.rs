@@ -451,7 +451,9 @@ impl ValueFormat {
                 record_type,
                 layout,
             } => layout.object_size(*record_type, record_bytes),
-            ValueFormat::OneObject { layout } => layout.object_size(RecordType::Bytes, record_bytes),
+            ValueFormat::OneObject { layout } => {
+                layout.object_size(RecordType::Bytes, record_bytes)
+            }
             ValueFormat::Serialized { .. } => return TARGET,
         };
         unit * TARGET.div_ceil(unit).max(1)
