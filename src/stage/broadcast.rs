@@ -14,7 +14,7 @@
 
 use super::{
     ClassifiedError, Key, KeyError, KeyType, KindDef, MAX_COUNT, RunContext, Stage, StageTaskRun,
-    TaskOutput, Tasks, Values,
+    TaskOutput, Tasks, Values, recache_fields,
 };
 use crate::codec::Codec;
 use crate::conf::{ConfError, SparkConf, keys};
@@ -121,14 +121,32 @@ impl Stage for Broadcast {
         }
     }
 
-    /// The task's pieces and value (one task).
+    /// The task's pieces and value (one task), and whether the value was cached again from
+    /// disk.
     fn report_fields(&self, runs: &[StageTaskRun]) -> serde_json::Map<String, serde_json::Value> {
-        runs.iter()
-            .find_map(|r| r.result.as_ref().ok())
-            .map(|o| o.kind_fields.clone())
-            .unwrap_or_default()
+        let mut m = recache_fields(runs);
+        if let Some(o) = runs.iter().find_map(|r| r.result.as_ref().ok()) {
+            for key in PIECE_AND_VALUE_FIELDS {
+                if let Some(v) = o.kind_fields.get(*key) {
+                    m.insert((*key).into(), v.clone());
+                }
+            }
+        }
+        m
     }
 }
+
+/// The task's fields the stage reports too.
+const PIECE_AND_VALUE_FIELDS: &[&str] = &[
+    "pieces",
+    "pieceBytes",
+    "piecesInMemory",
+    "piecesOnDisk",
+    "pieceCodec",
+    "valueInMemory",
+    "valueOnDisk",
+    "valueMemoryBytes",
+];
 
 /// How a broadcast is cut and compressed: `spark.broadcast.blockSize` and
 /// `spark.broadcast.compress` with `spark.io.compression.codec`.
