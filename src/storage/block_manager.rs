@@ -606,7 +606,7 @@ impl BlockManager {
     }
 
     /// Removes a broadcast's value and pieces (`removeBroadcast`: what `unpersist`, `destroy`
-    /// and the context cleaner do on an executor, docs/spark-model.md §22.3); the count removed.
+    /// and the context cleaner do on an executor, docs/spark-model.md §22); the count removed.
     pub fn remove_broadcast(&self, broadcast_id: u64) -> usize {
         let blocks: Vec<BlockId> = self
             .status
