@@ -389,8 +389,11 @@ fn unblockify(
         &slices,
         &[],
         |r| {
+            if digest.records.is_multiple_of(crate::interrupt::CHECK_EVERY) {
+                crate::interrupt::check()?;
+            }
             digest.add(r);
-            Ok::<(), ()>(())
+            Ok::<(), crate::interrupt::Interrupted>(())
         },
     )
     .map_err(|e| match e {
@@ -399,7 +402,7 @@ fn unblockify(
             from: "its pieces",
             detail: format!("they do not decode: {d}"),
         }),
-        ReadError::Visit(()) => unreachable!("the visitor does not fail"),
+        ReadError::Visit(i) => ClassifiedError::from(i),
     })?;
     Ok(digest)
 }
