@@ -81,7 +81,79 @@ pub struct PartitionData {
     record_bytes: u64,
     partition_bytes: u64,
     record_type: RecordType,
+    /// The bytes after the key are words of [`WORDS`] (text-like, compressible) rather than
+    /// random.
+    text: bool,
 }
+
+/// The vocabulary of a text payload: records made of these compress as text does (a codec
+/// finds the repeated words), unlike random bytes.
+pub const WORDS: [&str; 64] = [
+    "spark",
+    "executor",
+    "memory",
+    "storage",
+    "execution",
+    "broadcast",
+    "piece",
+    "block",
+    "shuffle",
+    "partition",
+    "task",
+    "stage",
+    "driver",
+    "heap",
+    "unroll",
+    "evict",
+    "disk",
+    "spill",
+    "page",
+    "record",
+    "value",
+    "key",
+    "join",
+    "table",
+    "lookup",
+    "country",
+    "city",
+    "region",
+    "product",
+    "customer",
+    "order",
+    "price",
+    "amount",
+    "date",
+    "status",
+    "active",
+    "pending",
+    "closed",
+    "north",
+    "south",
+    "east",
+    "west",
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "red",
+    "green",
+    "blue",
+    "small",
+    "medium",
+    "large",
+    "first",
+    "second",
+    "third",
+    "last",
+    "open",
+    "shut",
+    "yes",
+    "no",
+    "true",
+    "false",
+    "null",
+    "none",
+];
 
 impl PartitionData {
     /// The data of one stream. `record_bytes` must be at least 8 (the key).
@@ -92,7 +164,15 @@ impl PartitionData {
             record_bytes,
             partition_bytes,
             record_type: RecordType::Raw,
+            text: false,
         }
+    }
+
+    /// The same keys and lengths, with the bytes after each key made of words of [`WORDS`]
+    /// separated by spaces (a compressible, text-like payload: a broadcast lookup table's).
+    pub fn with_text_payload(mut self) -> PartitionData {
+        self.text = true;
+        self
     }
 
     /// The same records as values of `record_type`: a `long_pair` partition holds whole pairs
@@ -149,6 +229,19 @@ impl PartitionData {
         for w in &mut words {
             let v = splitmix64(&mut state).to_le_bytes();
             w.copy_from_slice(&v[..w.len()]);
+        }
+        if self.text {
+            let mut i = out.len().min(8);
+            while i < out.len() {
+                let w = WORDS[(splitmix64(&mut state) % WORDS.len() as u64) as usize].as_bytes();
+                let n = (out.len() - i).min(w.len());
+                out[i..i + n].copy_from_slice(&w[..n]);
+                i += n;
+                if i < out.len() {
+                    out[i] = b' ';
+                    i += 1;
+                }
+            }
         }
         if self.record_type == RecordType::String {
             // Printable ASCII (0x20..=0x7e): a Latin-1 string of one byte per character.

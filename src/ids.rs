@@ -11,6 +11,9 @@ pub enum BlockId {
     Rdd { rdd_id: u32, split_index: u32 },
     /// `BroadcastBlockId(broadcastId)`.
     Broadcast { broadcast_id: u64 },
+    /// `BroadcastBlockId(broadcastId, "piece<i>")`: one serialized, compressed piece of a
+    /// broadcast's value (`TorrentBroadcast`, docs/spark-model.md §22).
+    BroadcastPiece { broadcast_id: u64, piece: u32 },
     /// `TestBlockId(name)`: used by tests and by custom workloads.
     Test(String),
 }
@@ -33,6 +36,10 @@ impl fmt::Display for BlockId {
                 split_index,
             } => write!(f, "rdd_{rdd_id}_{split_index}"),
             BlockId::Broadcast { broadcast_id } => write!(f, "broadcast_{broadcast_id}"),
+            BlockId::BroadcastPiece {
+                broadcast_id,
+                piece,
+            } => write!(f, "broadcast_{broadcast_id}_piece{piece}"),
             BlockId::Test(name) => write!(f, "test_{name}"),
         }
     }
@@ -53,5 +60,11 @@ mod tests {
         let b = BlockId::Broadcast { broadcast_id: 3 };
         assert_eq!(b.to_string(), "broadcast_3");
         assert_eq!(b.rdd_id(), None);
+        let p = BlockId::BroadcastPiece {
+            broadcast_id: 3,
+            piece: 12,
+        };
+        assert_eq!(p.to_string(), "broadcast_3_piece12");
+        assert_eq!(p.rdd_id(), None);
     }
 }

@@ -271,6 +271,14 @@ fn bad_scenarios_exit_2_and_name_the_problem() {
             "spark.reducer.maxSizeInFlight",
         ),
         (
+            "[[stages]]\nkind = \"broadcast\"\nstorage_level = \"MEMORY_ONLY\"\n",
+            "'storage_level' in stage 0 of",
+        ),
+        (
+            "[conf]\n\"spark.broadcast.blockSize\" = \"0\"\n[[stages]]\nkind = \"broadcast\"\n",
+            "spark.broadcast.blockSize",
+        ),
+        (
             "[[stages]]\nkind = \"cache\"\nrecord_type = \"Long\"\n",
             "'record_type' in stage 0 of",
         ),

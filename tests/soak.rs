@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use spillway::codec::{Codec, CodecName};
 use spillway::conf::SparkConf;
 use spillway::data::{RecordType, splitmix64};
 use spillway::executor::Executor;
@@ -29,8 +30,8 @@ use spillway::layout::Layout;
 use spillway::memory::MemoryMode;
 use spillway::scheduler::{TaskFailure, run_stage};
 use spillway::stage::{
-    CachedRdd, ClassifiedError as TaskError, TaskOutput, broadcast_task, cache_task, scan_task,
-    udf_task,
+    BroadcastConf, CachedRdd, ClassifiedError as TaskError, TaskOutput, broadcast_task, cache_task,
+    scan_task, udf_task,
 };
 use spillway::storage::{BlockId, StorageLevel};
 use spillway::tasks::{aggregate, sort};
@@ -78,7 +79,7 @@ enum Stage {
         id: u64,
         bytes: u64,
         record_bytes: u64,
-        level: StorageLevel,
+        conf: BroadcastConf,
     },
     Sort(u32, sort::SortSpec),
     Aggregate(u32, aggregate::AggregateSpec),
@@ -179,11 +180,11 @@ impl Soak<'_> {
                         id: self.next_broadcast,
                         bytes: r.range(1, 24) * MIB,
                         record_bytes: *r.pick(&[1000, 64 * 1024]),
-                        level: level(r.pick::<&str>(&[
-                            "MEMORY_AND_DISK",
-                            "MEMORY_ONLY",
-                            "DISK_ONLY",
-                        ])),
+                        conf: BroadcastConf {
+                            block_bytes: *r.pick(&[256 << 10, MIB, 4 * MIB]),
+                            codec: (*r.pick(&[true, false]))
+                                .then(|| Codec::with_defaults(CodecName::Lz4)),
+                        },
                     };
                 }
                 5 => {
@@ -270,8 +271,8 @@ impl Soak<'_> {
                     id,
                     bytes,
                     record_bytes,
-                    level,
-                } => broadcast_task(ctx, *id, *bytes, *record_bytes, *level, 7),
+                    conf,
+                } => broadcast_task(ctx, *id, *bytes, *record_bytes, conf, 7),
                 Stage::Sort(_, spec) => sort::run_sort_task(ctx, spec)
                     .map(TaskOutput::from)
                     .map_err(TaskError::from),
@@ -340,9 +341,7 @@ impl Soak<'_> {
         // Broadcasts are dropped now and then, as the context cleaner does.
         if self.broadcasts.len() > 3 {
             let id = self.broadcasts.remove(0);
-            executor
-                .block_manager()
-                .remove(&BlockId::Broadcast { broadcast_id: id });
+            executor.block_manager().remove_broadcast(id);
         }
         self.check()
     }
@@ -398,6 +397,15 @@ impl Soak<'_> {
             .broadcasts
             .iter()
             .filter(|id| disk.contains(&BlockId::Broadcast { broadcast_id: **id }))
+            .count();
+        // Their pieces on disk.
+        blocks += disk
+            .blocks()
+            .iter()
+            .filter(|(b, _)| {
+                matches!(b, BlockId::BroadcastPiece { broadcast_id, .. }
+                    if self.broadcasts.contains(broadcast_id))
+            })
             .count();
         let files = e.local_dirs().file_count();
         if files != blocks {

@@ -277,7 +277,7 @@ def build_rows(spark: dict, sw: dict, scenario: dict) -> list[tuple]:
         if st.get("numTasks") != ws.get("numTasks"):
             why_tasks = {
                 "aggregate": "Spark adds the shuffle-read stage of the final aggregation",
-                "broadcast": "Spark runs the join's tasks; spillway stores one block",
+                "broadcast": "Spark runs the join's tasks; spillway reads the broadcast in one task",
                 "sort": "Spark's sortWithinPartitions: one task per partition",
                 "shuffle_map": "Spark: sortByKey's RangePartitioner samples the input in a "
                                "job of its own",

@@ -92,6 +92,8 @@ pub const SPILL_FORCE_SPILL_THRESHOLD: &str = "spark.shuffle.spill.numElementsFo
 pub const SPILL_BATCH_SIZE: &str = "spark.shuffle.spill.batchSize";
 pub const SPILL_COMPRESS: &str = "spark.shuffle.spill.compress";
 pub const RDD_COMPRESS: &str = "spark.rdd.compress";
+pub const BROADCAST_BLOCK_SIZE: &str = "spark.broadcast.blockSize";
+pub const BROADCAST_COMPRESS: &str = "spark.broadcast.compress";
 pub const SHUFFLE_FILE_BUFFER: &str = "spark.shuffle.file.buffer";
 pub const SHUFFLE_COMPRESS: &str = "spark.shuffle.compress";
 pub const IO_COMPRESSION_CODEC: &str = "spark.io.compression.codec";
@@ -312,6 +314,24 @@ pub const KEYS: &[KeyDef] = &[
         default: Some("true"),
         limits: ANY,
         doc: "compress serialized RDD blocks (true in Spark 4.3.0)",
+    },
+    KeyDef {
+        key: BROADCAST_BLOCK_SIZE,
+        kind: Kind::Bytes(ByteUnit::KiB),
+        default: Some("4m"),
+        limits: Limits {
+            min: 1,
+            max: i32::MAX as i64 / 1024,
+            message: "TorrentBroadcast takes the block size in bytes as an int (`toInt * 1024`): it must be positive and at most 2097151 KiB.",
+        },
+        doc: "the size of a broadcast's pieces; KiB when unit-less",
+    },
+    KeyDef {
+        key: BROADCAST_COMPRESS,
+        kind: Kind::Bool,
+        default: Some("true"),
+        limits: ANY,
+        doc: "compress a broadcast's pieces with spark.io.compression.codec",
     },
     KeyDef {
         key: SPILL_COMPRESS,

@@ -37,7 +37,7 @@ use crate::spill::RecordDigest;
 use crate::storage::StorageLevel;
 use crate::storage::block_manager::{ReadFrom, StorageError};
 
-pub use broadcast::broadcast_task;
+pub use broadcast::{BroadcastConf, broadcast_data, broadcast_task, piece_block};
 pub use cache::cache_task;
 pub use scan::scan_task;
 pub use udf::udf_task;

@@ -231,6 +231,91 @@ impl BlockManager {
         task: TaskAttemptId,
         data: &PartitionData,
     ) -> Result<PutReport, StorageError> {
+        let format = self.format_for(data, level);
+        self.put_partition_as(block, level, task, data, format, true)
+    }
+
+    /// Spark's `putSingle(block, value, MEMORY_AND_DISK)` as `TorrentBroadcast` stores a
+    /// broadcast's value (docs/spark-model.md §22.4): the records of `data` as the elements of
+    /// one `Array[Array[Byte]]`, unrolled as a one-element iterator — so the one size check
+    /// comes after the whole value and asks for about 1.5 times it — then, like any put, on
+    /// disk if memory refuses. Unlike `getOrElseUpdate`, a put that ended on disk is not read
+    /// back (`doPutIterator` alone). A value already stored is read and checked instead
+    /// (`getLocalValues`, which caches it again from disk when memory allows, §6.6).
+    pub fn put_single(
+        &self,
+        block: &BlockId,
+        task: TaskAttemptId,
+        data: &PartitionData,
+    ) -> Result<PutReport, StorageError> {
+        let format = ValueFormat::OneObject {
+            layout: self.values.layout,
+        };
+        self.put_partition_as(
+            block,
+            StorageLevel::MEMORY_AND_DISK,
+            task,
+            data,
+            format,
+            false,
+        )
+    }
+
+    /// Spark's `putBytes` (`doPutBytes`) of a serialized block given as its bytes, as
+    /// `TorrentBroadcast` stores a broadcast's piece (docs/spark-model.md §22.4): at a level
+    /// with memory, exactly the bytes' size of storage memory (evicting other blocks if need
+    /// be, [`MemoryStore::put_bytes`]); when memory refuses and the level uses disk, a block
+    /// file. The bytes are the block's one record.
+    pub fn put_bytes(
+        &self,
+        block: &BlockId,
+        level: StorageLevel,
+        bytes: &[u8],
+    ) -> Result<PutReport, StorageError> {
+        assert!(!level.deserialized, "putBytes stores serialized bytes");
+        let size = bytes.len() as u64;
+        self.set_status(block, level, ValueFormat::Raw);
+        let mut report = PutReport {
+            in_memory: false,
+            on_disk: false,
+            digest: RecordDigest::default(),
+            recached_from_disk: false,
+        };
+        if level.use_memory {
+            let mut source = DigestingSource::new(OneRecord(Some(bytes)));
+            report.in_memory =
+                self.memory
+                    .put_bytes(block, level, ValueFormat::Raw, size, size, &mut source);
+            report.digest = source.digest;
+        }
+        if !report.in_memory && level.use_disk {
+            let mut source = DigestingSource::new(OneRecord(Some(bytes)));
+            let written = self.disk.put(block, &mut |_| Ok(()), Some(&mut source));
+            source.check_interrupted()?;
+            written?;
+            report.on_disk = true;
+            report.digest = source.digest;
+        }
+        if !report.in_memory && !report.on_disk {
+            self.status
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(block);
+        }
+        Ok(report)
+    }
+
+    /// [`put_partition`](Self::put_partition) with the values held in `format`; `read_back`:
+    /// a put that ended on disk is read back and cached again (`getOrElseUpdate`).
+    fn put_partition_as(
+        &self,
+        block: &BlockId,
+        level: StorageLevel,
+        task: TaskAttemptId,
+        data: &PartitionData,
+        format: ValueFormat,
+        read_back: bool,
+    ) -> Result<PutReport, StorageError> {
         let mut source = DigestingSource::new(data.iter());
         if self.memory.contains(block) || self.disk.contains(block) {
             // Spark's doPut: "Block <id> already exists on this machine; not re-adding it".
@@ -254,9 +339,10 @@ impl BlockManager {
             });
         }
         let record_bytes = data.record_bytes();
-        let format = self.format_for(data, level);
         let mut report = self.put_source(block, level, task, record_bytes, format, &mut source)?;
-        self.recache_after_disk_put(block, level, task, data, &mut report)?;
+        if read_back {
+            self.recache_after_disk_put(block, level, task, data, &mut report)?;
+        }
         Ok(report)
     }
 
@@ -517,6 +603,26 @@ impl BlockManager {
             .filter(|b| b.rdd_id() == Some(rdd_id))
             .cloned()
             .collect()
+    }
+
+    /// Removes a broadcast's value and pieces (`removeBroadcast`: what `unpersist`, `destroy`
+    /// and the context cleaner do on an executor, docs/spark-model.md §22); the count removed.
+    pub fn remove_broadcast(&self, broadcast_id: u64) -> usize {
+        let blocks: Vec<BlockId> = self
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .filter(|b| match b {
+                BlockId::Broadcast { broadcast_id: id } => *id == broadcast_id,
+                BlockId::BroadcastPiece {
+                    broadcast_id: id, ..
+                } => *id == broadcast_id,
+                _ => false,
+            })
+            .cloned()
+            .collect();
+        blocks.iter().filter(|b| self.remove(b)).count()
     }
 
     /// Removes every block of an RDD (`unpersist`).
@@ -806,6 +912,15 @@ impl RecordSource for ReaderSource<'_> {
 
     fn failed(&self) -> bool {
         self.error.is_some()
+    }
+}
+
+/// A block of one record (a broadcast's piece).
+struct OneRecord<'a>(Option<&'a [u8]>);
+
+impl RecordSource for OneRecord<'_> {
+    fn next_record(&mut self) -> Option<&[u8]> {
+        self.0.take()
     }
 }
 

@@ -115,6 +115,12 @@ impl MemoryEntry {
         )
     }
 
+    /// The bytes the entry holds, chunk by chunk (a serialized block's stream), for a reader
+    /// that decodes them itself.
+    pub fn stored_bytes(&self) -> Vec<&[u8]> {
+        pieces(&self.chunks, self.len, &[])
+    }
+
     /// Number of records.
     pub fn records(&self) -> u64 {
         self.digest.records
@@ -374,6 +380,8 @@ impl MemoryStore {
         let mut digest = RecordDigest::default();
         let chunk_bytes = format.chunk_bytes(record_bytes);
         let raw = format == ValueFormat::Raw;
+        // `putSingle`: the records are one element, checked once after it (§22.4).
+        let single = format.single_element();
         let mut scratch = Vec::new();
         let mut elements: u64 = 0;
         while keep_unrolling {
@@ -402,23 +410,22 @@ impl MemoryStore {
                 keep_unrolling = false;
                 break;
             }
-            if elements.is_multiple_of(conf.check_period) {
+            if !single && elements.is_multiple_of(conf.check_period) {
                 let current = if raw {
                     partial.bytes
                 } else {
                     partial.encoder.unroll_estimate()
                 };
-                if current >= threshold {
-                    let request = (current as f64 * conf.growth_factor - threshold as f64) as u64;
-                    keep_unrolling =
-                        self.reserve_unroll_memory_for_task(block, request, mode, task);
-                    if keep_unrolling {
-                        partial.unroll_bytes += request;
-                    }
-                    threshold += request;
-                }
+                keep_unrolling =
+                    self.unroll_check(block, mode, task, current, &mut threshold, &mut partial);
             }
             elements += 1;
+        }
+        if single && keep_unrolling && partial.records > 0 && !source.failed() {
+            // The one element is stored: the check after element 1.
+            let current = partial.encoder.unroll_estimate();
+            keep_unrolling =
+                self.unroll_check(block, mode, task, current, &mut threshold, &mut partial);
         }
         if source.failed() {
             // The records so far are only a prefix of the block (Spark: the iterator threw
@@ -500,7 +507,32 @@ impl MemoryStore {
         PutOutcome::Failed(Box::new(partial))
     }
 
-    /// Spark's `putBytes` as `maybeCacheDiskBytesInMemory` uses it: acquire exactly `size`
+    /// The periodic check of §6.5b: when the size reached the threshold, ask for
+    /// `trunc(size × growth − threshold)` more; the threshold grows by the request even when it
+    /// is refused. `false` when refused.
+    fn unroll_check(
+        &self,
+        block: &BlockId,
+        mode: MemoryMode,
+        task: TaskAttemptId,
+        current: u64,
+        threshold: &mut u64,
+        partial: &mut PartialUnroll,
+    ) -> bool {
+        if current < *threshold {
+            return true;
+        }
+        let request = (current as f64 * self.unroll_conf.growth_factor - *threshold as f64) as u64;
+        let granted = self.reserve_unroll_memory_for_task(block, request, mode, task);
+        if granted {
+            partial.unroll_bytes += request;
+        }
+        *threshold += request;
+        granted
+    }
+
+    /// Spark's `putBytes` as `maybeCacheDiskBytesInMemory` and a broadcast's pieces use it
+    /// (docs/spark-model.md §22.4): acquire exactly `size`
     /// bytes of storage memory for `block` (evicting other RDDs' blocks if need be), and only
     /// then fill them with the serialized bytes of `source`'s records. `false` (nothing kept,
     /// `source` untouched) when the memory is refused; `source`'s records must encode to
@@ -516,7 +548,11 @@ impl MemoryStore {
         source: &mut dyn RecordSource,
     ) -> bool {
         assert!(
-            !level.deserialized && !matches!(format, ValueFormat::Objects { .. }),
+            !level.deserialized
+                && !matches!(
+                    format,
+                    ValueFormat::Objects { .. } | ValueFormat::OneObject { .. }
+                ),
             "putBytes stores serialized blocks"
         );
         let mode = level.memory_mode();

@@ -388,6 +388,11 @@ pub enum ValueFormat {
         record_type: RecordType,
         layout: JvmLayout,
     },
+    /// One JVM object holding every record, as `putSingle` stores a broadcast's value
+    /// (docs/spark-model.md §22.4): an `Array[Array[Byte]]` of the records, the one element of
+    /// the unroll's vector. Its images are those of [`ValueFormat::Objects`] of `bytes`
+    /// records, then the value's array, then the one-slot array `vector.toArray` gives.
+    OneObject { layout: JvmLayout },
     /// A serializer stream, compressed when `codec` is set (serialized levels).
     Serialized {
         record_type: RecordType,
@@ -421,6 +426,12 @@ impl ValueFormat {
         }
     }
 
+    /// Whether the records form one element of the unroll (`putSingle`): its size check comes
+    /// once, after the whole value (docs/spark-model.md §22.4).
+    pub fn single_element(&self) -> bool {
+        matches!(self, ValueFormat::OneObject { .. })
+    }
+
     /// The serializer, for a serialized format.
     pub fn serializer(&self) -> Option<SerializerKind> {
         match self {
@@ -440,6 +451,9 @@ impl ValueFormat {
                 record_type,
                 layout,
             } => layout.object_size(*record_type, record_bytes),
+            ValueFormat::OneObject { layout } => {
+                layout.object_size(RecordType::Bytes, record_bytes)
+            }
             ValueFormat::Serialized { .. } => return TARGET,
         };
         unit * TARGET.div_ceil(unit).max(1)
@@ -450,6 +464,7 @@ impl ValueFormat {
         match self {
             ValueFormat::Raw => "raw bytes".into(),
             ValueFormat::Objects { .. } => "JVM objects (SizeEstimator)".into(),
+            ValueFormat::OneObject { .. } => "one JVM object (putSingle, SizeEstimator)".into(),
             ValueFormat::Serialized {
                 serializer, codec, ..
             } => {
@@ -726,6 +741,8 @@ pub struct Encoder {
     /// Bytes handed out so far (object images, or the stream).
     emitted: u64,
     tracker: Option<VectorTracker>,
+    /// The sizes of a [`ValueFormat::OneObject`]'s records (its array's elements).
+    single: SizeRuns,
     compressor: Option<BlockCompressor>,
     ser: Vec<u8>,
     descriptors: Vec<u8>,
@@ -735,7 +752,7 @@ pub struct Encoder {
 impl Encoder {
     pub fn new(format: ValueFormat) -> Encoder {
         let (tracker, compressor, descriptors) = match format {
-            ValueFormat::Raw => (None, None, Vec::new()),
+            ValueFormat::Raw | ValueFormat::OneObject { .. } => (None, None, Vec::new()),
             ValueFormat::Objects { layout, .. } => {
                 (Some(VectorTracker::new(layout)), None, Vec::new())
             }
@@ -756,6 +773,7 @@ impl Encoder {
             records: 0,
             emitted: 0,
             tracker,
+            single: SizeRuns::default(),
             compressor,
             ser: Vec::new(),
             descriptors,
@@ -784,6 +802,11 @@ impl Encoder {
                     .as_mut()
                     .expect("objects track their size")
                     .push(size);
+            }
+            ValueFormat::OneObject { layout } => {
+                let size = layout.object_size(RecordType::Bytes, record.len() as u64);
+                write_object(&layout, RecordType::Bytes, record, self.emitted, out);
+                self.single.push(size);
             }
             ValueFormat::Serialized {
                 record_type,
@@ -870,6 +893,19 @@ impl Encoder {
     /// The size Spark's unroll checks see: the vector's estimate for objects, the stream's
     /// bytes so far otherwise (§6.5b, §21.5–§21.6).
     pub fn unroll_estimate(&self) -> u64 {
+        if let ValueFormat::OneObject { layout } = self.format {
+            // The vector holds one element, the value: SizeTracker's estimate after it
+            // (docs/spark-model.md §22.4).
+            let value = ref_array_estimate(
+                &layout,
+                self.single.count,
+                &self.single,
+                &mut SampleCache::default(),
+            );
+            let mut vector = VectorTracker::new(layout);
+            vector.push(value);
+            return vector.estimate();
+        }
         match &self.tracker {
             Some(t) => t.estimate(),
             None => self.emitted,
@@ -887,34 +923,30 @@ impl Encoder {
             ValueFormat::Raw => self.emitted,
             ValueFormat::Objects { layout, .. } => {
                 let t = self.tracker.as_mut().expect("objects track their size");
-                let n = t.values.count;
-                // The array of references: header, length, then each value's offset in the
-                // block in 8-byte words (a compressed oop relative to the block).
-                let header = layout.array_header();
-                out.extend_from_slice(&1u64.to_le_bytes()[..8.min(header as usize)]);
-                out.resize(start + header as usize - 4, 0);
-                out.extend_from_slice(&(n as u32).to_le_bytes());
-                let mut offset = 0u64;
-                for run_i in 0..t.values.runs.len() {
-                    let (first, size) = t.values.runs[run_i];
-                    let end = t.values.runs.get(run_i + 1).map_or(n, |r| r.0);
-                    for _ in first..end {
-                        let word = offset / 8;
-                        if layout.pointer == 4 {
-                            out.extend_from_slice(&(word as u32).to_le_bytes());
-                        } else {
-                            out.extend_from_slice(&word.to_le_bytes());
-                        }
-                        offset += size;
-                    }
+                write_value_array(&layout, &t.values, &mut t.cache, self.emitted, out)
+            }
+            ValueFormat::OneObject { layout } => {
+                let value = write_value_array(
+                    &layout,
+                    &self.single,
+                    &mut SampleCache::default(),
+                    self.emitted,
+                    out,
+                );
+                // `vector.toArray`: a one-slot array referencing the value's array (which
+                // starts where the records' images end).
+                let outer = out.len();
+                out.extend_from_slice(&1u64.to_le_bytes()[..8.min(layout.header as usize)]);
+                out.resize(outer + layout.array_header() as usize - 4, 0);
+                out.extend_from_slice(&1u32.to_le_bytes());
+                let word = self.emitted / 8;
+                if layout.pointer == 4 {
+                    out.extend_from_slice(&(word as u32).to_le_bytes());
+                } else {
+                    out.extend_from_slice(&word.to_le_bytes());
                 }
-                out.resize(start + layout.ref_array(n) as usize, 0);
-                let estimate = ref_array_estimate(&layout, n, &t.values, &mut t.cache);
-                let held = self.emitted + (out.len() - start) as u64;
-                if estimate > held {
-                    out.resize(out.len() + (estimate - held) as usize, 0);
-                }
-                estimate
+                out.resize(outer + layout.ref_array(1) as usize, 0);
+                value + layout.ref_array(1)
             }
             ValueFormat::Serialized { .. } => {
                 if let Some(c) = &mut self.compressor {
@@ -931,6 +963,47 @@ impl Encoder {
     pub fn pending(&self) -> &[u8] {
         self.compressor.as_ref().map_or(&[], |c| &c.raw[..])
     }
+}
+
+/// Writes the array referencing a block's values (header, length, then each value's offset
+/// in the block in 8-byte words, a compressed oop relative to the block), padded with zeros
+/// up to SizeEstimator's estimate of the array and its values when that exceeds the bytes
+/// held (`emitted` bytes of value images came before it); returns that estimate (§21.3,
+/// §21.6).
+fn write_value_array(
+    layout: &JvmLayout,
+    values: &SizeRuns,
+    cache: &mut SampleCache,
+    emitted: u64,
+    out: &mut Vec<u8>,
+) -> u64 {
+    let start = out.len();
+    let n = values.count;
+    let header = layout.array_header();
+    out.extend_from_slice(&1u64.to_le_bytes()[..8.min(header as usize)]);
+    out.resize(start + header as usize - 4, 0);
+    out.extend_from_slice(&(n as u32).to_le_bytes());
+    let mut offset = 0u64;
+    for run_i in 0..values.runs.len() {
+        let (first, size) = values.runs[run_i];
+        let end = values.runs.get(run_i + 1).map_or(n, |r| r.0);
+        for _ in first..end {
+            let word = offset / 8;
+            if layout.pointer == 4 {
+                out.extend_from_slice(&(word as u32).to_le_bytes());
+            } else {
+                out.extend_from_slice(&word.to_le_bytes());
+            }
+            offset += size;
+        }
+    }
+    out.resize(start + layout.ref_array(n) as usize, 0);
+    let estimate = ref_array_estimate(layout, n, values, cache);
+    let held = emitted + (out.len() - start) as u64;
+    if estimate > held {
+        out.resize(out.len() + (estimate - held) as usize, 0);
+    }
+    estimate
 }
 
 /// Writes the image of one value: header (mark word 1, a class word), fields, padding.
@@ -1205,6 +1278,24 @@ impl<'a> SerialBytes<'a> {
     }
 }
 
+/// The records of a block of object images: each value's image in order (what follows them,
+/// the arrays, is not read).
+fn decode_objects<E>(
+    layout: &JvmLayout,
+    record_type: RecordType,
+    records: u64,
+    pieces: &[&[u8]],
+    mut f: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), ReadError<E>> {
+    let mut src = Pieces::new(pieces);
+    let mut rec = Vec::new();
+    for _ in 0..records {
+        read_object(layout, record_type, &mut src, &mut rec).map_err(ReadError::Decode)?;
+        f(&rec).map_err(ReadError::Visit)?;
+    }
+    Ok(())
+}
+
 /// Calls `f` on each of the block's `records` records, decoded from its bytes: the stored
 /// `pieces` (chunks, then any bytes kept aside), then `pending` serializer bytes a compressing
 /// stream had not flushed (a partial unroll).
@@ -1231,14 +1322,9 @@ pub fn decode<E>(
         ValueFormat::Objects {
             record_type,
             layout,
-        } => {
-            let mut src = Pieces::new(pieces);
-            let mut rec = Vec::new();
-            for _ in 0..records {
-                read_object(&layout, record_type, &mut src, &mut rec).map_err(dec)?;
-                f(&rec).map_err(ReadError::Visit)?;
-            }
-            Ok(())
+        } => decode_objects(&layout, record_type, records, pieces, f),
+        ValueFormat::OneObject { layout } => {
+            decode_objects(&layout, RecordType::Bytes, records, pieces, f)
         }
         ValueFormat::Serialized {
             record_type,
