@@ -9,7 +9,7 @@ use super::{
 use crate::data::RecordSource;
 use crate::scheduler::TaskContext;
 use crate::spill::RecordDigest;
-use crate::storage::block_manager::{ReadFrom, StorageError};
+use crate::storage::block_manager::ReadFrom;
 
 pub static KIND: KindDef = KindDef {
     name: "scan",
@@ -100,21 +100,12 @@ pub fn scan_task(ctx: &TaskContext, rdd: &CachedRdd) -> Result<TaskOutput, Class
             }
             d
         });
-    if digest != expected {
-        return Err(StorageError::Mismatch {
-            block: rdd.block(ctx.partition),
-            from: match from {
-                ReadFrom::Memory => "memory",
-                ReadFrom::Disk => "disk",
-                ReadFrom::Recomputed => "recomputation",
-            },
-            detail: format!(
-                "{} records with hash sum {:#x}, expected {} with {:#x}",
-                digest.records, digest.hash_sum, expected.records, expected.hash_sum
-            ),
-        }
-        .into());
-    }
+    crate::storage::block_manager::check_digest(
+        &rdd.block(ctx.partition),
+        from,
+        &digest,
+        &expected,
+    )?;
     // The block was cached again by this read when it came from disk and is in memory now.
     let recached = from == ReadFrom::Disk
         && rdd.level.use_memory

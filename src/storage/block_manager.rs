@@ -64,7 +64,7 @@ pub enum ReadFrom {
 }
 
 /// What a put did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PutReport {
     pub in_memory: bool,
     pub on_disk: bool,
@@ -275,12 +275,7 @@ impl BlockManager {
         assert!(!level.deserialized, "putBytes stores serialized bytes");
         let size = bytes.len() as u64;
         self.set_status(block, level, ValueFormat::Raw);
-        let mut report = PutReport {
-            in_memory: false,
-            on_disk: false,
-            digest: RecordDigest::default(),
-            recached_from_disk: false,
-        };
+        let mut report = PutReport::default();
         if level.use_memory {
             let mut source = DigestingSource::new(OneRecord(Some(bytes)));
             report.in_memory =
@@ -479,12 +474,7 @@ impl BlockManager {
         source: &mut DigestingSource<impl RecordSource>,
     ) -> Result<PutReport, StorageError> {
         self.set_status(block, level, format);
-        let mut report = PutReport {
-            in_memory: false,
-            on_disk: false,
-            digest: RecordDigest::default(),
-            recached_from_disk: false,
-        };
+        let mut report = PutReport::default();
         if level.use_memory {
             match self
                 .memory
@@ -741,7 +731,7 @@ impl DropHandler for BlockManager {
 }
 
 /// A block read back that differs from the records generated for it.
-fn check_digest(
+pub fn check_digest(
     block: &BlockId,
     from: ReadFrom,
     got: &RecordDigest,

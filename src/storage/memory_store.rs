@@ -192,6 +192,29 @@ pub struct PartialUnroll {
 }
 
 impl PartialUnroll {
+    /// The stored block made of this unroll's chunks (taken from it), `size` bytes accounted.
+    fn take_entry(
+        &mut self,
+        block: &BlockId,
+        level: StorageLevel,
+        size: u64,
+        digest: RecordDigest,
+        format: ValueFormat,
+    ) -> MemoryEntry {
+        MemoryEntry {
+            block: block.clone(),
+            level,
+            mode: self.mode,
+            size,
+            record_bytes: self.record_bytes,
+            digest,
+            format,
+            chunks: std::mem::take(&mut self.chunks),
+            len: self.len,
+            readers: AtomicU32::new(0),
+        }
+    }
+
     /// Calls `f` on each record unrolled so far.
     pub fn for_each_record(&self, mut f: impl FnMut(&[u8])) {
         if let Err(ReadError::Decode(e)) = self.try_for_each_record(|r| -> Result<(), ()> {
@@ -475,18 +498,7 @@ impl MemoryStore {
                     *slot = slot.saturating_sub(partial.unroll_bytes);
                 }
                 partial.unroll_bytes = 0;
-                let entry = MemoryEntry {
-                    block: block.clone(),
-                    level,
-                    mode,
-                    size,
-                    record_bytes,
-                    digest,
-                    format,
-                    chunks: std::mem::take(&mut partial.chunks),
-                    len: partial.len,
-                    readers: AtomicU32::new(0),
-                };
+                let entry = partial.take_entry(block, level, size, digest, format);
                 self.insert(entry);
                 return PutOutcome::Stored { size };
             }
@@ -610,18 +622,7 @@ impl MemoryStore {
             return false;
         }
         self.trim_last_chunk(&mut partial);
-        let entry = MemoryEntry {
-            block: block.clone(),
-            level,
-            mode,
-            size,
-            record_bytes,
-            digest,
-            format,
-            chunks: std::mem::take(&mut partial.chunks),
-            len: partial.len,
-            readers: AtomicU32::new(0),
-        };
+        let entry = partial.take_entry(block, level, size, digest, format);
         self.insert(entry);
         true
     }
